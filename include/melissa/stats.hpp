@@ -1,0 +1,216 @@
+// SPDX-License-Identifier: BSD-3-Clause
+//
+// Iterative per-cell statistics: the kernels the statistics server applies to every field of every
+// time step. Each accumulator keeps O(1) float64 state per cell, is updated from one field (a flat
+// array of `size` cells) or a batch of fields laid out one after the other, and merges with another
+// accumulator of the same cells, so that threads, server ranks and checkpoints combine.
+//
+// Conventions shared by every accumulator:
+// - Input values are float or double; state is double.
+// - NaN is not skipped: a NaN value makes that cell's moments, extrema, quantiles, covariance and
+//   Sobol indices NaN from then on, and never counts as exceeding a threshold.
+// - An accumulator is not safe to update from two threads at once; give each thread its own and
+//   merge them.
+// - Size mismatches throw std::invalid_argument.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "melissa/export.h"
+
+namespace melissa::stats {
+
+/// Number of threads the kernels may use for one large update (default: OpenMP's maximum, which
+/// OMP_NUM_THREADS sets). Small updates always run on the calling thread.
+MELISSA_EXPORT void set_num_threads(int n);
+MELISSA_EXPORT int get_num_threads();
+
+/// A view of one array of an accumulator's state, for checkpoints: writing through `data` and
+/// reading it back must round-trip the accumulator exactly.
+struct StateArray {
+    enum class Type { Float64, UInt64 };
+    std::string name;
+    void *data;
+    Type type;
+    std::vector<std::size_t> shape; // empty for a scalar
+};
+
+/// Mean and central moments up to `order` (1 to 4) by Welford's update and Pebay's pairwise merge.
+class MELISSA_EXPORT Moments {
+  public:
+    Moments(std::size_t size, int order = 4);
+
+    void update(const float *fields, std::size_t n_fields);
+    void update(const double *fields, std::size_t n_fields);
+    void merge(const Moments &other);
+
+    std::size_t size() const { return size_; }
+    int order() const { return order_; }
+    std::uint64_t count() const { return count_; }
+
+    void mean(double *out) const;
+    /// Sum of squared deviations over (count - ddof).
+    void variance(double *out, int ddof) const;
+    /// Biased sample skewness m3 / m2^1.5 (scipy.stats.skew with bias=True); NaN where m2 is 0.
+    void skewness(double *out) const;
+    /// Biased excess kurtosis m4 / m2^2 - 3 (scipy.stats.kurtosis defaults); NaN where m2 is 0.
+    void kurtosis(double *out) const;
+
+    std::vector<StateArray> state();
+
+  private:
+    template <class T> void update_impl(const T *fields, std::size_t n_fields);
+
+    std::size_t size_;
+    int order_;
+    std::uint64_t count_ = 0;
+    std::vector<double> mean_, m2_, m3_, m4_;
+};
+
+/// Running minimum and maximum.
+class MELISSA_EXPORT Extrema {
+  public:
+    explicit Extrema(std::size_t size);
+
+    void update(const float *fields, std::size_t n_fields);
+    void update(const double *fields, std::size_t n_fields);
+    void merge(const Extrema &other);
+
+    std::size_t size() const { return size_; }
+    std::uint64_t count() const { return count_; }
+    /// NaN before the first update.
+    void min(double *out) const;
+    void max(double *out) const;
+
+    std::vector<StateArray> state();
+
+  private:
+    template <class T> void update_impl(const T *fields, std::size_t n_fields);
+
+    std::size_t size_;
+    std::uint64_t count_ = 0;
+    std::vector<double> min_, max_;
+};
+
+/// For each threshold t, how many values of each cell were strictly greater than t.
+class MELISSA_EXPORT ThresholdExceedance {
+  public:
+    ThresholdExceedance(std::size_t size, std::vector<double> thresholds);
+
+    void update(const float *fields, std::size_t n_fields);
+    void update(const double *fields, std::size_t n_fields);
+    void merge(const ThresholdExceedance &other);
+
+    std::size_t size() const { return size_; }
+    std::uint64_t count() const { return count_; }
+    const std::vector<double> &thresholds() const { return thresholds_; }
+    /// Row-major (thresholds, size).
+    const std::uint64_t *counts() const { return counts_.data(); }
+
+    std::vector<StateArray> state();
+
+  private:
+    template <class T> void update_impl(const T *fields, std::size_t n_fields);
+
+    std::size_t size_;
+    std::uint64_t count_ = 0;
+    std::vector<double> thresholds_;
+    std::vector<std::uint64_t> counts_;
+};
+
+/// Quantiles by Robbins-Monro stochastic approximation with Polyak-Ruppert averaging.
+///
+/// After the n-th value x of a cell, each iterate q of probability p moves by
+///     q <- q - gamma_n * (1{x <= q} - p),   gamma_n = kStepScale * sigma_n / n^kStepExponent
+/// where sigma_n is the cell's running standard deviation (so the step has the data's units and
+/// scale), and the estimate returned is the running average of the iterates. The first value
+/// initialises every iterate. Not mergeable: the estimate depends on the order of the values.
+class MELISSA_EXPORT Quantiles {
+  public:
+    static constexpr double kStepScale = 3.0;
+    static constexpr double kStepExponent = 0.6;
+
+    Quantiles(std::size_t size, std::vector<double> probabilities);
+
+    void update(const float *fields, std::size_t n_fields);
+    void update(const double *fields, std::size_t n_fields);
+
+    std::size_t size() const { return size_; }
+    std::uint64_t count() const { return count_; }
+    const std::vector<double> &probabilities() const { return probabilities_; }
+    /// Row-major (probabilities, size).
+    const double *quantiles() const { return average_.data(); }
+
+    std::vector<StateArray> state();
+
+  private:
+    template <class T> void update_impl(const T *fields, std::size_t n_fields);
+
+    std::size_t size_;
+    std::uint64_t count_ = 0;
+    std::vector<double> probabilities_;
+    std::vector<double> mean_, m2_;       // running scale of each cell
+    std::vector<double> iterate_, average_; // (probabilities, size)
+};
+
+/// Covariance and correlation of two fields, cell by cell.
+class MELISSA_EXPORT Covariance {
+  public:
+    explicit Covariance(std::size_t size);
+
+    void update(const float *x, const float *y, std::size_t n_fields);
+    void update(const double *x, const double *y, std::size_t n_fields);
+    void merge(const Covariance &other);
+
+    std::size_t size() const { return size_; }
+    std::uint64_t count() const { return count_; }
+    void covariance(double *out, int ddof) const;
+    void correlation(double *out) const;
+
+    std::vector<StateArray> state();
+
+  private:
+    template <class T> void update_impl(const T *x, const T *y, std::size_t n_fields);
+
+    std::size_t size_;
+    std::uint64_t count_ = 0;
+    std::vector<double> mean_x_, mean_y_, m2_x_, m2_y_, comoment_;
+};
+
+/// First- and total-order Sobol indices by the Martinez (correlation) estimator.
+///
+/// A group holds n_params + 2 fields in this order: y_A, y_B, y_C1 ... y_Cp, where C_k equals A
+/// except for parameter k, taken from B. Then S_k = corr(y_B, y_Ck) and ST_k = 1 - corr(y_A, y_Ck).
+class MELISSA_EXPORT Sobol {
+  public:
+    Sobol(std::size_t size, std::size_t n_params);
+
+    /// `groups` holds n_groups groups of n_params + 2 fields of `size` cells each.
+    void update(const float *groups, std::size_t n_groups);
+    void update(const double *groups, std::size_t n_groups);
+    void merge(const Sobol &other);
+
+    std::size_t size() const { return size_; }
+    std::size_t n_params() const { return n_params_; }
+    std::size_t group_size() const { return n_params_ + 2; }
+    std::uint64_t count() const { return count_; }
+    /// Row-major (n_params, size): corr(y_B, y_Ck).
+    void first_order(double *out) const;
+    /// Row-major (n_params, size): 1 - corr(y_A, y_Ck).
+    void total_order(double *out) const;
+
+    std::vector<StateArray> state();
+
+  private:
+    template <class T> void update_impl(const T *groups, std::size_t n_groups);
+
+    std::size_t size_, n_params_;
+    std::uint64_t count_ = 0;
+    std::vector<double> mean_a_, mean_b_, m2_a_, m2_b_;
+    std::vector<double> mean_c_, m2_c_, comoment_bc_, comoment_ac_; // (n_params, size)
+};
+
+} // namespace melissa::stats
