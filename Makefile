@@ -1,0 +1,85 @@
+# SPDX-License-Identifier: BSD-3-Clause
+#
+#   make demo     the demonstration (installs what is missing first)
+#   make test     every test: ctest (C, C++, Fortran) and pytest
+#   make install  system packages (apt), .venv, build and install of melissa: only what is missing
+#   make bench    the benchmarks in bench/
+#
+# Every step is quiet when it has nothing to do; a failing step prints its log.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := install
+
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+PIP := $(PYTHON) -m pip --disable-pip-version-check --quiet
+LOGS := build/logs
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+APT_PACKAGES := g++ gfortran make pkg-config python3-venv openmpi-bin libopenmpi-dev \
+                libzmq3-dev cppzmq-dev libgtest-dev
+# torch first, pinned: this version lies on disk as a CPU build, while an unpinned torch would
+# download a multi-GB CUDA build. The build tools go in the venv so that builds are incremental
+# (--no-build-isolation) and need no network after the first install.
+TORCH := torch==2.13.0
+BUILD_TOOLS := "scikit-build-core>=0.11" "pybind11>=3" "cmake>=3.24" ninja numpy
+
+SOURCES := CMakeLists.txt pyproject.toml $(shell find cpp include bindings fortran python cmake \
+             -type f -not -name '*.pyc' 2>/dev/null)
+VENV_READY := $(VENV)/.tools-installed
+INSTALLED := $(VENV)/.melissa-installed
+CTEST_BUILD := build/ctest
+
+.PHONY: install system-packages demo test ctest pytest bench clean
+
+install: $(INSTALLED)
+
+system-packages:
+	@command -v dpkg-query >/dev/null || { \
+	  echo "make install needs Debian's apt; elsewhere see README.md (Install on a cluster)"; exit 1; }
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  mkdir -p $(LOGS); echo "Installing system packages:$$missing"; \
+	  { $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y $$missing; } \
+	    > $(LOGS)/apt.log 2>&1 || { cat $(LOGS)/apt.log; exit 1; }; \
+	fi
+
+$(VENV_READY): | system-packages
+	@echo "Creating $(VENV) with $(TORCH) and the build tools"
+	@mkdir -p $(LOGS)
+	@{ python3 -m venv $(VENV) && $(PIP) install $(TORCH) && $(PIP) install $(BUILD_TOOLS); } \
+	  > $(LOGS)/venv.log 2>&1 || { cat $(LOGS)/venv.log; exit 1; }
+	@touch $@
+
+$(INSTALLED): $(SOURCES) $(VENV_READY) | system-packages
+	@echo "Building and installing melissa into $(VENV)"
+	@$(PIP) install --no-build-isolation ".[test]" > $(LOGS)/install.log 2>&1 \
+	  || { cat $(LOGS)/install.log; exit 1; }
+	@touch $@
+
+demo: install
+	@$(PYTHON) examples/stats_demo.py
+
+test: ctest pytest
+
+ctest: install
+	@$(VENV)/bin/cmake -S . -B $(CTEST_BUILD) -G Ninja -DCMAKE_MAKE_PROGRAM=$(abspath $(VENV)/bin/ninja) \
+	  -DMELISSA_BUILD_TESTS=ON -DMELISSA_BUILD_PYTHON=OFF > $(LOGS)/ctest-configure.log 2>&1 \
+	  || { cat $(LOGS)/ctest-configure.log; exit 1; }
+	@$(VENV)/bin/cmake --build $(CTEST_BUILD) > $(LOGS)/ctest-build.log 2>&1 \
+	  || { cat $(LOGS)/ctest-build.log; exit 1; }
+	$(VENV)/bin/ctest --test-dir $(CTEST_BUILD) --output-on-failure
+
+pytest: install
+	$(PYTHON) -m pytest
+
+bench: install
+	@$(PIP) install --no-build-isolation ".[test,bench]" > $(LOGS)/bench-install.log 2>&1 \
+	  || { cat $(LOGS)/bench-install.log; exit 1; }
+	$(PYTHON) bench/bench_stats.py
+
+clean:
+	rm -rf build $(VENV)
