@@ -27,8 +27,12 @@ namespace melissa::stats::detail {
 // stays in L1 or L2 while the fields of a batch stream through it; a size measured in bench/.
 constexpr std::size_t kTileCells = 512;
 
-// Below this many cell updates, waking a second thread costs more than it saves (bench/).
-constexpr std::size_t kParallelMinWork = std::size_t{1} << 15;
+// Below this many cell updates one thread is as fast as two: measured by bench/thread_crossover.sh
+// (which rebuilds with MELISSA_PARALLEL_MIN_WORK=0 to see both sides of the crossover).
+#ifndef MELISSA_PARALLEL_MIN_WORK
+#define MELISSA_PARALLEL_MIN_WORK 8192
+#endif
+constexpr std::size_t kParallelMinWork = MELISSA_PARALLEL_MIN_WORK;
 
 int threads_for(std::size_t work, std::size_t n_tiles);
 
