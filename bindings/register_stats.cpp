@@ -51,10 +51,11 @@ Fields as_fields(const py::handle &values, const std::vector<py::ssize_t> &one, 
     py::array array = py::array::ensure(values);
     if (!array)
         throw py::type_error(std::string(what) + ": expected a numpy array of float32 or float64");
-    const bool is_double = py::isinstance<py::array_t<double>>(array);
-    if (!is_double && !py::isinstance<py::array_t<float>>(array))
+    const py::dtype dtype = array.dtype();
+    // Either byte order is accepted (the copy below makes it native), no other kind or width.
+    if (dtype.kind() != 'f' || (dtype.itemsize() != 4 && dtype.itemsize() != 8))
         throw py::type_error(std::string(what) + ": values must be float32 or float64, got " +
-                             py::str(array.dtype()).cast<std::string>());
+                             py::str(dtype).cast<std::string>());
     const std::vector<py::ssize_t> shape(array.shape(), array.shape() + array.ndim());
     const bool single = shape == one;
     const bool batched =
@@ -63,9 +64,11 @@ Fields as_fields(const py::handle &values, const std::vector<py::ssize_t> &one, 
         throw py::value_error(std::string(what) + ": expected shape " + shape_string(one) +
                               " or " + shape_string(one, true) + ", got " + shape_string(shape));
     const std::size_t count = single ? 1 : static_cast<std::size_t>(shape[0]);
-    if (is_double)
-        return {py::array_t<double, py::array::c_style>::ensure(array), count, true};
-    return {py::array_t<float, py::array::c_style>::ensure(array), count, false};
+    // Copies only what is not already native and C-contiguous.
+    constexpr int flags = py::array::c_style | py::array::forcecast;
+    if (dtype.itemsize() == 8)
+        return {py::array_t<double, flags>::ensure(array), count, true};
+    return {py::array_t<float, flags>::ensure(array), count, false};
 }
 
 /// Calls kernel(pointer, count) with the right element type, without the GIL.

@@ -7,14 +7,17 @@
 namespace melissa::stats {
 namespace {
 
-// `v != v` keeps NaN sticky: std::min would drop it or not depending on argument order.
+// Lowers lo towards low and raises hi towards high; an update passes the same field as both, a
+// merge the other state's min and max. `v != v` keeps NaN sticky: std::min would drop it or not
+// depending on argument order.
 template <class T>
-MELISSA_KERNEL void extrema_step(double *__restrict lo, double *__restrict hi, const T *__restrict x,
-                  std::size_t n) {
+MELISSA_KERNEL void extrema_step(double *__restrict lo, double *__restrict hi,
+                                 const T *__restrict low, const T *__restrict high,
+                                 std::size_t n) {
     for (std::size_t i = 0; i < n; ++i) {
-        const double v = static_cast<double>(x[i]);
-        lo[i] = (v < lo[i] || v != v) ? v : lo[i];
-        hi[i] = (v > hi[i] || v != v) ? v : hi[i];
+        const double l = static_cast<double>(low[i]), h = static_cast<double>(high[i]);
+        lo[i] = (l < lo[i] || l != l) ? l : lo[i];
+        hi[i] = (h > hi[i] || h != h) ? h : hi[i];
     }
 }
 
@@ -29,8 +32,10 @@ template <class T> void Extrema::update_impl(const T *fields, std::size_t n_fiel
     double *lo = min_.data(), *hi = max_.data();
     const std::size_t size = size_;
     detail::for_each_tile(size, size * n_fields, [&](std::size_t begin, std::size_t end) {
-        for (std::size_t f = 0; f < n_fields; ++f)
-            extrema_step(lo + begin, hi + begin, fields + f * size + begin, end - begin);
+        for (std::size_t f = 0; f < n_fields; ++f) {
+            const T *field = fields + f * size + begin;
+            extrema_step(lo + begin, hi + begin, field, field, end - begin);
+        }
     });
     count_ += n_fields;
 }
@@ -43,9 +48,7 @@ void Extrema::merge(const Extrema &other) {
     double *lo = min_.data(), *hi = max_.data();
     const double *olo = other.min_.data(), *ohi = other.max_.data();
     detail::for_each_tile(size_, size_, [&](std::size_t begin, std::size_t end) {
-        // The other state's min and max are two fields of values that all this state must see.
-        extrema_step(lo + begin, hi + begin, olo + begin, end - begin);
-        extrema_step(lo + begin, hi + begin, ohi + begin, end - begin);
+        extrema_step(lo + begin, hi + begin, olo + begin, ohi + begin, end - begin);
     });
     count_ += other.count_;
 }

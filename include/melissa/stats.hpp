@@ -7,8 +7,10 @@
 //
 // Conventions shared by every accumulator:
 // - Input values are float or double; state is double.
-// - NaN is not skipped: a NaN value makes that cell's moments, extrema, quantiles, covariance and
-//   Sobol indices NaN from then on, and never counts as exceeding a threshold.
+// - NaN is not skipped: a NaN value makes that cell's moments, extrema, quantiles and covariance
+//   NaN from then on, and never counts as exceeding a threshold. In a Sobol group it makes NaN the
+//   indices that use its field: y_A every total order, y_B every first order, y_Ck both indices
+//   of parameter k.
 // - An accumulator is not safe to update from two threads at once; give each thread its own and
 //   merge them.
 // - Size mismatches throw std::invalid_argument.

@@ -12,9 +12,10 @@ pickles.
 Errors: a field of the wrong shape or a group with the wrong number of fields raises ValueError,
 a dtype other than float32/float64 raises TypeError; the state is left untouched.
 
-NaN is not skipped: a NaN value makes that cell's moments, extrema, quantiles, covariance and Sobol
-indices NaN from then on, and never counts as exceeding a threshold. Statistics asked for before
-any update are NaN.
+NaN is not skipped: a NaN value makes that cell's moments, extrema, quantiles and covariance NaN
+from then on, and never counts as exceeding a threshold; in a Sobol group it makes NaN the indices
+that use its field (y_A: every total order; y_B: every first order; y_Ck: both indices of
+parameter k). Statistics asked for before any update are NaN.
 
 One accumulator must not be updated from two threads at once: give each thread its own and merge.
 """
@@ -75,7 +76,7 @@ class _Checkpointable:
             if name not in state:
                 raise ValueError(f"{kind}.load_state_dict: the state has no {name!r}")
             value = np.asarray(state[name])
-            if value.shape != view.shape or not np.can_cast(value.dtype, view.dtype, "same_kind"):
+            if value.shape != view.shape or not _fits(value, view.dtype):
                 raise ValueError(
                     f"{kind}.load_state_dict: {name!r} must be {view.dtype} of shape {view.shape}, "
                     f"got {value.dtype} of shape {value.shape}"
@@ -86,6 +87,14 @@ class _Checkpointable:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_restore, (type(self), self.state_dict()))
+
+
+def _fits(value: np.ndarray, dtype: np.dtype) -> bool:
+    """Whether `value` can be stored in a state array of `dtype` without losing anything."""
+    if dtype.kind == "u" and value.dtype.kind in "iu":
+        # Counts that went through JSON or int64 arrays come back signed.
+        return bool(np.all(value >= 0))
+    return np.can_cast(value.dtype, dtype, "same_kind")
 
 
 def _config_value(value: Any) -> Any:

@@ -1,0 +1,1131 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""Throughput of the melissa.stats kernels, side by side with the baselines, in one run.
+
+For every kernel it times melissa's update of one float64 field, of a batch of fields and of one
+float32 field, on 1 thread and on all cores, next to (a) a vectorized numpy implementation of the
+same update, (b) the iterative-stats package and (c) OpenTURNS' iterative algorithms, and (d) the
+memory bandwidth measured by a STREAM-like copy and triad in the same process. It prints markdown
+that can be pasted into bench/RESULTS.md.
+
+    python bench/bench_stats.py            # full run: 10^6 cells, then 8 * 10^6 cells
+    python bench/bench_stats.py --quick    # smoke test, a few seconds
+
+The machine may be shared and noisy, so every measurement round times all implementations of a
+kernel one after the other, and a ratio is the median over rounds of the ratio within a round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.metadata
+import logging
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from melissa import stats as ms
+
+Array = npt.NDArray[Any]
+Args = tuple[Any, ...]
+Pool = Array | list[Any]  # input fields: a (rows, size) array, or a list of ot.Point
+
+
+# Any, not ModuleType | None: the factories below only use a module after checking it is there.
+def _optional_import(name: str) -> Any:
+    try:
+        return __import__(name, fromlist=["_"])
+    except ImportError:
+        return None
+
+
+ot = _optional_import("openturns")
+its_moments = _optional_import("iterative_stats.iterative_moments")
+its_extrema = _optional_import("iterative_stats.iterative_extrema")
+its_threshold = _optional_import("iterative_stats.iterative_threshold")
+its_quantile = _optional_import("iterative_stats.iterative_quantile")
+its_covariance = _optional_import("iterative_stats.iterative_covariance")
+its_martinez = _optional_import("iterative_stats.sensitivity.sensitivity_martinez")
+# iterative_stats.utils.logger calls logging.basicConfig(level=DEBUG) on import, after which every
+# increment of its means and variances writes the array to stderr; a user would silence that.
+logging.getLogger().setLevel(logging.WARNING)
+
+THRESHOLDS = (-1.0, 0.0, 1.0, 2.0)  # the fields are standard normal
+PROBABILITIES = (0.05, 0.5, 0.95)
+N_PARAMS = 4
+POOL_ROWS = 24  # distinct input fields, cycled so that inputs stream from memory, not from L3
+BATCH = 16  # fields per batched update (Sobol: POOL_ROWS // (N_PARAMS + 2) groups)
+OT_ROWS = 4  # OpenTURNS points are copies of pool rows; a few keep memory use down
+
+
+# --------------------------------------------------------------------------------------------
+# (a) numpy baselines: the same updates and the same state as the C++ kernels, written as a
+# competent numpy user would (array expressions, in place where natural). state() uses the names
+# of melissa's state_dict() so the correctness check compares them array by array.
+# --------------------------------------------------------------------------------------------
+
+
+class NumpyMoments:
+    """Welford's update, Pebay's higher-order terms (cpp/stats/moments.cpp)."""
+
+    def __init__(self, size: int, order: int) -> None:
+        self.order, self.count = order, 0
+        self.mean, self.m2, self.m3, self.m4 = (np.zeros(size) for _ in range(4))
+
+    def update(self, x: Array) -> None:
+        self.count += 1
+        n = float(self.count)
+        delta = x - self.mean
+        delta_n = delta * (1.0 / n)
+        self.mean += delta_n
+        term = delta * delta_n * (n - 1.0)
+        if self.order >= 4:
+            delta_n2 = delta_n * delta_n
+            self.m4 += (
+                term * delta_n2 * (n * n - 3.0 * n + 3.0)
+                + 6.0 * delta_n2 * self.m2
+                - 4.0 * delta_n * self.m3
+            )
+        if self.order >= 3:
+            self.m3 += term * delta_n * (n - 2.0) - 3.0 * delta_n * self.m2
+        self.m2 += term
+
+    def state(self) -> dict[str, Array]:
+        kept = {"mean": self.mean, "m2": self.m2, "m3": self.m3, "m4": self.m4}
+        return dict(list(kept.items())[: self.order])
+
+
+class NumpyExtrema:
+    def __init__(self, size: int) -> None:
+        self.min, self.max = np.full(size, np.inf), np.full(size, -np.inf)
+
+    def update(self, x: Array) -> None:
+        np.minimum(self.min, x, out=self.min)
+        np.maximum(self.max, x, out=self.max)
+
+    def state(self) -> dict[str, Array]:
+        return {"min": self.min, "max": self.max}
+
+
+class NumpyThresholdExceedance:
+    def __init__(self, size: int, thresholds: Sequence[float]) -> None:
+        self.thresholds = thresholds
+        self.counts = np.zeros((len(thresholds), size), dtype=np.uint64)
+
+    def update(self, x: Array) -> None:
+        for threshold, counts in zip(self.thresholds, self.counts, strict=True):
+            counts += x > threshold
+
+    def state(self) -> dict[str, Array]:
+        return {"counts": self.counts}
+
+
+class NumpyQuantiles:
+    """Robbins-Monro step scaled by the running standard deviation, Polyak-Ruppert average."""
+
+    def __init__(self, size: int, probabilities: Sequence[float]) -> None:
+        self.probabilities, self.count = probabilities, 0
+        self.mean, self.m2 = np.zeros(size), np.zeros(size)
+        self.iterate = np.zeros((len(probabilities), size))
+        self.average = np.zeros((len(probabilities), size))
+
+    def update(self, x: Array) -> None:
+        self.count += 1
+        n = float(self.count)
+        inv = 1.0 / n
+        delta = x - self.mean
+        self.mean += delta * inv
+        self.m2 += delta * (x - self.mean)
+        if self.count == 1:
+            self.iterate[...] = x
+            self.average[...] = x
+            return
+        # gamma_n = 3 sigma_n / n^0.6 (Quantiles.kStepScale and kStepExponent in stats.hpp).
+        step = 3.0 / n**0.6 * np.sqrt(self.m2 * inv)
+        for p, iterate, average in zip(self.probabilities, self.iterate, self.average, strict=True):
+            iterate -= step * ((x <= iterate) - p)
+            average += (iterate - average) * inv
+
+    def state(self) -> dict[str, Array]:
+        return {"mean": self.mean, "m2": self.m2, "iterate": self.iterate, "average": self.average}
+
+
+class NumpyCovariance:
+    """Bivariate Welford update."""
+
+    def __init__(self, size: int) -> None:
+        self.count = 0
+        self.mean_x, self.mean_y, self.m2_x, self.m2_y, self.comoment = (
+            np.zeros(size) for _ in range(5)
+        )
+
+    def update(self, x: Array, y: Array) -> None:
+        self.count += 1
+        inv = 1.0 / self.count
+        dx, dy = x - self.mean_x, y - self.mean_y
+        self.mean_x += dx * inv
+        self.mean_y += dy * inv
+        ey = y - self.mean_y
+        self.m2_x += dx * (x - self.mean_x)
+        self.m2_y += dy * ey
+        self.comoment += dx * ey
+
+    def state(self) -> dict[str, Array]:
+        return {
+            "mean_x": self.mean_x,
+            "mean_y": self.mean_y,
+            "m2_x": self.m2_x,
+            "m2_y": self.m2_y,
+            "comoment": self.comoment,
+        }
+
+
+class NumpySobol:
+    """Martinez estimator: Welford for y_A, y_B, y_Ck and the comoments of y_B and y_A with y_Ck."""
+
+    def __init__(self, size: int, n_params: int) -> None:
+        self.count = 0
+        self.mean_a, self.mean_b, self.m2_a, self.m2_b = (np.zeros(size) for _ in range(4))
+        self.mean_c, self.m2_c, self.comoment_bc, self.comoment_ac = (
+            np.zeros((n_params, size)) for _ in range(4)
+        )
+
+    def update(self, group: Array) -> None:
+        a, b, c = group[0], group[1], group[2:]
+        self.count += 1
+        inv = 1.0 / self.count
+        delta_a, delta_b = a - self.mean_a, b - self.mean_b
+        self.mean_a += delta_a * inv
+        self.mean_b += delta_b * inv
+        self.m2_a += delta_a * (a - self.mean_a)
+        self.m2_b += delta_b * (b - self.mean_b)
+        delta_c = c - self.mean_c
+        self.mean_c += delta_c * inv
+        after = c - self.mean_c
+        self.m2_c += delta_c * after
+        self.comoment_bc += delta_b * after
+        self.comoment_ac += delta_a * after
+
+    def state(self) -> dict[str, Array]:
+        return {
+            "mean_a": self.mean_a,
+            "mean_b": self.mean_b,
+            "m2_a": self.m2_a,
+            "m2_b": self.m2_b,
+            "mean_c": self.mean_c,
+            "m2_c": self.m2_c,
+            "comoment_bc": self.comoment_bc,
+            "comoment_ac": self.comoment_ac,
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# (b, c) iterative-stats and OpenTURNS behind one update(*args) interface.
+# --------------------------------------------------------------------------------------------
+
+
+class Increments:
+    """update(*args) calls increment(*args) of each object (one object per threshold etc.)."""
+
+    def __init__(self, *objects: Any) -> None:
+        self.objects = objects
+
+    def update(self, *args: Any) -> None:
+        # iterative-stats divides by zero variances on the first updates; that is its business.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            for obj in self.objects:
+                obj.increment(*args)
+
+
+class ItsQuantiles(Increments):
+    def update(self, x: Array) -> None:
+        # IterativeQuantile keeps the first field it is given as its state and then updates it in
+        # place, which would overwrite our input pool: give it a copy of that one.
+        first = self.objects[0].iteration == 0
+        super().update(x.copy() if first else x)
+
+
+# --------------------------------------------------------------------------------------------
+# Kernels: what each one keeps and moves, how to build every implementation, and which inputs.
+# --------------------------------------------------------------------------------------------
+
+
+def one_field(pool: Pool, i: int) -> Args:
+    return (pool[i % len(pool)],)
+
+
+def field_pair(pool: Pool, i: int) -> Args:
+    row = i % (len(pool) - 1)
+    return (pool[row], pool[row + 1])
+
+
+def one_group(pool: Pool, i: int) -> Args:
+    width = N_PARAMS + 2
+    row = (i * width) % (len(pool) - width + 1)
+    return (pool[row : row + width],)
+
+
+def field_batch(pool: Array) -> tuple[Args, int]:
+    return (pool[:BATCH],), BATCH
+
+
+def pair_batch(pool: Array) -> tuple[Args, int]:
+    return (pool[:BATCH], pool[POOL_ROWS - BATCH : POOL_ROWS]), BATCH
+
+
+def group_batch(pool: Array) -> tuple[Args, int]:
+    width = N_PARAMS + 2
+    groups = POOL_ROWS // width
+    return (pool[: groups * width].reshape(groups, width, -1),), groups
+
+
+Check = Callable[[Any, Any], list[tuple[Array, Array]] | None]
+
+
+@dataclass(frozen=True)
+class Kernel:
+    name: str
+    state_bytes: int  # per cell, from the state layout in include/melissa/stats.hpp
+    fields_per_update: int  # input fields read by one update (Sobol: one group)
+    unit: str  # what one update is
+    melissa: Callable[[int], Any]
+    numpy: Callable[[int], Any]
+    iterative_stats: Callable[[int], Any] | None  # None: no equivalent
+    openturns: Callable[[int], Any] | None
+    args: Callable[[Pool, int], Args]
+    batch: Callable[[Array], tuple[Args, int]]
+    # (theirs, ours) pairs that must agree after the same updates; None: a different estimator.
+    check_its: Check | None = None
+    check_ot: Check | None = None
+
+    def bytes_per_call(self, size: int, n_updates: int, itemsize: int) -> int:
+        """Input read once, state read and written once per call (a batch passes over it once)."""
+        return size * (n_updates * self.fields_per_update * itemsize + 2 * self.state_bytes)
+
+
+def _moments_its(order: int) -> Check:
+    def check(adapter: Increments, acc: ms.Moments) -> list[tuple[Array, Array]]:
+        theirs, state = adapter.objects[0], acc.state_dict()
+        return [
+            (getattr(theirs, f"m{k}"), state["mean" if k == 1 else f"m{k}"])
+            for k in range(1, order + 1)
+        ]
+
+    return check
+
+
+def _moments_ot(order: int) -> Check:
+    def check(adapter: Increments, acc: ms.Moments) -> list[tuple[Array, Array]]:
+        theirs, n = adapter.objects[0], float(acc.count)
+        pairs = [
+            (np.array(theirs.getMean()), acc.mean()),
+            (np.array(theirs.getVariance()), acc.variance(ddof=1)),
+        ]
+        if order >= 4:
+            # OpenTURNS gives the bias-corrected skewness and Pearson kurtosis (scipy bias=False).
+            skew = acc.skewness() * np.sqrt(n * (n - 1.0)) / (n - 2.0)
+            kurt = ((n + 1.0) * acc.kurtosis() + 6.0) * (n - 1.0) / ((n - 2.0) * (n - 3.0)) + 3.0
+            pairs += [
+                (np.array(theirs.getSkewness()), skew),
+                (np.array(theirs.getKurtosis()), kurt),
+            ]
+        return pairs
+
+    return check
+
+
+def _extrema_its(adapter: Increments, acc: ms.Extrema) -> list[tuple[Array, Array]]:
+    return [(adapter.objects[0].get_min(), acc.min()), (adapter.objects[0].get_max(), acc.max())]
+
+
+def _extrema_ot(adapter: Increments, acc: ms.Extrema) -> list[tuple[Array, Array]]:
+    theirs = adapter.objects[0]
+    return [(np.array(theirs.getMin()), acc.min()), (np.array(theirs.getMax()), acc.max())]
+
+
+def _threshold_its(adapter: Increments, acc: ms.ThresholdExceedance) -> list[tuple[Array, Array]]:
+    return [(obj.state, counts) for obj, counts in zip(adapter.objects, acc.counts(), strict=True)]
+
+
+def _threshold_ot(adapter: Increments, acc: ms.ThresholdExceedance) -> list[tuple[Array, Array]]:
+    return [
+        (np.array(obj.getThresholdExceedance()), counts)
+        for obj, counts in zip(adapter.objects, acc.counts(), strict=True)
+    ]
+
+
+def _covariance_its(adapter: Increments, acc: ms.Covariance) -> list[tuple[Array, Array]]:
+    return [(adapter.objects[0].getCovariance(), acc.covariance(ddof=1))]
+
+
+def _sobol_its(adapter: Increments, acc: ms.Sobol) -> list[tuple[Array, Array]]:
+    theirs = adapter.objects[0]
+    return [
+        (theirs.getFirstOrderIndices().T, acc.first_order()),
+        (theirs.getTotalOrderIndices().T, acc.total_order()),
+    ]
+
+
+def make_kernels() -> list[Kernel]:
+    its_ok, ot_ok = its_moments is not None, ot is not None
+    n_thr, n_prob, group = len(THRESHOLDS), len(PROBABILITIES), N_PARAMS + 2
+    return [
+        Kernel(
+            "Moments(order=4)",
+            state_bytes=4 * 8,
+            fields_per_update=1,
+            unit="fields",
+            melissa=lambda n: ms.Moments(n, 4),
+            numpy=lambda n: NumpyMoments(n, 4),
+            iterative_stats=(lambda n: Increments(its_moments.IterativeMoments(max_order=4, dim=n)))
+            if its_ok
+            else None,
+            openturns=(lambda n: Increments(ot.IterativeMoments(4, n))) if ot_ok else None,
+            args=one_field,
+            batch=field_batch,
+            check_its=_moments_its(4),
+            check_ot=_moments_ot(4),
+        ),
+        Kernel(
+            "Moments(order=2)",
+            state_bytes=2 * 8,
+            fields_per_update=1,
+            unit="fields",
+            melissa=lambda n: ms.Moments(n, 2),
+            numpy=lambda n: NumpyMoments(n, 2),
+            iterative_stats=(lambda n: Increments(its_moments.IterativeMoments(max_order=2, dim=n)))
+            if its_ok
+            else None,
+            openturns=(lambda n: Increments(ot.IterativeMoments(2, n))) if ot_ok else None,
+            args=one_field,
+            batch=field_batch,
+            check_its=_moments_its(2),
+            check_ot=_moments_ot(2),
+        ),
+        Kernel(
+            "Extrema",
+            state_bytes=2 * 8,
+            fields_per_update=1,
+            unit="fields",
+            melissa=ms.Extrema,
+            numpy=NumpyExtrema,
+            iterative_stats=(lambda n: Increments(its_extrema.IterativeExtrema(n)))
+            if its_ok
+            else None,
+            openturns=(lambda n: Increments(ot.IterativeExtrema(n))) if ot_ok else None,
+            args=one_field,
+            batch=field_batch,
+            check_its=_extrema_its,
+            check_ot=_extrema_ot,
+        ),
+        Kernel(
+            f"ThresholdExceedance({n_thr} thresholds)",
+            state_bytes=n_thr * 8,
+            fields_per_update=1,
+            unit="fields",
+            melissa=lambda n: ms.ThresholdExceedance(n, list(THRESHOLDS)),
+            numpy=lambda n: NumpyThresholdExceedance(n, THRESHOLDS),
+            # IterativeThreshold counts min <= x <= max; max=inf makes it x >= t (its max=None
+            # path raises AttributeError in 0.1.2).
+            iterative_stats=(
+                lambda n: Increments(
+                    *(
+                        its_threshold.IterativeThreshold(n, min_threshold=t, max_threshold=np.inf)
+                        for t in THRESHOLDS
+                    )
+                )
+            )
+            if its_ok
+            else None,
+            openturns=(
+                lambda n: Increments(
+                    *(ot.IterativeThresholdExceedance(n, ot.Greater(), t) for t in THRESHOLDS)
+                )
+            )
+            if ot_ok
+            else None,
+            args=one_field,
+            batch=field_batch,
+            check_its=_threshold_its,
+            check_ot=_threshold_ot,
+        ),
+        Kernel(
+            f"Quantiles({n_prob} probabilities)",
+            state_bytes=(2 + 2 * n_prob) * 8,
+            fields_per_update=1,
+            unit="fields",
+            melissa=lambda n: ms.Quantiles(n, list(PROBABILITIES)),
+            numpy=lambda n: NumpyQuantiles(n, PROBABILITIES),
+            # Also Robbins-Monro, but its step comes from the running range and it does not
+            # average: the same work per update, not the same numbers.
+            iterative_stats=(
+                lambda n: ItsQuantiles(
+                    *(
+                        its_quantile.IterativeQuantile(n, alpha=p, max_it=1000)
+                        for p in PROBABILITIES
+                    )
+                )
+            )
+            if its_ok
+            else None,
+            openturns=None,
+            args=one_field,
+            batch=field_batch,
+        ),
+        Kernel(
+            "Covariance",
+            state_bytes=5 * 8,
+            fields_per_update=2,
+            unit="pairs",
+            melissa=ms.Covariance,
+            numpy=NumpyCovariance,
+            iterative_stats=(lambda n: Increments(its_covariance.IterativeCovariance(n)))
+            if its_ok
+            else None,
+            openturns=None,
+            args=field_pair,
+            batch=pair_batch,
+            check_its=_covariance_its,
+        ),
+        Kernel(
+            f"Sobol(n_params={N_PARAMS})",
+            state_bytes=(4 + 4 * N_PARAMS) * 8,
+            fields_per_update=group,
+            unit="groups",
+            melissa=lambda n: ms.Sobol(n, N_PARAMS),
+            numpy=lambda n: NumpySobol(n, N_PARAMS),
+            iterative_stats=(
+                lambda n: Increments(
+                    its_martinez.IterativeSensitivityMartinez(nb_parms=N_PARAMS, dim=n)
+                )
+            )
+            if its_ok
+            else None,
+            openturns=None,
+            args=one_group,
+            batch=group_batch,
+            check_its=_sobol_its,
+        ),
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# Correctness: the numpy baselines must compute what melissa computes, or the ratios mean nothing.
+# --------------------------------------------------------------------------------------------
+
+
+def _max_rel_diff(theirs: Array, ours: Array) -> float:
+    theirs, ours = np.asarray(theirs, dtype=np.float64), np.asarray(ours, dtype=np.float64)
+    scale = np.maximum(np.abs(ours), 1e-300)
+    return float(np.max(np.abs(theirs - ours) / scale))
+
+
+def _agreement(pairs: list[tuple[Array, Array]] | None, tolerance: float) -> str:
+    if pairs is None:
+        return "different estimator: timing only"
+    worst = max(_max_rel_diff(theirs, ours) for theirs, ours in pairs)
+    cells = sum(int(np.sum(~np.isclose(t, o, rtol=tolerance, atol=0))) for t, o in pairs)
+    if cells == 0:
+        return f"agrees (max rel. diff {worst:.0e})"
+    total = sum(np.size(o) for _, o in pairs)
+    return f"DIFFERS in {cells} of {total} values (max rel. diff {worst:.1e})"
+
+
+def check_correctness(kernels: list[Kernel], size: int, n_updates: int) -> list[list[str]]:
+    """Feeds the same fields to every implementation; asserts that numpy matches melissa."""
+    rng = np.random.default_rng(1)
+    pool = rng.standard_normal((POOL_ROWS, size))
+    rows = []
+    for kernel in kernels:
+        acc, baseline = kernel.melissa(size), kernel.numpy(size)
+        its = kernel.iterative_stats(size) if kernel.iterative_stats else None
+        ots = kernel.openturns(size) if kernel.openturns else None
+        points = [ot.Point(row) for row in pool] if ots is not None else []
+        for i in range(n_updates):
+            args = kernel.args(pool, i)
+            acc.update(*args)
+            baseline.update(*args)
+            if its is not None:
+                its.update(*args)
+            if ots is not None:
+                ots.update(*kernel.args(points, i))
+        ours = acc.state_dict()
+        for name, value in baseline.state().items():
+            # Rounding differs (FMA in the C++ kernels); a quantile iterate that lands within
+            # rounding of a value may step the other way once, hence the looser bound there.
+            same = np.isclose(value, ours[name], rtol=1e-9, atol=1e-12)
+            allowed = 1e-3 * same.size if isinstance(baseline, NumpyQuantiles) else 0
+            assert np.sum(~same) <= allowed, (
+                f"numpy baseline of {kernel.name} differs from melissa in {name!r}: "
+                f"{np.sum(~same)} of {same.size} values"
+            )
+        worst = max(_max_rel_diff(v, ours[k]) for k, v in baseline.state().items())
+        rows.append(
+            [
+                kernel.name,
+                f"same state (max rel. diff {worst:.0e})",
+                _check_cell(its, kernel.check_its, acc, its_moments),
+                _check_cell(ots, kernel.check_ot, acc, ot),
+            ]
+        )
+    return rows
+
+
+def _check_cell(theirs: Any, check: Check | None, acc: Any, module: Any) -> str:
+    if theirs is None:
+        return "not installed" if module is None else "n/a"
+    return _agreement(check(theirs, acc) if check else None, tolerance=1e-6)
+
+
+# --------------------------------------------------------------------------------------------
+# (d) memory bandwidth, STREAM-like, in this process.
+# --------------------------------------------------------------------------------------------
+
+
+def bandwidth(n: int, thread_counts: Sequence[int], repeats: int) -> dict[tuple[str, int], float]:
+    """Best GB/s of each STREAM-like test on each thread count, bytes counted as STREAM does."""
+    a, b, c = np.zeros(n), np.ones(n), np.full(n, 2.0)
+    chunk = 1 << 15  # the triad's temporary stays in L2, so memory sees only a, b and c
+
+    def copy(lo: int, hi: int) -> None:
+        np.copyto(a[lo:hi], b[lo:hi])
+
+    def triad(lo: int, hi: int) -> None:
+        tmp = np.empty(chunk)
+        for start in range(lo, hi, chunk):
+            end = min(start + chunk, hi)
+            np.multiply(c[start:end], 3.0, out=tmp[: end - start])
+            np.add(b[start:end], tmp[: end - start], out=a[start:end])
+
+    def add_in_place(lo: int, hi: int) -> None:
+        np.add(a[lo:hi], b[lo:hi], out=a[lo:hi])
+
+    # (name, body, bytes per element). STREAM does not count the write-allocate read of a line
+    # that is only written, which copy and triad pay; "a += b" writes only what it has read, as
+    # the statistics kernels do with their state, so it is the bound that matches them.
+    tests = (
+        ("copy a = b", copy, 16),
+        ("triad a = b + 3c", triad, 24),
+        ("in place a += b", add_in_place, 24),
+    )
+    results = {}
+    with ThreadPoolExecutor(max(thread_counts)) as pool:
+        for name, body, bytes_per_element in tests:
+            for threads in thread_counts:
+                # numpy releases the GIL inside ufuncs, so each thread streams its own slice.
+                bounds = [(t * n // threads, (t + 1) * n // threads) for t in range(threads)]
+                best = 0.0
+                for _ in range(repeats):
+                    start = time.perf_counter()
+                    list(pool.map(body, *zip(*bounds, strict=True)))
+                    best = max(best, bytes_per_element * n / (time.perf_counter() - start) / 1e9)
+                results[name, threads] = best
+    return results
+
+
+# --------------------------------------------------------------------------------------------
+# Timing.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Impl:
+    label: str
+    family: str  # "melissa", "numpy", "iterative-stats" or "OpenTURNS"
+    update: Callable[..., None]
+    args: Callable[[int], Args]  # the arguments of call number i
+    updates_per_call: int
+    bytes_per_call: int
+    threads: int  # melissa's thread count; baselines run on one thread
+    rates: list[float] = field(default_factory=list)  # updates/s, one per round
+    calls: int = 0  # calls so far: the next call takes the next fields of the pool
+
+    @property
+    def rate(self) -> float:
+        return statistics.median(self.rates)
+
+    @property
+    def spread(self) -> float:
+        """(slowest - fastest round) / median: how much the noise moved this row."""
+        return (max(self.rates) - min(self.rates)) / self.rate
+
+
+def time_call(impl: Impl, min_time: float) -> float:
+    """Updates/s of impl, calling it (at least once) until min_time seconds have passed."""
+    if impl.family == "melissa":
+        ms.set_num_threads(impl.threads)
+    calls, start = 0, time.perf_counter()
+    while True:
+        impl.update(*impl.args(impl.calls))
+        impl.calls += 1
+        calls += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_time:
+            return calls * impl.updates_per_call / elapsed
+
+
+def measure(impls: list[Impl], repeats: int, min_time: float) -> None:
+    """Warm-up, then `repeats` rounds that each time every implementation once, in turn."""
+    for impl in impls:
+        time_call(impl, 0.0)
+    for round_ in range(repeats):
+        # Each round starts one implementation later, so none always follows the same neighbour
+        # (a spinning OpenMP worker, a cache left warm or cold).
+        for k in range(len(impls)):
+            impl = impls[(round_ + k) % len(impls)]
+            impl.rates.append(time_call(impl, min_time))
+
+
+def paired_ratio(ours: Impl, theirs: Impl) -> float:
+    """Median over rounds of the ratio within a round: noise that hits both cancels."""
+    return statistics.median(a / b for a, b in zip(ours.rates, theirs.rates, strict=True))
+
+
+def build_impls(
+    kernel: Kernel, size: int, pools: dict[str, Any], thread_counts: Sequence[int], with_slow: bool
+) -> list[Impl]:
+    """melissa's rows on each thread count, then the baselines; one state per implementation."""
+    impls: list[Impl] = []
+
+    def add(label: str, family: str, update: Callable[..., None], pool: Pool, threads: int = 1,
+            batch: tuple[Args, int] | None = None) -> None:  # fmt: skip
+        itemsize = pool.itemsize if isinstance(pool, np.ndarray) else 8
+        if batch is None:
+            args, n_updates = (lambda i: kernel.args(pool, i)), 1
+        else:
+            args, n_updates = (lambda i: batch[0]), batch[1]
+        bytes_per_call = kernel.bytes_per_call(size, n_updates, itemsize)
+        impls.append(Impl(label, family, update, args, n_updates, bytes_per_call, threads))
+
+    acc, f64, f32 = kernel.melissa(size), pools["f64"], pools["f32"]
+    batch = kernel.batch(f64)
+    for t in thread_counts:
+        add(f"melissa f64, 1 field, {_threads(t)}", "melissa", acc.update, f64, t)
+        add(
+            f"melissa f64, batch of {batch[1]}, {_threads(t)}", "melissa", acc.update, f64, t, batch
+        )
+        add(f"melissa f32, 1 field, {_threads(t)}", "melissa", acc.update, f32, t)
+    add("numpy (vectorized)", "numpy", kernel.numpy(size).update, f64)
+    if with_slow and kernel.iterative_stats is not None:
+        version = _version("iterative-stats")
+        add(
+            f"iterative-stats {version}",
+            "iterative-stats",
+            kernel.iterative_stats(size).update,
+            f64,
+        )
+    if with_slow and kernel.openturns is not None:
+        label = f"OpenTURNS {_version('openturns')} (ot.Point input)"
+        add(label, "OpenTURNS", kernel.openturns(size).update, pools["ot"])
+    return impls
+
+
+# --------------------------------------------------------------------------------------------
+# Output.
+# --------------------------------------------------------------------------------------------
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(f"{c!s:<{w}}" for c, w in zip(cells, widths, strict=True)) + " |"
+
+    print(line(headers))
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for row in rows:
+        print(line(row))
+    print()
+
+
+def _threads(n: int) -> str:
+    return f"{n} thread{'s' if n > 1 else ''}"
+
+
+def _si(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+
+
+def _absent(family: str) -> str:
+    module = {"iterative-stats": its_moments, "OpenTURNS": ot}[family]
+    return "not installed" if module is None else "n/a"
+
+
+def kernel_table(
+    kernel: Kernel, impls: list[Impl], bounds: dict[int, float], with_slow: bool
+) -> None:
+    by_family = {impl.family: impl for impl in impls if impl.family != "melissa"}
+    baselines = ["numpy"] + (["iterative-stats", "OpenTURNS"] if with_slow else [])
+    headers = ["implementation", f"{kernel.unit}/s", "spread", "GB/s", "of bound"] + [
+        f"x {name}" for name in baselines
+    ]
+    rows = []
+    for impl in impls:
+        gbs = impl.rate * impl.bytes_per_call / impl.updates_per_call / 1e9
+        ratios = []
+        for name in baselines:
+            if impl.family != "melissa":
+                ratios.append("")
+            elif name in by_family:
+                ratios.append(f"{paired_ratio(impl, by_family[name]):.1f}")
+            else:
+                ratios.append(_absent(name))
+        rows.append(
+            [impl.label, _si(impl.rate), f"{impl.spread:.0%}", f"{gbs:.1f}"]
+            + [f"{_fraction(impl, bounds):.2f}"]
+            + ratios
+        )
+    per_update = kernel.bytes_per_call(1, 1, 8)
+    print(f"### {kernel.name}\n")
+    print(
+        f"One update moves {per_update} B/cell in float64 ({kernel.fields_per_update * 8} read "
+        f"from the input, {kernel.state_bytes} of state read and written back); a batch passes "
+        f"over the state once.\n"
+    )
+    print_table(headers, rows)
+
+
+def _baseline(impls: list[Impl], family: str) -> Impl | None:
+    return next((i for i in impls if i.family == family), None)
+
+
+def _melissa(impls: list[Impl], label_part: str) -> Impl:
+    return next(i for i in impls if i.family == "melissa" and label_part in i.label)
+
+
+def thread_table(results: dict[str, list[Impl]], thread_counts: Sequence[int]) -> None:
+    low, high = min(thread_counts), max(thread_counts)
+    if low == high:
+        return
+    print(f"### {high} threads over {low} (paired medians)\n")
+    headers = ["kernel"] + [
+        f"{what}: {high} threads / {low}" for what in ("f64 1 field", "f64 batch", "f32 1 field")
+    ]
+    rows = []
+    for name, impls in results.items():
+        row = [name]
+        for what in ("f64, 1 field", "f64, batch", "f32, 1 field"):
+            rows_of = {i.threads: i for i in impls if i.family == "melissa" and what in i.label}
+            row.append(f"{paired_ratio(rows_of[high], rows_of[low]):.2f}")
+        rows.append(row)
+    print_table(headers, rows)
+
+
+def target_lines(results: dict[str, list[Impl]], thread_counts: Sequence[int]) -> list[str]:
+    targets = [
+        ("Moments(order=4)", "numpy", 4.0),
+        ("Moments(order=4)", "iterative-stats", 10.0),
+        (f"Sobol(n_params={N_PARAMS})", "numpy", 4.0),
+    ]
+    lines = []
+    for kernel, family, goal in targets:
+        impls = results[kernel]
+        theirs = _baseline(impls, family)
+        what = f"{kernel} >= {goal:g}x {family} (melissa f64, 1 field)"
+        if theirs is None:
+            lines.append(f"- {what}: not measured ({_absent(family)})")
+            continue
+        ratios = {
+            t: paired_ratio(_melissa(impls, f"f64, 1 field, {_threads(t)}"), theirs)
+            for t in thread_counts
+        }
+        verdict = "met" if ratios[max(thread_counts)] >= goal else "NOT met"
+        detail = ", ".join(
+            f"{r:.1f}x on {_threads(t)}" for t, r in sorted(ratios.items(), reverse=True)
+        )
+        lines.append(f"- {what}: **{verdict}** ({detail})")
+    return lines
+
+
+def summary_table(
+    results: dict[str, list[Impl]],
+    large: dict[str, list[Impl]] | None,
+    bounds: dict[int, float],
+    threads: int,
+) -> None:
+    """One line per kernel: melissa's single float64 field on `threads` against every baseline."""
+    label = f"f64, 1 field, {_threads(threads)}"
+    headers = ["kernel", "updates/s", "x numpy", "x iterative-stats", "x OpenTURNS", "of bound"]
+    if large:
+        headers += ["of bound, large", "x numpy, large"]
+    rows = []
+    for name, impls in results.items():
+        ours = _melissa(impls, label)
+        row = [name, _si(ours.rate)]
+        for family in ("numpy", "iterative-stats", "OpenTURNS"):
+            theirs = _baseline(impls, family)
+            row.append(f"{paired_ratio(ours, theirs):.1f}" if theirs else _absent(family))
+        row.append(f"{_fraction(ours, bounds):.2f}")
+        if large:
+            big, numpy = _melissa(large[name], label), _baseline(large[name], "numpy")
+            row += [
+                f"{_fraction(big, bounds):.2f}",
+                f"{paired_ratio(big, numpy):.1f}" if numpy else "",
+            ]
+        rows.append(row)
+    print_table(headers, rows)
+
+
+def _fraction(impl: Impl, bounds: dict[int, float]) -> float:
+    return impl.rate * impl.bytes_per_call / impl.updates_per_call / 1e9 / bounds[impl.threads]
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _cpu() -> str:
+    info: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                info.setdefault(key.strip(), value.strip())
+    except OSError:
+        return platform.processor() or platform.machine()
+    return (
+        f"{info.get('model name', '?')} (family {info.get('cpu family', '?')}, "
+        f"model {info.get('model', '?')})"
+    )
+
+
+def _l3() -> str:
+    try:
+        with open("/sys/devices/system/cpu/cpu0/cache/index3/size") as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
+
+
+class CpuMonitor:
+    """How much CPU other processes (and other guests, through the hypervisor) took meanwhile.
+
+    Contention matters more than the usual noise here: an OpenMP update waits at its closing
+    barrier for every thread, so one thread preempted by another process stalls the whole update.
+    """
+
+    def __init__(self) -> None:
+        self.start = self._sample()
+
+    @staticmethod
+    def _sample() -> tuple[float, list[int]]:
+        try:
+            with open("/proc/stat") as f:  # cpu user nice system idle iowait irq softirq steal
+                jiffies = [int(v) for v in f.readline().split()[1:9]]
+        except (OSError, ValueError):
+            jiffies = []
+        return time.process_time(), jiffies
+
+    def report(self) -> str:
+        (own0, j0), (own1, j1) = self.start, self._sample()
+        if len(j0) < 8 or len(j1) < 8:
+            return "CPU use of other processes unknown"
+        tick = os.sysconf("SC_CLK_TCK")
+        delta = [(b - a) / tick for a, b in zip(j0, j1, strict=True)]
+        capacity = max(sum(delta), 1e-9)  # all CPUs, idle included
+        busy = capacity - delta[3] - delta[4] - delta[7]
+        others = max(busy - (own1 - own0), 0.0)
+        return (
+            f"other processes used {others / capacity:.0%} of the CPUs, "
+            f"the hypervisor stole {delta[7] / capacity:.0%}"
+        )
+
+
+def _loadavg() -> str:
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "?"
+
+
+def _built() -> str:
+    """When the installed melissa extension was built: the library may be rebuilt between runs."""
+    from melissa import _core
+
+    stamp = datetime.datetime.fromtimestamp(os.path.getmtime(_core.__file__)).astimezone()
+    return stamp.isoformat(timespec="minutes")
+
+
+def header(args: argparse.Namespace) -> None:
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    print("# melissa.stats kernel benchmark\n")
+    print(f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
+    print(
+        f"- machine: {_cpu()}, {os.cpu_count()} cores ({len(os.sched_getaffinity(0))} usable), "
+        f"L3 {_l3()}, {memory:.0f} GiB RAM, {platform.system()} {platform.release()}"
+    )
+    print(
+        f"- software: Python {platform.python_version()}, numpy {np.__version__}, "
+        f"melissa {_version('melissa')} (extension built {_built()}), "
+        f"iterative-stats {_version('iterative-stats')}, openturns {_version('openturns')}"
+    )
+    print(f"- command: `{shlex.join(sys.orig_argv)}`")
+    print(
+        f"- settings: cells {args.cells:,}"
+        + (f" and {args.large_cells:,}" if args.large_cells else "")
+        + f", {args.repeats} rounds of at least {args.min_time} s per implementation, "
+        f"melissa on " + " and ".join(_threads(t) for t in args.threads)
+    )
+    print(f"- load average at start: {_loadavg()}\n")
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def run_size(
+    kernels: list[Kernel],
+    size: int,
+    args: argparse.Namespace,
+    bounds: dict[int, float],
+    with_slow: bool,
+) -> dict[str, list[Impl]]:
+    rng = np.random.default_rng(0)
+    f64 = rng.standard_normal((POOL_ROWS, size))
+    pools: dict[str, Any] = {"f64": f64, "f32": f64.astype(np.float32)}
+    if with_slow and ot is not None:
+        pools["ot"] = [ot.Point(row) for row in f64[:OT_ROWS]]
+    results = {}
+    for kernel in kernels:
+        impls = build_impls(kernel, size, pools, args.threads, with_slow)
+        started, monitor = time.perf_counter(), CpuMonitor()
+        measure(impls, args.repeats, args.min_time)
+        kernel_table(kernel, impls, bounds, with_slow)
+        print(f"While this table was measured, {monitor.report()}.\n")
+        print(
+            f"[{size:,} cells] {kernel.name}: {time.perf_counter() - started:.0f} s",
+            file=sys.stderr,
+        )
+        results[kernel.name] = impls
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--cells",
+        type=int,
+        default=1_000_000,
+        help="cells per field for the full comparison (default 10^6)",
+    )
+    parser.add_argument(
+        "--large-cells",
+        type=int,
+        default=8_000_000,
+        help="a second size, state far above L3, melissa and numpy only "
+        "(default 8*10^6; 0 skips it)",
+    )
+    parser.add_argument("--repeats", type=int, default=7, help="measurement rounds (default 7)")
+    parser.add_argument(
+        "--min-time",
+        type=float,
+        default=0.05,
+        help="seconds each implementation is timed for in a round (default 0.05); "
+        "slow ones are called once",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=sorted({1, len(os.sched_getaffinity(0))}),
+        help="melissa thread counts to compare (default: 1 and all cores)",
+    )
+    parser.add_argument(
+        "--stream-elements",
+        type=int,
+        default=1 << 25,
+        help="float64 elements per bandwidth array (default 2^25: 256 MiB)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke test: 10^5 cells, one round, no second size"
+    )
+    args = parser.parse_args()
+    if args.quick:
+        args.cells, args.large_cells, args.repeats, args.min_time = 100_000, 0, 1, 0.005
+        args.stream_elements = 1 << 22
+    args.threads = sorted(set(args.threads))
+
+    header(args)
+    whole_run, started = CpuMonitor(), time.perf_counter()
+    kernels = make_kernels()
+
+    print("## Correctness\n")
+    print(
+        "The same 20 updates of 1,000 cells go to every implementation before any timing; the "
+        "numpy baselines must match melissa's state (asserted).\n"
+    )
+    print_table(
+        ["kernel", "numpy baseline", "iterative-stats", "OpenTURNS"],
+        check_correctness(kernels, 1000, 20),
+    )
+
+    print("## Memory bandwidth\n")
+    stream = bandwidth(args.stream_elements, args.threads, max(args.repeats, 3))
+    print(
+        f"numpy, 3 arrays of {args.stream_elements:,} float64 "
+        f"({args.stream_elements * 8 / 2**20:.0f} MiB each), best of {max(args.repeats, 3)}; "
+        f"bytes read + written, counted as STREAM does (no write-allocate).\n"
+    )
+    print_table(
+        ["test", "threads", "GB/s"],
+        [[name, str(t), f"{gbs:.1f}"] for (name, t), gbs in stream.items()],
+    )
+    bounds = {
+        t: max(gbs for (_, threads), gbs in stream.items() if threads == t) for t in args.threads
+    }
+    print(
+        "Bound used for 'of bound': the best test on as many threads as the row uses ("
+        + ", ".join(f"{_threads(t)}: {b:.1f} GB/s" for t, b in bounds.items())
+        + ").\n"
+    )
+
+    print(f"## {args.cells:,} cells\n")
+    print(
+        "updates/s and ratios: median over rounds (ratios paired within a round). GB/s: the "
+        "bytes the update must move x updates/s. 'x numpy' etc.: melissa's speed over the "
+        "baseline's.\n"
+    )
+    results = run_size(kernels, args.cells, args, bounds, with_slow=True)
+    thread_table(results, args.threads)
+
+    large = None
+    if args.large_cells:
+        print(f"## {args.large_cells:,} cells (state well above the {_l3()} L3)\n")
+        print(
+            "iterative-stats and OpenTURNS are left out at this size: they take seconds per "
+            "update.\n"
+        )
+        large = run_size(kernels, args.large_cells, args, bounds, with_slow=False)
+        thread_table(large, args.threads)
+
+    most = max(args.threads)
+    print(f"## Summary: melissa, one float64 field, {_threads(most)}\n")
+    print(
+        f"At {args.cells:,} cells"
+        + (f"; 'large': {args.large_cells:,} cells" if large else "")
+        + ".\n"
+    )
+    summary_table(results, large, bounds, most)
+
+    print(f"## Targets ({args.cells:,} cells; verdict on {_threads(most)})\n")
+    print("\n".join(target_lines(results, args.threads)))
+    print(
+        f"\n- run time {time.perf_counter() - started:.0f} s; load average at end: {_loadavg()}; "
+        f"during the run {whole_run.report()}"
+    )
+
+
+if __name__ == "__main__":
+    main()
