@@ -4,20 +4,23 @@
 For every kernel it times melissa's update of one float64 field, of a batch of fields and of one
 float32 field, on 1 thread and on all cores, next to (a) a vectorized numpy implementation of the
 same update, (b) the iterative-stats package and (c) OpenTURNS' iterative algorithms, and (d) the
-memory bandwidth measured by a STREAM-like copy and triad in the same process. It prints markdown
-that can be pasted into bench/RESULTS.md.
+memory bandwidth of STREAM-like numpy loops, surveyed once and, for the in-place add that bounds
+the kernels, timed again within every kernel's rounds. It prints markdown to paste into
+bench/RESULTS.md, which explains the columns.
 
     python bench/bench_stats.py            # full run: 10^6 cells, then 8 * 10^6 cells
     python bench/bench_stats.py --quick    # smoke test, a few seconds
 
 The machine may be shared and noisy, so every measurement round times all implementations of a
-kernel one after the other, and a ratio is the median over rounds of the ratio within a round.
+kernel one after the other, a ratio is the median over rounds of the ratio within a round, and
+each table says how much CPU other processes took while it was measured.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import importlib.metadata
 import logging
 import os
@@ -33,6 +36,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
 from melissa import stats as ms
 
 Array = npt.NDArray[Any]
@@ -591,45 +595,58 @@ def _check_cell(theirs: Any, check: Check | None, acc: Any, module: Any) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def bandwidth(n: int, thread_counts: Sequence[int], repeats: int) -> dict[tuple[str, int], float]:
-    """Best GB/s of each STREAM-like test on each thread count, bytes counted as STREAM does."""
-    a, b, c = np.zeros(n), np.ones(n), np.full(n, 2.0)
-    chunk = 1 << 15  # the triad's temporary stays in L2, so memory sees only a, b and c
+class Stream:
+    """STREAM-like loops in numpy over arrays far larger than L3, on one or several threads.
 
-    def copy(lo: int, hi: int) -> None:
-        np.copyto(a[lo:hi], b[lo:hi])
+    Bytes are counted as STREAM does: what the loop reads and writes, not the write-allocate
+    read of a line that is only written, which copy and triad pay. "a += b" only writes what it
+    has just read, as the statistics kernels do with their state, so it is their bound.
+    """
 
-    def triad(lo: int, hi: int) -> None:
-        tmp = np.empty(chunk)
-        for start in range(lo, hi, chunk):
-            end = min(start + chunk, hi)
-            np.multiply(c[start:end], 3.0, out=tmp[: end - start])
-            np.add(b[start:end], tmp[: end - start], out=a[start:end])
+    TRIAD_CHUNK = 1 << 15  # the triad's temporary stays in L2, so memory sees only a, b and c
 
-    def add_in_place(lo: int, hi: int) -> None:
-        np.add(a[lo:hi], b[lo:hi], out=a[lo:hi])
+    def __init__(self, n: int, max_threads: int) -> None:
+        self.n = n
+        self.a, self.b, self.c = np.zeros(n), np.ones(n), np.full(n, 2.0)
+        self.pool = ThreadPoolExecutor(max_threads)
+        # (name, loop over [lo, hi), bytes per element)
+        self.tests: tuple[tuple[str, Callable[[int, int], None], int], ...] = (
+            ("copy a = b", self.copy, 16),
+            ("triad a = b + 3c", self.triad, 24),
+            ("in place a += b", self.add_in_place, 24),
+        )
 
-    # (name, body, bytes per element). STREAM does not count the write-allocate read of a line
-    # that is only written, which copy and triad pay; "a += b" writes only what it has read, as
-    # the statistics kernels do with their state, so it is the bound that matches them.
-    tests = (
-        ("copy a = b", copy, 16),
-        ("triad a = b + 3c", triad, 24),
-        ("in place a += b", add_in_place, 24),
-    )
-    results = {}
-    with ThreadPoolExecutor(max(thread_counts)) as pool:
-        for name, body, bytes_per_element in tests:
+    def copy(self, lo: int, hi: int) -> None:
+        np.copyto(self.a[lo:hi], self.b[lo:hi])
+
+    def triad(self, lo: int, hi: int) -> None:
+        tmp = np.empty(self.TRIAD_CHUNK)
+        for start in range(lo, hi, self.TRIAD_CHUNK):
+            end = min(start + self.TRIAD_CHUNK, hi)
+            np.multiply(self.c[start:end], 3.0, out=tmp[: end - start])
+            np.add(self.b[start:end], tmp[: end - start], out=self.a[start:end])
+
+    def add_in_place(self, lo: int, hi: int) -> None:
+        np.add(self.a[lo:hi], self.b[lo:hi], out=self.a[lo:hi])
+
+    def run(self, loop: Callable[[int, int], None], threads: int) -> None:
+        """One pass of `loop`; numpy releases the GIL in ufuncs, so each thread streams a slice."""
+        bounds = [(t * self.n // threads, (t + 1) * self.n // threads) for t in range(threads)]
+        list(self.pool.map(loop, *zip(*bounds, strict=True)))
+
+    def survey(self, thread_counts: Sequence[int], repeats: int) -> list[list[str]]:
+        """Best GB/s of every test on every thread count, as table rows."""
+        rows = []
+        for name, loop, bytes_per_element in self.tests:
             for threads in thread_counts:
-                # numpy releases the GIL inside ufuncs, so each thread streams its own slice.
-                bounds = [(t * n // threads, (t + 1) * n // threads) for t in range(threads)]
                 best = 0.0
                 for _ in range(repeats):
                     start = time.perf_counter()
-                    list(pool.map(body, *zip(*bounds, strict=True)))
-                    best = max(best, bytes_per_element * n / (time.perf_counter() - start) / 1e9)
-                results[name, threads] = best
-    return results
+                    self.run(loop, threads)
+                    elapsed = time.perf_counter() - start
+                    best = max(best, bytes_per_element * self.n / elapsed / 1e9)
+                rows.append([name, str(threads), f"{best:.1f}"])
+        return rows
 
 
 # --------------------------------------------------------------------------------------------
@@ -640,7 +657,7 @@ def bandwidth(n: int, thread_counts: Sequence[int], repeats: int) -> dict[tuple[
 @dataclass
 class Impl:
     label: str
-    family: str  # "melissa", "numpy", "iterative-stats" or "OpenTURNS"
+    family: str  # "melissa", "numpy", "iterative-stats", "OpenTURNS" or "bound"
     update: Callable[..., None]
     args: Callable[[int], Args]  # the arguments of call number i
     updates_per_call: int
@@ -652,6 +669,10 @@ class Impl:
     @property
     def rate(self) -> float:
         return statistics.median(self.rates)
+
+    def gbs(self, rate: float) -> float:
+        """GB/s at `rate` updates/s."""
+        return rate * self.bytes_per_call / self.updates_per_call / 1e9
 
     @property
     def spread(self) -> float:
@@ -679,7 +700,7 @@ def measure(impls: list[Impl], repeats: int, min_time: float) -> None:
         time_call(impl, 0.0)
     for round_ in range(repeats):
         # Each round starts one implementation later, so none always follows the same neighbour
-        # (a spinning OpenMP worker, a cache left warm or cold).
+        # (a helper thread still waking up, a cache left warm or cold).
         for k in range(len(impls)):
             impl = impls[(round_ + k) % len(impls)]
             impl.rates.append(time_call(impl, min_time))
@@ -690,10 +711,23 @@ def paired_ratio(ours: Impl, theirs: Impl) -> float:
     return statistics.median(a / b for a, b in zip(ours.rates, theirs.rates, strict=True))
 
 
+def fraction_of_bound(impl: Impl, impls: list[Impl]) -> float:
+    """GB/s over the bandwidth measured in the same rounds on as many threads (paired median)."""
+    bound = next(i for i in impls if i.family == "bound" and i.threads == impl.threads)
+    pairs = zip(impl.rates, bound.rates, strict=True)
+    return statistics.median(impl.gbs(a) / bound.gbs(b) for a, b in pairs)
+
+
 def build_impls(
-    kernel: Kernel, size: int, pools: dict[str, Any], thread_counts: Sequence[int], with_slow: bool
+    kernel: Kernel,
+    size: int,
+    pools: dict[str, Any],
+    thread_counts: Sequence[int],
+    with_slow: bool,
+    stream: Stream,
 ) -> list[Impl]:
-    """melissa's rows on each thread count, then the baselines; one state per implementation."""
+    """melissa's rows on each thread count, the baselines, and the bandwidth bound measured in
+    the same rounds (it moved by half between runs on a shared machine); one state each."""
     impls: list[Impl] = []
 
     def add(label: str, family: str, update: Callable[..., None], pool: Pool, threads: int = 1,
@@ -726,6 +760,19 @@ def build_impls(
     if with_slow and kernel.openturns is not None:
         label = f"OpenTURNS {_version('openturns')} (ot.Point input)"
         add(label, "OpenTURNS", kernel.openturns(size).update, pools["ot"])
+    for t in thread_counts:
+        run = functools.partial(stream.run, stream.add_in_place, t)
+        impls.append(
+            Impl(
+                f"bound: numpy a += b, {_threads(t)}",
+                "bound",
+                run,
+                lambda i: (),
+                1,
+                24 * stream.n,
+                t,
+            )
+        )
     return impls
 
 
@@ -760,9 +807,7 @@ def _absent(family: str) -> str:
     return "not installed" if module is None else "n/a"
 
 
-def kernel_table(
-    kernel: Kernel, impls: list[Impl], bounds: dict[int, float], with_slow: bool
-) -> None:
+def kernel_table(kernel: Kernel, impls: list[Impl], with_slow: bool) -> None:
     by_family = {impl.family: impl for impl in impls if impl.family != "melissa"}
     baselines = ["numpy"] + (["iterative-stats", "OpenTURNS"] if with_slow else [])
     headers = ["implementation", f"{kernel.unit}/s", "spread", "GB/s", "of bound"] + [
@@ -770,7 +815,6 @@ def kernel_table(
     ]
     rows = []
     for impl in impls:
-        gbs = impl.rate * impl.bytes_per_call / impl.updates_per_call / 1e9
         ratios = []
         for name in baselines:
             if impl.family != "melissa":
@@ -779,13 +823,14 @@ def kernel_table(
                 ratios.append(f"{paired_ratio(impl, by_family[name]):.1f}")
             else:
                 ratios.append(_absent(name))
+        rate = "" if impl.family == "bound" else _si(impl.rate)
         rows.append(
-            [impl.label, _si(impl.rate), f"{impl.spread:.0%}", f"{gbs:.1f}"]
-            + [f"{_fraction(impl, bounds):.2f}"]
+            [impl.label, rate, f"{impl.spread:.0%}", f"{impl.gbs(impl.rate):.1f}"]
+            + [f"{fraction_of_bound(impl, impls):.2f}"]
             + ratios
         )
     per_update = kernel.bytes_per_call(1, 1, 8)
-    print(f"### {kernel.name}\n")
+    print(f"#### {kernel.name}\n")
     print(
         f"One update moves {per_update} B/cell in float64 ({kernel.fields_per_update * 8} read "
         f"from the input, {kernel.state_bytes} of state read and written back); a batch passes "
@@ -806,7 +851,7 @@ def thread_table(results: dict[str, list[Impl]], thread_counts: Sequence[int]) -
     low, high = min(thread_counts), max(thread_counts)
     if low == high:
         return
-    print(f"### {high} threads over {low} (paired medians)\n")
+    print(f"#### {high} threads over {low} (paired medians)\n")
     headers = ["kernel"] + [
         f"{what}: {high} threads / {low}" for what in ("f64 1 field", "f64 batch", "f32 1 field")
     ]
@@ -849,7 +894,6 @@ def target_lines(results: dict[str, list[Impl]], thread_counts: Sequence[int]) -
 def summary_table(
     results: dict[str, list[Impl]],
     large: dict[str, list[Impl]] | None,
-    bounds: dict[int, float],
     threads: int,
 ) -> None:
     """One line per kernel: melissa's single float64 field on `threads` against every baseline."""
@@ -864,19 +908,15 @@ def summary_table(
         for family in ("numpy", "iterative-stats", "OpenTURNS"):
             theirs = _baseline(impls, family)
             row.append(f"{paired_ratio(ours, theirs):.1f}" if theirs else _absent(family))
-        row.append(f"{_fraction(ours, bounds):.2f}")
+        row.append(f"{fraction_of_bound(ours, impls):.2f}")
         if large:
             big, numpy = _melissa(large[name], label), _baseline(large[name], "numpy")
             row += [
-                f"{_fraction(big, bounds):.2f}",
+                f"{fraction_of_bound(big, large[name]):.2f}",
                 f"{paired_ratio(big, numpy):.1f}" if numpy else "",
             ]
         rows.append(row)
     print_table(headers, rows)
-
-
-def _fraction(impl: Impl, bounds: dict[int, float]) -> float:
-    return impl.rate * impl.bytes_per_call / impl.updates_per_call / 1e9 / bounds[impl.threads]
 
 
 def _version(package: str) -> str:
@@ -904,16 +944,17 @@ def _cpu() -> str:
 def _l3() -> str:
     try:
         with open("/sys/devices/system/cpu/cpu0/cache/index3/size") as f:
-            return f.read().strip()
+            size = f.read().strip()  # e.g. "32768K"
     except OSError:
         return "?"
+    return f"{int(size[:-1]) // 1024} MiB" if size.endswith("K") and size[:-1].isdigit() else size
 
 
 class CpuMonitor:
     """How much CPU other processes (and other guests, through the hypervisor) took meanwhile.
 
-    Contention matters more than the usual noise here: an OpenMP update waits at its closing
-    barrier for every thread, so one thread preempted by another process stalls the whole update.
+    Contention matters more than the usual noise here: a 2-thread update on 2 cores shares them
+    with whatever else runs, so its figures say little when other processes were busy.
     """
 
     def __init__(self) -> None:
@@ -961,7 +1002,7 @@ def _built() -> str:
 
 def header(args: argparse.Namespace) -> None:
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    print("# melissa.stats kernel benchmark\n")
+    print("## melissa.stats kernel benchmark\n")
     print(f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
     print(
         f"- machine: {_cpu()}, {os.cpu_count()} cores ({len(os.sched_getaffinity(0))} usable), "
@@ -989,7 +1030,7 @@ def run_size(
     kernels: list[Kernel],
     size: int,
     args: argparse.Namespace,
-    bounds: dict[int, float],
+    stream: Stream,
     with_slow: bool,
 ) -> dict[str, list[Impl]]:
     rng = np.random.default_rng(0)
@@ -999,10 +1040,10 @@ def run_size(
         pools["ot"] = [ot.Point(row) for row in f64[:OT_ROWS]]
     results = {}
     for kernel in kernels:
-        impls = build_impls(kernel, size, pools, args.threads, with_slow)
+        impls = build_impls(kernel, size, pools, args.threads, with_slow, stream)
         started, monitor = time.perf_counter(), CpuMonitor()
         measure(impls, args.repeats, args.min_time)
-        kernel_table(kernel, impls, bounds, with_slow)
+        kernel_table(kernel, impls, with_slow)
         print(f"While this table was measured, {monitor.report()}.\n")
         print(
             f"[{size:,} cells] {kernel.name}: {time.perf_counter() - started:.0f} s",
@@ -1061,7 +1102,7 @@ def main() -> None:
     whole_run, started = CpuMonitor(), time.perf_counter()
     kernels = make_kernels()
 
-    print("## Correctness\n")
+    print("### Correctness\n")
     print(
         "The same 20 updates of 1,000 cells go to every implementation before any timing; the "
         "numpy baselines must match melissa's state (asserted).\n"
@@ -1071,55 +1112,49 @@ def main() -> None:
         check_correctness(kernels, 1000, 20),
     )
 
-    print("## Memory bandwidth\n")
-    stream = bandwidth(args.stream_elements, args.threads, max(args.repeats, 3))
+    print("### Memory bandwidth\n")
+    stream = Stream(args.stream_elements, max(args.threads))
+    repeats = max(args.repeats, 3)
     print(
         f"numpy, 3 arrays of {args.stream_elements:,} float64 "
-        f"({args.stream_elements * 8 / 2**20:.0f} MiB each), best of {max(args.repeats, 3)}; "
-        f"bytes read + written, counted as STREAM does (no write-allocate).\n"
+        f"({args.stream_elements * 8 / 2**20:.0f} MiB each), best of {repeats}; bytes read + "
+        f"written, counted as STREAM does (no write-allocate).\n"
     )
-    print_table(
-        ["test", "threads", "GB/s"],
-        [[name, str(t), f"{gbs:.1f}"] for (name, t), gbs in stream.items()],
-    )
-    bounds = {
-        t: max(gbs for (_, threads), gbs in stream.items() if threads == t) for t in args.threads
-    }
+    print_table(["test", "threads", "GB/s"], stream.survey(args.threads, repeats))
     print(
-        "Bound used for 'of bound': the best test on as many threads as the row uses ("
-        + ", ".join(f"{_threads(t)}: {b:.1f} GB/s" for t, b in bounds.items())
-        + ").\n"
+        "'of bound' in the tables below: the row's GB/s over that of 'in place a += b' on as "
+        "many threads, timed in the same rounds as the row (rows 'bound: ...').\n"
     )
 
-    print(f"## {args.cells:,} cells\n")
+    print(f"### {args.cells:,} cells\n")
     print(
         "updates/s and ratios: median over rounds (ratios paired within a round). GB/s: the "
         "bytes the update must move x updates/s. 'x numpy' etc.: melissa's speed over the "
         "baseline's.\n"
     )
-    results = run_size(kernels, args.cells, args, bounds, with_slow=True)
+    results = run_size(kernels, args.cells, args, stream, with_slow=True)
     thread_table(results, args.threads)
 
     large = None
     if args.large_cells:
-        print(f"## {args.large_cells:,} cells (state well above the {_l3()} L3)\n")
+        print(f"### {args.large_cells:,} cells (state well above the {_l3()} L3)\n")
         print(
             "iterative-stats and OpenTURNS are left out at this size: they take seconds per "
             "update.\n"
         )
-        large = run_size(kernels, args.large_cells, args, bounds, with_slow=False)
+        large = run_size(kernels, args.large_cells, args, stream, with_slow=False)
         thread_table(large, args.threads)
 
     most = max(args.threads)
-    print(f"## Summary: melissa, one float64 field, {_threads(most)}\n")
+    print(f"### Summary: melissa, one float64 field, {_threads(most)}\n")
     print(
         f"At {args.cells:,} cells"
         + (f"; 'large': {args.large_cells:,} cells" if large else "")
         + ".\n"
     )
-    summary_table(results, large, bounds, most)
+    summary_table(results, large, most)
 
-    print(f"## Targets ({args.cells:,} cells; verdict on {_threads(most)})\n")
+    print(f"### Targets ({args.cells:,} cells; verdict on {_threads(most)})\n")
     print("\n".join(target_lines(results, args.threads)))
     print(
         f"\n- run time {time.perf_counter() - started:.0f} s; load average at end: {_loadavg()}; "

@@ -166,7 +166,7 @@ template <class Cls> void mergeable(Cls &cls) {
 
 void register_stats(py::module_ &m) {
     m.def("set_num_threads", &ms::set_num_threads, py::arg("n"),
-          "Most threads one large update may use (default: OMP_NUM_THREADS or all cores).");
+          "Most threads one large update may use (default: MELISSA_NUM_THREADS, else the cores this process may run on).");
     m.def("get_num_threads", &ms::get_num_threads);
 
     py::class_<ms::Moments> moments(m, "Moments");

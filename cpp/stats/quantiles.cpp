@@ -54,21 +54,23 @@ template <class T> void Quantiles::update_impl(const T *fields, std::size_t n_fi
     const std::uint64_t count = count_;
     detail::for_each_tile(size, size * n_fields * (n_probs + 1), [&](std::size_t begin,
                                                                      std::size_t end) {
-        double step[detail::kTileCells];
-        const std::size_t n = end - begin;
         for (std::size_t f = 0; f < n_fields; ++f) {
-            const T *x = fields + f * size + begin;
             const double seen = static_cast<double>(count + f + 1);
-            scale_step(mean + begin, m2 + begin, step, x, n, seen);
-            for (std::size_t p = 0; p < n_probs; ++p) {
-                double *it = iterate + p * size + begin, *av = average + p * size + begin;
-                if (seen == 1.0) {
-                    for (std::size_t i = 0; i < n; ++i)
-                        it[i] = av[i] = static_cast<double>(x[i]);
-                } else {
-                    quantile_step(it, av, step, x, n, probs[p], seen);
+            detail::for_each_chunk(begin, end, [&](std::size_t first, std::size_t last) {
+                double step[detail::kChunkCells];
+                const std::size_t n = last - first;
+                const T *x = fields + f * size + first;
+                scale_step(mean + first, m2 + first, step, x, n, seen);
+                for (std::size_t p = 0; p < n_probs; ++p) {
+                    double *it = iterate + p * size + first, *av = average + p * size + first;
+                    if (seen == 1.0) {
+                        for (std::size_t i = 0; i < n; ++i)
+                            it[i] = av[i] = static_cast<double>(x[i]);
+                    } else {
+                        quantile_step(it, av, step, x, n, probs[p], seen);
+                    }
                 }
-            }
+            });
         }
     });
     count_ += n_fields;

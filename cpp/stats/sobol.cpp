@@ -54,18 +54,20 @@ template <class T> void Sobol::update_impl(const T *groups, std::size_t n_groups
            *cac = comoment_ac_.data();
     detail::for_each_tile(size, size * n_groups * fields_per_group, [&](std::size_t begin,
                                                                         std::size_t end) {
-        double deviation_a[detail::kTileCells], deviation_b[detail::kTileCells];
-        const std::size_t n = end - begin;
         for (std::size_t g = 0; g < n_groups; ++g) {
-            const T *group = groups + g * fields_per_group * size + begin;
+            const T *group = groups + g * fields_per_group * size;
             const double inv = 1.0 / static_cast<double>(count + g + 1);
-            variable_step(ma + begin, m2a + begin, deviation_a, group, n, inv);
-            variable_step(mb + begin, m2b + begin, deviation_b, group + size, n, inv);
-            for (std::size_t k = 0; k < n_params; ++k) {
-                const std::size_t at = k * size + begin;
-                mixed_step(mc + at, m2c + at, cbc + at, cac + at, deviation_a, deviation_b,
-                           group + (k + 2) * size, n, inv);
-            }
+            detail::for_each_chunk(begin, end, [&](std::size_t first, std::size_t last) {
+                double deviation_a[detail::kChunkCells], deviation_b[detail::kChunkCells];
+                const std::size_t n = last - first;
+                variable_step(ma + first, m2a + first, deviation_a, group + first, n, inv);
+                variable_step(mb + first, m2b + first, deviation_b, group + size + first, n, inv);
+                for (std::size_t k = 0; k < n_params; ++k) {
+                    const std::size_t at = k * size + first;
+                    mixed_step(mc + at, m2c + at, cbc + at, cac + at, deviation_a, deviation_b,
+                               group + (k + 2) * size + first, n, inv);
+                }
+            });
         }
     });
     count_ += n_groups;
@@ -88,24 +90,25 @@ void Sobol::merge(const Sobol &other) {
     const detail::MergeWeights w(count_, other.count_);
     const std::size_t size = size_, n_params = n_params_;
     detail::for_each_tile(size, size * (n_params + 2), [&](std::size_t begin, std::size_t end) {
-        double delta_a[detail::kTileCells], delta_b[detail::kTileCells];
-        for (std::size_t i = begin; i < end; ++i) {
-            delta_a[i - begin] =
-                detail::merge_variable(mean_a_[i], m2_a_[i], other.mean_a_[i], other.m2_a_[i], w);
-            delta_b[i - begin] =
-                detail::merge_variable(mean_b_[i], m2_b_[i], other.mean_b_[i], other.m2_b_[i], w);
-        }
-        for (std::size_t k = 0; k < n_params; ++k)
-            for (std::size_t i = begin; i < end; ++i) {
-                const std::size_t at = k * size + i;
-                const double delta_c =
-                    detail::merge_variable(mean_c_[at], m2_c_[at], other.mean_c_[at],
-                                           other.m2_c_[at], w);
-                detail::merge_comoment(comoment_bc_[at], other.comoment_bc_[at],
-                                       delta_b[i - begin], delta_c, w);
-                detail::merge_comoment(comoment_ac_[at], other.comoment_ac_[at],
-                                       delta_a[i - begin], delta_c, w);
+        detail::for_each_chunk(begin, end, [&](std::size_t first, std::size_t last) {
+            double delta_a[detail::kChunkCells], delta_b[detail::kChunkCells];
+            for (std::size_t i = first; i < last; ++i) {
+                delta_a[i - first] = detail::merge_variable(mean_a_[i], m2_a_[i], other.mean_a_[i],
+                                                            other.m2_a_[i], w);
+                delta_b[i - first] = detail::merge_variable(mean_b_[i], m2_b_[i], other.mean_b_[i],
+                                                            other.m2_b_[i], w);
             }
+            for (std::size_t k = 0; k < n_params; ++k)
+                for (std::size_t i = first; i < last; ++i) {
+                    const std::size_t at = k * size + i;
+                    const double delta_c = detail::merge_variable(
+                        mean_c_[at], m2_c_[at], other.mean_c_[at], other.m2_c_[at], w);
+                    detail::merge_comoment(comoment_bc_[at], other.comoment_bc_[at],
+                                           delta_b[i - first], delta_c, w);
+                    detail::merge_comoment(comoment_ac_[at], other.comoment_ac_[at],
+                                           delta_a[i - first], delta_c, w);
+                }
+        });
     });
     count_ += other.count_;
 }

@@ -2,7 +2,7 @@
 //
 // How the kernels walk memory: cells are cut into tiles small enough that a tile's state stays in
 // cache while a whole batch of fields streams through it, so a batch of k fields costs one pass
-// over the state instead of k. Large updates spread tiles over threads.
+// over the state from memory instead of k. Large updates spread tiles over threads.
 #pragma once
 
 #include <algorithm>
@@ -23,29 +23,58 @@
 
 namespace melissa::stats::detail {
 
-// 512 cells: the state of a tile (16 KiB for order-4 moments, 4 + 4 p doubles per cell for Sobol)
-// stays in L1 or L2 while the fields of a batch stream through it; a size measured in bench/.
-constexpr std::size_t kTileCells = 512;
+// The largest tile: its state (2 MiB for order-4 moments) stays in the last-level cache while a
+// batch's fields stream through it, and each field's piece (512 KiB) is a run long enough for the
+// hardware prefetchers. Tiles of 512 cells made batches 2x slower than one field at a time,
+// because 16 interleaved short runs defeat the prefetchers (bench/RESULTS.md).
+constexpr std::size_t kMaxTileCells = 65536;
+
+// Kernels that need per-cell scratch (Quantiles, Sobol) walk a tile in chunks of this many cells,
+// so that the scratch lives on the stack and in L1.
+constexpr std::size_t kChunkCells = 512;
 
 // Below this many cell updates one thread is as fast as two: measured by bench/thread_crossover.sh
 // (which rebuilds with MELISSA_PARALLEL_MIN_WORK=0 to see both sides of the crossover).
 #ifndef MELISSA_PARALLEL_MIN_WORK
-#define MELISSA_PARALLEL_MIN_WORK 8192
+#define MELISSA_PARALLEL_MIN_WORK 32768
 #endif
 constexpr std::size_t kParallelMinWork = MELISSA_PARALLEL_MIN_WORK;
 
-int threads_for(std::size_t work, std::size_t n_tiles);
+/// How an update of `size` cells and `work` cell updates is cut into tiles and threads.
+struct Tiling {
+    std::size_t tile_cells;
+    std::size_t n_tiles;
+    int threads;
+};
+Tiling plan_tiles(std::size_t size, std::size_t work);
+
+/// Runs task(context, i) for i in [0, n_tasks) on the calling thread and up to threads - 1 helpers
+/// of a shared pool; returns when all have run.
+void run_parallel(std::size_t n_tasks, int threads, void (*task)(void *, std::size_t),
+                  void *context);
 
 /// Calls body(begin, end) for every tile of [0, size), on several threads when `work` is large.
 template <class Body> void for_each_tile(std::size_t size, std::size_t work, const Body &body) {
-    const std::size_t n_tiles = (size + kTileCells - 1) / kTileCells;
-    const int threads = threads_for(work, n_tiles);
-    const auto tiles = static_cast<std::ptrdiff_t>(n_tiles);
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
-    for (std::ptrdiff_t tile = 0; tile < tiles; ++tile) {
-        const std::size_t begin = static_cast<std::size_t>(tile) * kTileCells;
-        body(begin, std::min(size, begin + kTileCells));
+    const Tiling tiling = plan_tiles(size, work);
+    auto run_tile = [&](std::size_t tile) {
+        const std::size_t begin = tile * tiling.tile_cells;
+        body(begin, std::min(size, begin + tiling.tile_cells));
+    };
+    if (tiling.threads == 1) {
+        for (std::size_t tile = 0; tile < tiling.n_tiles; ++tile)
+            run_tile(tile);
+        return;
     }
+    run_parallel(
+        tiling.n_tiles, tiling.threads,
+        [](void *context, std::size_t tile) { (*static_cast<decltype(run_tile) *>(context))(tile); },
+        &run_tile);
+}
+
+/// Calls body(begin, end) for every chunk of at most kChunkCells cells of [begin, end).
+template <class Body> void for_each_chunk(std::size_t begin, std::size_t end, const Body &body) {
+    for (std::size_t chunk = begin; chunk < end; chunk += kChunkCells)
+        body(chunk, std::min(end, chunk + kChunkCells));
 }
 
 inline void require(bool condition, const std::string &message) {

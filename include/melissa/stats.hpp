@@ -25,8 +25,8 @@
 
 namespace melissa::stats {
 
-/// Number of threads the kernels may use for one large update (default: OpenMP's maximum, which
-/// OMP_NUM_THREADS sets). Small updates always run on the calling thread.
+/// Number of threads the kernels may use for one large update (default: MELISSA_NUM_THREADS, else
+/// the cores in the process's affinity mask). Small updates always run on the calling thread.
 MELISSA_EXPORT void set_num_threads(int n);
 MELISSA_EXPORT int get_num_threads();
 
