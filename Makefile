@@ -4,6 +4,7 @@
 #   make test     every test: ctest (C, C++, Fortran) and pytest
 #   make install  system packages (apt), .venv, build and install of melissa: only what is missing
 #   make bench    the benchmarks in bench/
+#   make lint     ruff, mypy and clang-format checks
 #
 # Every step is quiet when it has nothing to do; a failing step prints its log.
 
@@ -31,7 +32,7 @@ VENV_READY := $(VENV)/.tools-installed
 INSTALLED := $(VENV)/.melissa-installed
 CTEST_BUILD := build/ctest
 
-.PHONY: install system-packages demo test ctest pytest bench clean
+.PHONY: install system-packages demo test ctest pytest bench lint clean
 
 install: $(INSTALLED)
 
@@ -80,6 +81,17 @@ bench: install
 	@$(PIP) install --no-build-isolation ".[test,bench]" > $(LOGS)/bench-install.log 2>&1 \
 	  || { cat $(LOGS)/bench-install.log; exit 1; }
 	$(PYTHON) bench/bench_stats.py
+
+# The public C headers (*.h) keep zfp's layout, a return type on its own line, which clang-format
+# would undo.
+CXX_SOURCES = $(shell git ls-files '*.cpp' '*.hpp' '*.c')
+
+lint: install
+	@$(PIP) install ruff mypy clang-format > $(LOGS)/lint-install.log 2>&1 \
+	  || { cat $(LOGS)/lint-install.log; exit 1; }
+	$(VENV)/bin/ruff check python tests bench examples
+	$(VENV)/bin/mypy python/melissa
+	$(VENV)/bin/clang-format --dry-run --Werror $(CXX_SOURCES)
 
 clean:
 	rm -rf build $(VENV)

@@ -44,7 +44,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
-    print("| law | n | " + " | ".join(f"p={p}" for p in PROBABILITIES) + " | sampling error p=0.5 |")
+    columns = " | ".join(f"p={p}" for p in PROBABILITIES)
+    print(f"| law | n | {columns} | sampling error p=0.5 |")
     print("|---|---|" + "---|" * (len(PROBABILITIES) + 1))
     for name, draw in laws(rng).items():
         for n in SIZES:

@@ -61,8 +61,8 @@ Fields as_fields(const py::handle &values, const std::vector<py::ssize_t> &one, 
     const bool batched =
         shape.size() == one.size() + 1 && std::equal(one.begin(), one.end(), shape.begin() + 1);
     if (!single && !batched)
-        throw py::value_error(std::string(what) + ": expected shape " + shape_string(one) +
-                              " or " + shape_string(one, true) + ", got " + shape_string(shape));
+        throw py::value_error(std::string(what) + ": expected shape " + shape_string(one) + " or " +
+                              shape_string(one, true) + ", got " + shape_string(shape));
     const std::size_t count = single ? 1 : static_cast<std::size_t>(shape[0]);
     // Copies only what is not already native and C-contiguous.
     constexpr int flags = py::array::c_style | py::array::forcecast;
@@ -111,7 +111,8 @@ template <class T> auto parameter_result(void (T::*stat)(double *) const) {
 }
 
 /// Copies a row-major (rows, size) result.
-template <class Value> py::array_t<Value> table(const Value *data, std::size_t rows, std::size_t size) {
+template <class Value>
+py::array_t<Value> table(const Value *data, std::size_t rows, std::size_t size) {
     py::array_t<Value> out({ssize(rows), ssize(size)});
     std::copy_n(data, rows * size, out.mutable_data());
     return out;
@@ -123,7 +124,7 @@ py::dict state_views(std::vector<ms::StateArray> arrays, const py::handle &owner
     for (const auto &a : arrays) {
         const std::vector<py::ssize_t> shape(a.shape.begin(), a.shape.end());
         py::dtype dtype = a.type == ms::StateArray::Type::Float64 ? py::dtype::of<double>()
-                                                                 : py::dtype::of<std::uint64_t>();
+                                                                  : py::dtype::of<std::uint64_t>();
         views[a.name.c_str()] = py::array(dtype, shape, a.data, owner);
     }
     return views;
@@ -166,7 +167,8 @@ template <class Cls> void mergeable(Cls &cls) {
 
 void register_stats(py::module_ &m) {
     m.def("set_num_threads", &ms::set_num_threads, py::arg("n"),
-          "Most threads one large update may use (default: MELISSA_NUM_THREADS, else the cores this process may run on).");
+          "Most threads one large update may use (default: MELISSA_NUM_THREADS, else the cores "
+          "this process may run on).");
     m.def("get_num_threads", &ms::get_num_threads);
 
     py::class_<ms::Moments> moments(m, "Moments");
@@ -227,9 +229,8 @@ void register_stats(py::module_ &m) {
 
     py::class_<ms::Covariance> covariance(m, "Covariance");
     covariance
-        .def(py::init([](py::ssize_t size) {
-                 return ms::Covariance(checked_size(size, "Covariance"));
-             }),
+        .def(py::init(
+                 [](py::ssize_t size) { return ms::Covariance(checked_size(size, "Covariance")); }),
              py::arg("size"))
         .def(
             "update",
@@ -240,9 +241,8 @@ void register_stats(py::module_ &m) {
                 if (fx.is_double != fy.is_double)
                     throw py::type_error("Covariance.update: x and y must have the same dtype");
                 if (fx.count != fy.count)
-                    throw py::value_error("Covariance.update: x holds " +
-                                          std::to_string(fx.count) + " fields but y holds " +
-                                          std::to_string(fy.count));
+                    throw py::value_error("Covariance.update: x holds " + std::to_string(fx.count) +
+                                          " fields but y holds " + std::to_string(fy.count));
                 py::gil_scoped_release release;
                 if (fx.is_double)
                     self.update(static_cast<const double *>(fx.array.data()),

@@ -8,9 +8,10 @@ namespace melissa::stats {
 namespace {
 
 template <class T>
-MELISSA_KERNEL void covariance_step(double *__restrict mean_x, double *__restrict mean_y, double *__restrict m2_x,
-                     double *__restrict m2_y, double *__restrict comoment, const T *__restrict x,
-                     const T *__restrict y, std::size_t n, double count) {
+MELISSA_KERNEL void covariance_step(double *__restrict mean_x, double *__restrict mean_y,
+                                    double *__restrict m2_x, double *__restrict m2_y,
+                                    double *__restrict comoment, const T *__restrict x,
+                                    const T *__restrict y, std::size_t n, double count) {
     const double inv = 1.0 / count;
     for (std::size_t i = 0; i < n; ++i) {
         const double vx = static_cast<double>(x[i]), vy = static_cast<double>(y[i]);
@@ -61,18 +62,18 @@ void Covariance::merge(const Covariance &other) {
     }
     const detail::MergeWeights w(count_, other.count_);
     for (std::size_t i = 0; i < size_; ++i) {
-        const double dx = detail::merge_variable(mean_x_[i], m2_x_[i], other.mean_x_[i],
-                                                 other.m2_x_[i], w);
-        const double dy = detail::merge_variable(mean_y_[i], m2_y_[i], other.mean_y_[i],
-                                                 other.m2_y_[i], w);
+        const double dx =
+            detail::merge_variable(mean_x_[i], m2_x_[i], other.mean_x_[i], other.m2_x_[i], w);
+        const double dy =
+            detail::merge_variable(mean_y_[i], m2_y_[i], other.mean_y_[i], other.m2_y_[i], w);
         detail::merge_comoment(comoment_[i], other.comoment_[i], dx, dy, w);
     }
     count_ += other.count_;
 }
 
 void Covariance::covariance(double *out, int ddof) const {
-    detail::require(ddof >= 0, "Covariance.covariance: ddof must be >= 0, got " +
-                                   std::to_string(ddof));
+    detail::require(ddof >= 0,
+                    "Covariance.covariance: ddof must be >= 0, got " + std::to_string(ddof));
     const double dof = static_cast<double>(count_) - ddof;
     for (std::size_t i = 0; i < size_; ++i)
         out[i] = dof > 0 ? comoment_[i] / dof : detail::nan();

@@ -12,8 +12,7 @@ namespace {
 // depending on argument order.
 template <class T>
 MELISSA_KERNEL void extrema_step(double *__restrict lo, double *__restrict hi,
-                                 const T *__restrict low, const T *__restrict high,
-                                 std::size_t n) {
+                                 const T *__restrict low, const T *__restrict high, std::size_t n) {
     for (std::size_t i = 0; i < n; ++i) {
         const double l = static_cast<double>(low[i]), h = static_cast<double>(high[i]);
         lo[i] = (l < lo[i] || l != l) ? l : lo[i];

@@ -9,8 +9,9 @@ namespace {
 
 // One Welford/Pebay step of `n` cells with their value x; `count` is the count after the step.
 template <int Order, class T>
-MELISSA_KERNEL void moments_step(double *__restrict mean, double *__restrict m2, double *__restrict m3,
-                  double *__restrict m4, const T *__restrict x, std::size_t n, double count) {
+MELISSA_KERNEL void moments_step(double *__restrict mean, double *__restrict m2,
+                                 double *__restrict m3, double *__restrict m4,
+                                 const T *__restrict x, std::size_t n, double count) {
     const double inv = 1.0 / count;
     const double before = count - 1.0;
     const double c3 = count - 2.0;
@@ -106,7 +107,8 @@ void Moments::merge(const Moments &other) {
                 continue;
             const double d2 = delta * delta;
             if (order >= 4)
-                m4[i] += om4[i] + d2 * d2 * w4 + 6.0 * d2 * (na * na * om2[i] + nb * nb * m2[i]) / (n * n) +
+                m4[i] += om4[i] + d2 * d2 * w4 +
+                         6.0 * d2 * (na * na * om2[i] + nb * nb * m2[i]) / (n * n) +
                          4.0 * delta * (na * om3[i] - nb * m3[i]) / n;
             if (order >= 3)
                 m3[i] += om3[i] + d2 * delta * w3 + 3.0 * delta * (na * om2[i] - nb * m2[i]) / n;

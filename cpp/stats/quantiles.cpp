@@ -9,8 +9,9 @@ namespace {
 
 // Advances each cell's running scale and writes the Robbins-Monro step gamma_n of every cell.
 template <class T>
-MELISSA_KERNEL void scale_step(double *__restrict mean, double *__restrict m2, double *__restrict step,
-                const T *__restrict x, std::size_t n, double count) {
+MELISSA_KERNEL void scale_step(double *__restrict mean, double *__restrict m2,
+                               double *__restrict step, const T *__restrict x, std::size_t n,
+                               double count) {
     const double inv = 1.0 / count;
     const double gain = Quantiles::kStepScale / std::pow(count, Quantiles::kStepExponent);
     for (std::size_t i = 0; i < n; ++i) {
@@ -24,8 +25,8 @@ MELISSA_KERNEL void scale_step(double *__restrict mean, double *__restrict m2, d
 
 template <class T>
 MELISSA_KERNEL void quantile_step(double *__restrict iterate, double *__restrict average,
-                   const double *__restrict step, const T *__restrict x, std::size_t n,
-                   double probability, double count) {
+                                  const double *__restrict step, const T *__restrict x,
+                                  std::size_t n, double probability, double count) {
     const double inv = 1.0 / count;
     for (std::size_t i = 0; i < n; ++i) {
         const double v = static_cast<double>(x[i]);
@@ -52,27 +53,27 @@ template <class T> void Quantiles::update_impl(const T *fields, std::size_t n_fi
            *average = average_.data();
     const double *probs = probabilities_.data();
     const std::uint64_t count = count_;
-    detail::for_each_tile(size, size * n_fields * (n_probs + 1), [&](std::size_t begin,
-                                                                     std::size_t end) {
-        for (std::size_t f = 0; f < n_fields; ++f) {
-            const double seen = static_cast<double>(count + f + 1);
-            detail::for_each_chunk(begin, end, [&](std::size_t first, std::size_t last) {
-                double step[detail::kChunkCells];
-                const std::size_t n = last - first;
-                const T *x = fields + f * size + first;
-                scale_step(mean + first, m2 + first, step, x, n, seen);
-                for (std::size_t p = 0; p < n_probs; ++p) {
-                    double *it = iterate + p * size + first, *av = average + p * size + first;
-                    if (seen == 1.0) {
-                        for (std::size_t i = 0; i < n; ++i)
-                            it[i] = av[i] = static_cast<double>(x[i]);
-                    } else {
-                        quantile_step(it, av, step, x, n, probs[p], seen);
+    detail::for_each_tile(
+        size, size * n_fields * (n_probs + 1), [&](std::size_t begin, std::size_t end) {
+            for (std::size_t f = 0; f < n_fields; ++f) {
+                const double seen = static_cast<double>(count + f + 1);
+                detail::for_each_chunk(begin, end, [&](std::size_t first, std::size_t last) {
+                    double step[detail::kChunkCells];
+                    const std::size_t n = last - first;
+                    const T *x = fields + f * size + first;
+                    scale_step(mean + first, m2 + first, step, x, n, seen);
+                    for (std::size_t p = 0; p < n_probs; ++p) {
+                        double *it = iterate + p * size + first, *av = average + p * size + first;
+                        if (seen == 1.0) {
+                            for (std::size_t i = 0; i < n; ++i)
+                                it[i] = av[i] = static_cast<double>(x[i]);
+                        } else {
+                            quantile_step(it, av, step, x, n, probs[p], seen);
+                        }
                     }
-                }
-            });
-        }
-    });
+                });
+            }
+        });
     count_ += n_fields;
 }
 

@@ -10,8 +10,9 @@ namespace {
 // Welford step of one variable; writes the deviation from the old mean, which the comoments of
 // this variable with the C_k need.
 template <class T>
-MELISSA_KERNEL void variable_step(double *__restrict mean, double *__restrict m2, double *__restrict deviation,
-                   const T *__restrict x, std::size_t n, double inv) {
+MELISSA_KERNEL void variable_step(double *__restrict mean, double *__restrict m2,
+                                  double *__restrict deviation, const T *__restrict x,
+                                  std::size_t n, double inv) {
     for (std::size_t i = 0; i < n; ++i) {
         const double v = static_cast<double>(x[i]);
         const double delta = v - mean[i];
@@ -22,10 +23,10 @@ MELISSA_KERNEL void variable_step(double *__restrict mean, double *__restrict m2
 }
 
 template <class T>
-MELISSA_KERNEL void mixed_step(double *__restrict mean_c, double *__restrict m2_c, double *__restrict comoment_bc,
-                double *__restrict comoment_ac, const double *__restrict deviation_a,
-                const double *__restrict deviation_b, const T *__restrict c, std::size_t n,
-                double inv) {
+MELISSA_KERNEL void
+mixed_step(double *__restrict mean_c, double *__restrict m2_c, double *__restrict comoment_bc,
+           double *__restrict comoment_ac, const double *__restrict deviation_a,
+           const double *__restrict deviation_b, const T *__restrict c, std::size_t n, double inv) {
     for (std::size_t i = 0; i < n; ++i) {
         const double v = static_cast<double>(c[i]);
         const double delta = v - mean_c[i];
@@ -52,24 +53,25 @@ template <class T> void Sobol::update_impl(const T *groups, std::size_t n_groups
     double *ma = mean_a_.data(), *mb = mean_b_.data(), *m2a = m2_a_.data(), *m2b = m2_b_.data(),
            *mc = mean_c_.data(), *m2c = m2_c_.data(), *cbc = comoment_bc_.data(),
            *cac = comoment_ac_.data();
-    detail::for_each_tile(size, size * n_groups * fields_per_group, [&](std::size_t begin,
-                                                                        std::size_t end) {
-        for (std::size_t g = 0; g < n_groups; ++g) {
-            const T *group = groups + g * fields_per_group * size;
-            const double inv = 1.0 / static_cast<double>(count + g + 1);
-            detail::for_each_chunk(begin, end, [&](std::size_t first, std::size_t last) {
-                double deviation_a[detail::kChunkCells], deviation_b[detail::kChunkCells];
-                const std::size_t n = last - first;
-                variable_step(ma + first, m2a + first, deviation_a, group + first, n, inv);
-                variable_step(mb + first, m2b + first, deviation_b, group + size + first, n, inv);
-                for (std::size_t k = 0; k < n_params; ++k) {
-                    const std::size_t at = k * size + first;
-                    mixed_step(mc + at, m2c + at, cbc + at, cac + at, deviation_a, deviation_b,
-                               group + (k + 2) * size + first, n, inv);
-                }
-            });
-        }
-    });
+    detail::for_each_tile(
+        size, size * n_groups * fields_per_group, [&](std::size_t begin, std::size_t end) {
+            for (std::size_t g = 0; g < n_groups; ++g) {
+                const T *group = groups + g * fields_per_group * size;
+                const double inv = 1.0 / static_cast<double>(count + g + 1);
+                detail::for_each_chunk(begin, end, [&](std::size_t first, std::size_t last) {
+                    double deviation_a[detail::kChunkCells], deviation_b[detail::kChunkCells];
+                    const std::size_t n = last - first;
+                    variable_step(ma + first, m2a + first, deviation_a, group + first, n, inv);
+                    variable_step(mb + first, m2b + first, deviation_b, group + size + first, n,
+                                  inv);
+                    for (std::size_t k = 0; k < n_params; ++k) {
+                        const std::size_t at = k * size + first;
+                        mixed_step(mc + at, m2c + at, cbc + at, cac + at, deviation_a, deviation_b,
+                                   group + (k + 2) * size + first, n, inv);
+                    }
+                });
+            }
+        });
     count_ += n_groups;
 }
 

@@ -141,7 +141,8 @@ Tiling plan_tiles(std::size_t size, std::size_t work) {
         n_tiles = std::max<std::size_t>(n_tiles, 4 * static_cast<std::size_t>(threads));
     n_tiles = std::max<std::size_t>(1, std::min(n_tiles, ceil_div(size, kChunkCells)));
     // A multiple of 8 cells, so that no tile boundary splits a vector.
-    const std::size_t tile_cells = std::max<std::size_t>(8, ceil_div(ceil_div(size, n_tiles), 8) * 8);
+    const std::size_t tile_cells =
+        std::max<std::size_t>(8, ceil_div(ceil_div(size, n_tiles), 8) * 8);
     n_tiles = ceil_div(size, tile_cells);
     return {tile_cells, n_tiles, static_cast<int>(std::min<std::size_t>(threads, n_tiles))};
 }

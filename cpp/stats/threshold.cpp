@@ -6,8 +6,8 @@ namespace melissa::stats {
 namespace {
 
 template <class T>
-MELISSA_KERNEL void exceedance_step(std::uint64_t *__restrict counts, const T *__restrict x, std::size_t n,
-                     double threshold) {
+MELISSA_KERNEL void exceedance_step(std::uint64_t *__restrict counts, const T *__restrict x,
+                                    std::size_t n, double threshold) {
     for (std::size_t i = 0; i < n; ++i)
         counts[i] += static_cast<double>(x[i]) > threshold ? 1 : 0;
 }
@@ -21,14 +21,13 @@ template <class T> void ThresholdExceedance::update_impl(const T *fields, std::s
     std::uint64_t *counts = counts_.data();
     const std::size_t size = size_;
     const std::vector<double> &thresholds = thresholds_;
-    detail::for_each_tile(size, size * n_fields * thresholds.size(),
-                          [&](std::size_t begin, std::size_t end) {
-                              for (std::size_t f = 0; f < n_fields; ++f)
-                                  for (std::size_t t = 0; t < thresholds.size(); ++t)
-                                      exceedance_step(counts + t * size + begin,
-                                                      fields + f * size + begin, end - begin,
-                                                      thresholds[t]);
-                          });
+    detail::for_each_tile(
+        size, size * n_fields * thresholds.size(), [&](std::size_t begin, std::size_t end) {
+            for (std::size_t f = 0; f < n_fields; ++f)
+                for (std::size_t t = 0; t < thresholds.size(); ++t)
+                    exceedance_step(counts + t * size + begin, fields + f * size + begin,
+                                    end - begin, thresholds[t]);
+        });
     count_ += n_fields;
 }
 

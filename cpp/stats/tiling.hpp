@@ -67,7 +67,9 @@ template <class Body> void for_each_tile(std::size_t size, std::size_t work, con
     }
     run_parallel(
         tiling.n_tiles, tiling.threads,
-        [](void *context, std::size_t tile) { (*static_cast<decltype(run_tile) *>(context))(tile); },
+        [](void *context, std::size_t tile) {
+            (*static_cast<decltype(run_tile) *>(context))(tile);
+        },
         &run_tile);
 }
 
@@ -111,8 +113,8 @@ inline double merge_variable(double &mean, double &m2, double other_mean, double
     return delta;
 }
 
-inline void merge_comoment(double &comoment, double other_comoment, double delta_x,
-                           double delta_y, const MergeWeights &w) {
+inline void merge_comoment(double &comoment, double other_comoment, double delta_x, double delta_y,
+                           const MergeWeights &w) {
     comoment += other_comoment + delta_x * delta_y * w.cross;
 }
 

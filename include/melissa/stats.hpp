@@ -154,7 +154,7 @@ class MELISSA_EXPORT Quantiles {
     std::size_t size_;
     std::uint64_t count_ = 0;
     std::vector<double> probabilities_;
-    std::vector<double> mean_, m2_;       // running scale of each cell
+    std::vector<double> mean_, m2_;         // running scale of each cell
     std::vector<double> iterate_, average_; // (probabilities, size)
 };
 

@@ -20,8 +20,6 @@ from typing import Any
 import numpy as np
 import pytest
 import scipy.stats
-
-from melissa import stats
 from stats_helpers import (
     CASES,
     MERGEABLE_CASES,
@@ -38,6 +36,8 @@ from stats_helpers import (
     moments_results,
     rank_error,
 )
+
+from melissa import stats
 
 FLOAT_DTYPES = [pytest.param(np.float32, id="float32"), pytest.param(np.float64, id="float64")]
 

@@ -13,8 +13,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from melissa import stats
 from stats_helpers import (
     CASES,
     MERGEABLE_CASES,
@@ -25,6 +23,8 @@ from stats_helpers import (
     case_params,
     exceedance_reference,
 )
+
+from melissa import stats
 
 # Few, small examples keep the suite fast; derandomize makes every run try the same examples, as
 # the fixed seeds do for the other tests.
