@@ -55,9 +55,10 @@ $(VENV_READY): | system-packages
 	  > $(LOGS)/venv.log 2>&1 || { cat $(LOGS)/venv.log; exit 1; }
 	@touch $@
 
+# mpi4py is built from source, against the system's MPI: a binary wheel may carry another MPI.
 $(INSTALLED): $(SOURCES) $(VENV_READY) | system-packages
 	@echo "Building and installing melissa into $(VENV)"
-	@$(PIP) install --no-build-isolation ".[test]" > $(LOGS)/install.log 2>&1 \
+	@$(PIP) install --no-build-isolation --no-binary mpi4py ".[test]" > $(LOGS)/install.log 2>&1 \
 	  || { cat $(LOGS)/install.log; exit 1; }
 	@touch $@
 
@@ -78,7 +79,7 @@ pytest: install
 	$(PYTHON) -m pytest
 
 bench: install
-	@$(PIP) install --no-build-isolation ".[test,bench]" > $(LOGS)/bench-install.log 2>&1 \
+	@$(PIP) install --no-build-isolation --no-binary mpi4py ".[test,bench]" > $(LOGS)/bench-install.log 2>&1 \
 	  || { cat $(LOGS)/bench-install.log; exit 1; }
 	$(PYTHON) bench/bench_stats.py
 

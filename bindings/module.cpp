@@ -6,6 +6,8 @@
 namespace py = pybind11;
 
 void register_stats(py::module_ &m);
+void register_client(py::module_ &m);
+void register_server(py::module_ &m);
 
 PYBIND11_MODULE(_core, m, py::mod_gil_not_used()) {
     m.doc() = "melissa's C++ core; use the public modules (melissa.stats) instead.";
@@ -13,4 +15,6 @@ PYBIND11_MODULE(_core, m, py::mod_gil_not_used()) {
     melissa_version(&major, &minor, &patch);
     m.attr("library_version") = py::make_tuple(major, minor, patch);
     register_stats(m);
+    register_client(m);
+    register_server(m);
 }

@@ -1,0 +1,168 @@
+// SPDX-License-Identifier: BSD-3-Clause
+//
+// The server receiver and its consumers, for melissa.server: conversion only.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "../cpp/server/consumers.hpp"
+#include "../cpp/server/receiver.hpp"
+
+namespace py = pybind11;
+namespace server = melissa::server;
+namespace wire = melissa::wire;
+
+namespace {
+
+wire::Routing routing_from(const std::string &name) {
+    if (name == "cells")
+        return wire::Routing::Cells;
+    if (name == "whole_by_simulation")
+        return wire::Routing::WholeBySimulation;
+    if (name == "whole_by_time_step")
+        return wire::Routing::WholeByTimeStep;
+    throw py::value_error("routing must be 'cells', 'whole_by_simulation' or "
+                          "'whole_by_time_step', got '" + name + "'");
+}
+
+py::dict endpoint_dict(const wire::ServerEndpoint &e) {
+    py::dict d;
+    d["host"] = e.host;
+    d["tcp"] = e.tcp;
+    d["ipc"] = e.ipc;
+    return d;
+}
+
+/// A numpy view of delivered values that keeps them alive: no copy out of the receiver.
+py::array values_array(const server::Delivery &d) {
+    auto *owner = new std::shared_ptr<const void>(d.owner);
+    py::capsule keep(owner, [](void *p) { delete static_cast<std::shared_ptr<const void> *>(p); });
+    const auto n = static_cast<py::ssize_t>(d.count);
+    if (d.dtype == wire::DType::Float64)
+        return py::array_t<double>({n}, {sizeof(double)}, static_cast<const double *>(d.values),
+                                   keep);
+    return py::array_t<float>({n}, {sizeof(float)}, static_cast<const float *>(d.values), keep);
+}
+
+/// Copies of a kernel's state arrays, named as melissa.stats' state_dict() names them.
+py::dict state_copy(std::vector<melissa::stats::StateArray> arrays) {
+    py::dict out;
+    for (const auto &a : arrays) {
+        const std::vector<py::ssize_t> shape(a.shape.begin(), a.shape.end());
+        if (a.type == melissa::stats::StateArray::Type::Float64)
+            out[a.name.c_str()] = py::array_t<double>(shape, static_cast<const double *>(a.data));
+        else
+            out[a.name.c_str()] =
+                py::array_t<std::uint64_t>(shape, static_cast<const std::uint64_t *>(a.data));
+    }
+    return out;
+}
+
+} // namespace
+
+void register_server(py::module_ &m) {
+    py::class_<server::Consumer, std::shared_ptr<server::Consumer>>(m, "Consumer");
+
+    py::class_<server::Collector, server::Consumer, std::shared_ptr<server::Collector>>(
+        m, "Collector")
+        .def(py::init<std::size_t>(), py::arg("capacity"))
+        .def(
+            "pop",
+            [](server::Collector &self, double timeout) -> py::object {
+                std::optional<server::Delivery> d;
+                {
+                    py::gil_scoped_release release;
+                    d = self.pop(std::chrono::milliseconds(static_cast<long long>(timeout * 1e3)));
+                }
+                if (!d)
+                    return py::none();
+                return py::make_tuple(d->simulation_id, d->field_id, d->time_step, d->offset,
+                                      values_array(*d));
+            },
+            py::arg("timeout"),
+            "(simulation_id, field_id, time_step, offset, values) or None after timeout seconds.")
+        .def("__len__", &server::Collector::size);
+
+    py::class_<server::FieldStatistics, server::Consumer, std::shared_ptr<server::FieldStatistics>>(
+        m, "FieldStatistics")
+        .def(py::init([](int order, bool extrema, std::vector<double> thresholds,
+                         std::vector<double> probabilities) {
+                 return std::make_shared<server::FieldStatistics>(server::StatisticsSpec{
+                     order, extrema, std::move(thresholds), std::move(probabilities)});
+             }),
+             py::arg("moments_order") = 0, py::arg("extrema") = false,
+             py::arg("thresholds") = std::vector<double>{},
+             py::arg("probabilities") = std::vector<double>{})
+        .def(
+            "states",
+            [](server::FieldStatistics &self) {
+                py::list out;
+                self.visit([&](std::uint32_t field, std::uint32_t step, server::Accumulators &a) {
+                    py::dict states;
+                    if (a.moments)
+                        states["moments"] = state_copy(a.moments->state());
+                    if (a.extrema)
+                        states["extrema"] = state_copy(a.extrema->state());
+                    if (a.exceedance)
+                        states["exceedance"] = state_copy(a.exceedance->state());
+                    if (a.quantiles)
+                        states["quantiles"] = state_copy(a.quantiles->state());
+                    out.append(py::make_tuple(field, step, a.offset, states));
+                });
+                return out;
+            },
+            "[(field_id, time_step, offset, {statistic: state arrays})] for every (field, time "
+            "step) seen, copied under the lock.");
+
+    py::class_<server::Receiver>(m, "Receiver")
+        .def(py::init([](std::vector<std::string> field_names, std::uint64_t token,
+                         std::uint32_t rank, std::uint32_t n_ranks, const std::string &routing,
+                         std::string host, std::string ipc_dir, int high_water_mark,
+                         std::shared_ptr<server::Consumer> consumer) {
+                 if (n_ranks == 0 || rank >= n_ranks)
+                     throw py::value_error("Receiver: rank must lie in [0, n_ranks)");
+                 server::ReceiverConfig config{std::move(field_names), token,
+                                               rank,                   n_ranks,
+                                               routing_from(routing),  std::move(host),
+                                               std::move(ipc_dir),     high_water_mark};
+                 return std::make_unique<server::Receiver>(std::move(config), std::move(consumer));
+             }),
+             py::arg("field_names"), py::arg("token"), py::arg("rank"), py::arg("n_ranks"),
+             py::arg("routing"), py::arg("host"), py::arg("ipc_dir"), py::arg("high_water_mark"),
+             py::arg("consumer"))
+        .def_property_readonly("endpoint",
+                               [](const server::Receiver &r) { return endpoint_dict(r.endpoint()); })
+        .def(
+            "serve_handshakes",
+            [](server::Receiver &self, const std::vector<py::dict> &layout) {
+                std::vector<wire::ServerEndpoint> endpoints;
+                for (const auto &e : layout)
+                    endpoints.push_back({e["host"].cast<std::string>(), e["tcp"].cast<std::string>(),
+                                         e["ipc"].cast<std::string>()});
+                return self.serve_handshakes(std::move(endpoints));
+            },
+            py::arg("layout"))
+        .def("counters",
+             [](const server::Receiver &self) {
+                 const server::Counters c = self.counters();
+                 py::dict d, per_simulation;
+                 d["messages"] = c.messages;
+                 d["bytes"] = c.bytes;
+                 d["handshakes"] = c.handshakes;
+                 d["rejected_handshakes"] = c.rejected_handshakes;
+                 d["dropped"] = c.dropped;
+                 for (const auto &[id, s] : c.simulations) {
+                     py::dict one;
+                     one["messages"] = s.messages;
+                     one["bytes"] = s.bytes;
+                     one["time_steps"] = s.time_steps;
+                     per_simulation[py::int_(id)] = one;
+                 }
+                 d["simulations"] = per_simulation;
+                 return d;
+             })
+        .def("finished_simulations", &server::Receiver::finished_simulations)
+        .def("field_sizes", &server::Receiver::field_sizes)
+        .def("discard_partial", &server::Receiver::discard_partial, py::arg("simulation_id"))
+        .def("stop", &server::Receiver::stop, py::call_guard<py::gil_scoped_release>());
+}

@@ -1,0 +1,286 @@
+// SPDX-License-Identifier: BSD-3-Clause
+#include "receiver.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+namespace melissa::server {
+
+using namespace std::chrono_literals;
+
+// How long a thread waits for a message before it looks at `stopping_` again.
+constexpr auto kPollInterval = 50ms;
+
+// Delivered time steps are kept as one bit each per (simulation, field); a header claiming a
+// larger time step is refused rather than allowed to allocate without bound.
+constexpr std::uint32_t kMaxTimeSteps = 1u << 26;
+
+struct Receiver::Assembly {
+    wire::DType dtype;
+    std::uint64_t begin, length, filled = 0;
+    std::shared_ptr<std::vector<std::byte>> buffer;
+    std::vector<bool> ranks_seen; // a client rank sends one piece per time step to a server rank
+};
+
+struct Receiver::Simulation {
+    std::map<std::pair<std::uint32_t, std::uint32_t>, Assembly> pending; // (field, time step)
+    std::map<std::uint32_t, std::vector<bool>> delivered;                // by field, time step
+    std::map<std::uint32_t, std::uint64_t> delivered_count;
+    std::map<std::uint32_t, std::uint64_t> expected; // time steps this rank gets, from END
+    std::uint64_t fields = 0;                        // how many fields the simulation sends
+};
+
+Receiver::Receiver(ReceiverConfig config, std::shared_ptr<Consumer> consumer)
+    : config_(std::move(config)), consumer_(std::move(consumer)),
+      transport_(transport::make_zmq_transport()) {
+    transport::BindOptions options;
+    options.host = config_.host;
+    options.ipc_dir = config_.ipc_dir;
+    options.name = std::to_string(config_.rank);
+    options.high_water_mark = config_.high_water_mark;
+    inbox_ = transport_->bind(options);
+    receiver_thread_ = std::thread([this] { receive_loop(); });
+}
+
+Receiver::~Receiver() { stop(); }
+
+void Receiver::stop() {
+    stopping_ = true;
+    if (receiver_thread_.joinable())
+        receiver_thread_.join();
+    if (control_thread_.joinable())
+        control_thread_.join();
+}
+
+const wire::ServerEndpoint &Receiver::endpoint() const { return inbox_->endpoint(); }
+
+std::string Receiver::serve_handshakes(std::vector<wire::ServerEndpoint> layout) {
+    if (responder_)
+        throw std::logic_error("serve_handshakes: already serving");
+    if (layout.size() != config_.n_ranks)
+        throw std::invalid_argument("serve_handshakes: the layout lists " +
+                                    std::to_string(layout.size()) + " ranks, the server has " +
+                                    std::to_string(config_.n_ranks));
+    layout_ = std::move(layout);
+    responder_ = transport_->respond(config_.host);
+    control_thread_ = std::thread([this] {
+        while (!stopping_)
+            responder_->serve_one(kPollInterval, [this](const auto &request) {
+                return answer(request);
+            });
+    });
+    return responder_->address();
+}
+
+std::vector<std::byte> Receiver::answer(const std::vector<std::byte> &request) {
+    wire::Welcome welcome;
+    welcome.routing = config_.routing;
+    auto refuse = [&](const std::string &why) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        ++counters_.rejected_handshakes;
+        welcome.status = 1;
+        welcome.message = why;
+        return wire::encode_welcome(welcome);
+    };
+    wire::Hello hello;
+    try {
+        hello = wire::decode_hello(request.data(), request.size());
+    } catch (const wire::MalformedMessage &e) {
+        return refuse(std::string("malformed handshake: ") + e.what());
+    }
+    if (hello.token != config_.token)
+        return refuse("wrong study token: this client belongs to another study");
+    const auto found =
+        std::find(config_.field_names.begin(), config_.field_names.end(), hello.field_name);
+    if (found == config_.field_names.end()) {
+        std::string known;
+        for (const auto &name : config_.field_names)
+            known += (known.empty() ? "'" : ", '") + name + "'";
+        return refuse("unknown field '" + hello.field_name + "'; the study's fields are " + known);
+    }
+    welcome.field_id = static_cast<std::uint32_t>(found - config_.field_names.begin());
+    if (hello.field_size == 0)
+        return refuse("field '" + hello.field_name + "' has no cells");
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        auto [size, inserted] = field_sizes_.emplace(welcome.field_id, hello.field_size);
+        if (!inserted && size->second != hello.field_size)
+            return refuse("field '" + hello.field_name + "' has " + std::to_string(size->second) +
+                          " cells in the other simulations, " +
+                          std::to_string(hello.field_size) + " in this one");
+        ++counters_.handshakes;
+    }
+    welcome.servers = layout_;
+    return wire::encode_welcome(welcome);
+}
+
+void Receiver::receive_loop() {
+    while (!stopping_) {
+        std::unique_ptr<transport::Message> message = inbox_->receive(kPollInterval);
+        if (message)
+            handle(std::move(message));
+    }
+}
+
+void Receiver::drop(const std::string &reason) { ++counters_.dropped[reason]; }
+
+bool Receiver::check_field_size(std::uint32_t field, std::uint64_t size) {
+    auto [known, inserted] = field_sizes_.emplace(field, size);
+    return inserted || known->second == size;
+}
+
+std::pair<std::uint64_t, std::uint64_t> Receiver::owned_range(const wire::Header &h) const {
+    if (config_.routing != wire::Routing::Cells)
+        return {0, h.field_size};
+    return {wire::range_begin(h.field_size, config_.rank, config_.n_ranks),
+            wire::range_begin(h.field_size, config_.rank + 1, config_.n_ranks)};
+}
+
+bool Receiver::routed_here(const wire::Header &h) const {
+    switch (config_.routing) {
+    case wire::Routing::WholeBySimulation:
+        return h.simulation_id % config_.n_ranks == config_.rank;
+    case wire::Routing::WholeByTimeStep:
+        return h.time_step % config_.n_ranks == config_.rank;
+    case wire::Routing::Cells:
+        break;
+    }
+    const auto [begin, end] = owned_range(h);
+    return h.offset >= begin && h.offset + h.count <= end;
+}
+
+void Receiver::handle(std::unique_ptr<transport::Message> message) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    wire::Defect defect = wire::Defect::None;
+    const auto decoded =
+        message->has_extra_frames()
+            ? std::nullopt
+            : wire::decode(message->header(), message->header_size(), message->payload_size(),
+                           defect);
+    if (!decoded)
+        return drop(message->has_extra_frames() ? "malformed: extra frames"
+                                                : std::string("malformed: ") + wire::describe(defect));
+    const wire::Header &h = *decoded;
+    if (h.token != config_.token)
+        return drop("wrong study token");
+    if (h.field_id >= config_.field_names.size())
+        return drop("unknown field");
+    if (!check_field_size(h.field_id, h.field_size))
+        return drop("field size differs from the handshake's");
+    Simulation &sim = simulations_[h.simulation_id];
+
+    if (h.kind == wire::Kind::End) {
+        const std::uint64_t steps = h.count, n = config_.n_ranks, rank = config_.rank;
+        std::uint64_t here = steps;
+        if (config_.routing == wire::Routing::WholeBySimulation)
+            here = h.simulation_id % n == rank ? steps : 0;
+        else if (config_.routing == wire::Routing::WholeByTimeStep)
+            here = steps > rank ? (steps - rank - 1) / n + 1 : 0;
+        sim.expected[h.field_id] = here;
+        sim.fields = h.offset;
+        return update_finished(h.simulation_id);
+    }
+
+    if (!routed_here(h))
+        return drop("cells not routed to this rank");
+    if (h.time_step >= kMaxTimeSteps)
+        return drop("time step beyond 2^26");
+    std::vector<bool> &delivered = sim.delivered[h.field_id];
+    if (h.time_step < delivered.size() && delivered[h.time_step])
+        return drop("time step already received");
+    ++counters_.messages;
+    counters_.bytes += message->payload_size();
+    auto &per_sim = counters_.simulations[h.simulation_id];
+    ++per_sim.messages;
+    per_sim.bytes += message->payload_size();
+
+    const auto [begin, end] = owned_range(h);
+    const std::size_t value_size = wire::dtype_size(h.dtype);
+    if (h.offset == begin && h.count == end - begin) {
+        // The piece is all this rank owns: handed over as received, no copy.
+        std::shared_ptr<transport::Message> owner(std::move(message));
+        const void *values = owner->payload();
+        lock.unlock();
+        return complete(h, {h.simulation_id, h.field_id, h.time_step, begin, end - begin, h.dtype,
+                            values, owner});
+    }
+    const auto key = std::make_pair(h.field_id, h.time_step);
+    auto found = sim.pending.find(key);
+    if (found == sim.pending.end()) {
+        Assembly fresh{h.dtype, begin, end - begin, 0,
+                       std::make_shared<std::vector<std::byte>>((end - begin) * value_size),
+                       std::vector<bool>(h.n_client_ranks, false)};
+        found = sim.pending.emplace(key, std::move(fresh)).first;
+    }
+    Assembly &a = found->second;
+    if (a.dtype != h.dtype)
+        return drop("value type differs between pieces");
+    if (h.client_rank >= a.ranks_seen.size() || a.ranks_seen[h.client_rank])
+        return drop("piece already received");
+    if (a.filled + h.count > a.length)
+        return drop("pieces overlap");
+    a.ranks_seen[h.client_rank] = true;
+    std::memcpy(a.buffer->data() + (h.offset - a.begin) * value_size, message->payload(),
+                message->payload_size());
+    a.filled += h.count;
+    if (a.filled < a.length)
+        return;
+    Delivery delivery{h.simulation_id, h.field_id, h.time_step, a.begin, a.length,
+                      a.dtype,         a.buffer->data(), a.buffer};
+    sim.pending.erase(found);
+    lock.unlock();
+    complete(h, std::move(delivery));
+}
+
+void Receiver::complete(const wire::Header &h, Delivery delivery) {
+    {
+        // Marked before the consumer sees it, so that a repeat arriving meanwhile is dropped.
+        std::lock_guard<std::mutex> lock(mutex_);
+        Simulation &sim = simulations_[h.simulation_id];
+        std::vector<bool> &delivered = sim.delivered[h.field_id];
+        if (delivered.size() <= h.time_step)
+            delivered.resize(h.time_step + 1, false);
+        delivered[h.time_step] = true;
+        ++sim.delivered_count[h.field_id];
+        ++counters_.simulations[h.simulation_id].time_steps;
+    }
+    consumer_->deliver(delivery, stopping_);
+    std::lock_guard<std::mutex> lock(mutex_);
+    update_finished(h.simulation_id);
+}
+
+void Receiver::update_finished(std::uint32_t simulation_id) {
+    const Simulation &sim = simulations_[simulation_id];
+    if (sim.fields == 0 || sim.expected.size() < sim.fields)
+        return;
+    for (const auto &[field, steps] : sim.expected) {
+        const auto got = sim.delivered_count.find(field);
+        if ((got == sim.delivered_count.end() ? 0 : got->second) < steps)
+            return;
+    }
+    finished_.insert(simulation_id);
+}
+
+Counters Receiver::counters() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return counters_;
+}
+
+std::vector<std::uint32_t> Receiver::finished_simulations() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return {finished_.begin(), finished_.end()};
+}
+
+std::map<std::uint32_t, std::uint64_t> Receiver::field_sizes() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return field_sizes_;
+}
+
+void Receiver::discard_partial(std::uint32_t simulation_id) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const auto found = simulations_.find(simulation_id);
+    if (found != simulations_.end())
+        found->second.pending.clear();
+}
+
+} // namespace melissa::server

@@ -1,0 +1,118 @@
+// SPDX-License-Identifier: BSD-3-Clause
+//
+// A server rank's receiver: a thread that takes data messages off the transport, validates them,
+// assembles the pieces of each (simulation, field, time step) that this rank owns, and hands
+// every complete piece to a consumer, without Python. On rank 0 a second thread answers the
+// clients' handshakes.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "../transport/transport.hpp"
+#include "../transport/wire.hpp"
+#include "melissa/export.h"
+
+namespace melissa::server {
+
+/// The values of one (simulation, field, time step) that this rank owns, complete.
+struct Delivery {
+    std::uint32_t simulation_id, field_id, time_step;
+    std::uint64_t offset; // first cell, in the whole field
+    std::uint64_t count;
+    wire::DType dtype;
+    const void *values;
+    std::shared_ptr<const void> owner; // keeps `values` alive for whoever keeps it
+};
+
+class MELISSA_EXPORT Consumer {
+  public:
+    virtual ~Consumer() = default;
+    /// Called on the receiver thread; may block (that slows the clients down: back-pressure).
+    /// `stopping` becomes true when the receiver stops; a blocked consumer must then return.
+    virtual void deliver(const Delivery &delivery, const std::atomic<bool> &stopping) = 0;
+};
+
+struct ReceiverConfig {
+    std::vector<std::string> field_names;
+    std::uint64_t token = 0;
+    std::uint32_t rank = 0, n_ranks = 1;
+    wire::Routing routing = wire::Routing::Cells;
+    std::string host;    // how clients reach this host
+    std::string ipc_dir; // empty: tcp only
+    int high_water_mark = 8;
+};
+
+/// Why messages were dropped, and how many of each.
+struct Counters {
+    std::uint64_t messages = 0, bytes = 0, handshakes = 0, rejected_handshakes = 0;
+    std::map<std::string, std::uint64_t> dropped;
+    struct PerSimulation {
+        std::uint64_t messages = 0, bytes = 0, time_steps = 0;
+    };
+    std::map<std::uint32_t, PerSimulation> simulations;
+};
+
+class MELISSA_EXPORT Receiver {
+  public:
+    Receiver(ReceiverConfig config, std::shared_ptr<Consumer> consumer);
+    ~Receiver();
+
+    const wire::ServerEndpoint &endpoint() const;
+
+    /// Rank 0: answers handshakes with the layout of all ranks (from an allgather of endpoint()).
+    /// Returns the control address the clients need (MELISSA_SERVER_ADDRESS).
+    std::string serve_handshakes(std::vector<wire::ServerEndpoint> layout);
+
+    Counters counters() const;
+    /// Simulations whose every field this rank owns has arrived whole (END seen, nothing missing).
+    std::vector<std::uint32_t> finished_simulations() const;
+    /// Sizes of the fields seen so far (by handshake on rank 0, by data elsewhere), by field id.
+    std::map<std::uint32_t, std::uint64_t> field_sizes() const;
+    /// Forgets a simulation's half-assembled time steps (after its failure); what was delivered
+    /// stays delivered, so a restart's repeats are still dropped.
+    void discard_partial(std::uint32_t simulation_id);
+
+    /// Stops the threads; idempotent. Called by the destructor.
+    void stop();
+
+  private:
+    struct Assembly;
+    struct Simulation;
+
+    void receive_loop();
+    void handle(std::unique_ptr<transport::Message> message);
+    std::vector<std::byte> answer(const std::vector<std::byte> &request);
+    void drop(const std::string &reason);
+    bool check_field_size(std::uint32_t field, std::uint64_t size);
+    std::pair<std::uint64_t, std::uint64_t> owned_range(const wire::Header &h) const;
+    bool routed_here(const wire::Header &h) const;
+    void complete(const wire::Header &h, Delivery delivery);
+    void update_finished(std::uint32_t simulation_id);
+
+    ReceiverConfig config_;
+    std::shared_ptr<Consumer> consumer_;
+    std::unique_ptr<transport::Transport> transport_;
+    std::unique_ptr<transport::Inbox> inbox_;
+    std::unique_ptr<transport::Responder> responder_;
+    std::vector<wire::ServerEndpoint> layout_;
+
+    mutable std::mutex mutex_; // guards what the two threads and the caller share, below
+    Counters counters_;
+    std::map<std::uint32_t, std::uint64_t> field_sizes_;
+    std::map<std::uint32_t, Simulation> simulations_;
+    std::set<std::uint32_t> finished_;
+
+    std::atomic<bool> stopping_{false};
+    std::thread receiver_thread_, control_thread_;
+};
+
+} // namespace melissa::server

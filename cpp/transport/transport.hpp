@@ -1,0 +1,105 @@
+// SPDX-License-Identifier: BSD-3-Clause
+//
+// What the client library and the server receiver need from a transport, and nothing more, so
+// that a backend other than ZeroMQ (UCX, for RDMA) can be added without touching either. Data goes
+// one way, from a client rank to a server rank, in messages of a header and values; control is a
+// request-reply between client rank 0 and server rank 0.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "melissa/export.h"
+#include "wire.hpp"
+
+namespace melissa::transport {
+
+/// The peer did not answer, or did not take data, within the timeout.
+struct MELISSA_EXPORT TimeoutError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+/// Anything else the transport could not do (bind, connect, a bad address).
+struct MELISSA_EXPORT TransportError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+/// A received data message; its bytes stay valid while it lives.
+class Message {
+  public:
+    virtual ~Message() = default;
+    virtual const std::byte *header() const = 0;
+    virtual std::size_t header_size() const = 0;
+    virtual const std::byte *payload() const = 0;
+    virtual std::size_t payload_size() const = 0;
+    /// More than two frames came: not a melissa message.
+    virtual bool has_extra_frames() const = 0;
+};
+
+/// One client rank's data connection to one server rank.
+class Sender {
+  public:
+    virtual ~Sender() = default;
+    /// Sends a header and `bytes` of values, copying the values once. Blocks while the server
+    /// rank's queue is full (back-pressure); throws TimeoutError past the timeout.
+    virtual void send(const wire::HeaderBytes &header, const void *values, std::size_t bytes) = 0;
+};
+
+/// Where one server rank receives data, from any number of senders.
+class Inbox {
+  public:
+    virtual ~Inbox() = default;
+    virtual const wire::ServerEndpoint &endpoint() const = 0;
+    /// The next message, or nullptr after `timeout` without one.
+    virtual std::unique_ptr<Message> receive(std::chrono::milliseconds timeout) = 0;
+};
+
+/// Server rank 0's side of the control channel.
+class Responder {
+  public:
+    virtual ~Responder() = default;
+    virtual const std::string &address() const = 0;
+    /// Waits up to `timeout` for a request; calls answer(request) and sends back what it returns.
+    /// Returns whether a request was served.
+    virtual bool serve_one(std::chrono::milliseconds timeout,
+                           const std::function<std::vector<std::byte>(const std::vector<std::byte> &)>
+                               &answer) = 0;
+};
+
+struct SendOptions {
+    std::chrono::milliseconds timeout{60000};
+    int high_water_mark = 8;    // messages queued per connection before send blocks
+    bool prefer_local_ipc = true; // a server on this host is reached through a Unix socket
+};
+
+struct BindOptions {
+    std::string host;    // the name clients use to reach this host
+    std::string ipc_dir; // where the Unix socket goes; empty: no ipc endpoint
+    std::string name;    // distinguishes the sockets of several ranks on one host
+    int high_water_mark = 8;
+};
+
+class Transport {
+  public:
+    virtual ~Transport() = default;
+    virtual std::unique_ptr<Sender> connect(const wire::ServerEndpoint &server,
+                                            const SendOptions &options) = 0;
+    virtual std::unique_ptr<Inbox> bind(const BindOptions &options) = 0;
+    /// Client side of the control channel: one request, one answer, or TimeoutError.
+    virtual std::vector<std::byte> request(const std::string &address,
+                                           const std::vector<std::byte> &message,
+                                           std::chrono::milliseconds timeout) = 0;
+    virtual std::unique_ptr<Responder> respond(const std::string &host) = 0;
+};
+
+MELISSA_EXPORT std::unique_ptr<Transport> make_zmq_transport();
+
+/// This host's name, as servers advertise it and clients compare it.
+MELISSA_EXPORT std::string host_name();
+
+} // namespace melissa::transport

@@ -1,0 +1,145 @@
+// SPDX-License-Identifier: BSD-3-Clause
+//
+// The wire format between clients and servers, independent of the transport that carries it.
+//
+// A data message is two frames: a fixed 64-byte header, then the values (count x dtype bytes,
+// little-endian). An END message (one frame, the header alone) tells a server rank how many data
+// messages a simulation sent it, so that it knows when the simulation is complete. Control
+// messages (the handshake) are length-prefixed fields, see Writer and Reader.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "melissa/export.h"
+
+namespace melissa::wire {
+
+constexpr std::uint32_t kMagic = 0x4153'4C4D; // "MLSA" in memory order
+constexpr std::uint16_t kVersion = 1;
+constexpr std::size_t kHeaderSize = 64;
+
+enum class Kind : std::uint8_t { Data = 1, End = 2 };
+enum class DType : std::uint8_t { Float32 = 1, Float64 = 2 };
+
+inline std::size_t dtype_size(DType dtype) { return dtype == DType::Float32 ? 4 : 8; }
+
+struct Header {
+    Kind kind = Kind::Data;
+    DType dtype = DType::Float64;
+    std::uint64_t token = 0;
+    std::uint32_t simulation_id = 0;
+    std::uint32_t time_step = 0;
+    std::uint32_t field_id = 0;
+    std::uint32_t client_rank = 0;
+    std::uint32_t n_client_ranks = 0;
+    std::uint64_t field_size = 0; // cells of the whole field, over all client ranks
+    std::uint64_t offset = 0;     // first cell of this piece in the whole field
+    std::uint64_t count = 0;      // cells in this piece; for END: data messages sent to this rank
+
+    std::size_t payload_bytes() const {
+        return kind == Kind::Data ? static_cast<std::size_t>(count) * dtype_size(dtype) : 0;
+    }
+};
+
+using HeaderBytes = std::array<std::byte, kHeaderSize>;
+
+MELISSA_EXPORT HeaderBytes encode(const Header &header);
+
+/// Why a message was dropped.
+enum class Defect {
+    None,
+    Truncated,      // fewer bytes than a header
+    BadMagic,       // not a melissa message
+    BadVersion,     // another protocol version
+    BadKind,        // neither data nor END
+    BadDType,       // neither float32 nor float64
+    BadRange,       // offset + count outside the field, or a field of no cells
+    BadPayloadSize, // the values frame does not hold count values
+};
+
+MELISSA_EXPORT const char *describe(Defect defect);
+
+/// Decodes and checks what a header can say about itself (its size, magic, version, kind, dtype,
+/// range and the size of the values that came with it). Never reads past `size` bytes.
+MELISSA_EXPORT std::optional<Header> decode(const void *bytes, std::size_t size, std::size_t payload_size,
+                             Defect &defect);
+
+/// Builds a control message: fields appended in order, strings length-prefixed.
+class MELISSA_EXPORT Writer {
+  public:
+    Writer &u32(std::uint32_t v);
+    Writer &u64(std::uint64_t v);
+    Writer &str(const std::string &s);
+    const std::vector<std::byte> &bytes() const { return bytes_; }
+
+  private:
+    std::vector<std::byte> bytes_;
+};
+
+/// Reads a control message written by Writer; throws MalformedMessage on any shortfall.
+class MELISSA_EXPORT Reader {
+  public:
+    Reader(const void *data, std::size_t size)
+        : data_(static_cast<const std::byte *>(data)), size_(size) {}
+    std::uint32_t u32();
+    std::uint64_t u64();
+    std::string str();
+    bool done() const { return at_ == size_; }
+    std::size_t consumed() const { return at_; }
+
+  private:
+    void take(void *out, std::size_t n);
+    const std::byte *data_;
+    std::size_t size_, at_ = 0;
+};
+
+struct MELISSA_EXPORT MalformedMessage : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+/// How a server rank's cells are chosen: a contiguous share of every field (NxM), or whole
+/// fields, round robin over simulations or over time steps (for training).
+enum class Routing : std::uint32_t { Cells = 0, WholeBySimulation = 1, WholeByTimeStep = 2 };
+
+/// First cell owned by `rank` of `n_ranks` in a field of `size` cells (Routing::Cells); rank
+/// n_ranks gives the end. Clients and servers must agree on it exactly.
+inline std::uint64_t range_begin(std::uint64_t size, std::uint32_t rank, std::uint32_t n_ranks) {
+    // 128-bit product: size * rank overflows 64 bits for fields beyond 2^32 cells on many ranks.
+    return static_cast<std::uint64_t>(static_cast<unsigned __int128>(size) * rank / n_ranks);
+}
+
+/// What client rank 0 asks server rank 0 for each field.
+struct Hello {
+    std::uint64_t token = 0;
+    std::uint32_t simulation_id = 0;
+    std::string field_name;
+    std::uint64_t field_size = 0;
+    std::uint32_t n_client_ranks = 0;
+};
+
+/// Where a server rank receives data.
+struct ServerEndpoint {
+    std::string host, tcp, ipc;
+};
+
+/// Server rank 0's answer: status 0 and the layout, or an error and why.
+struct Welcome {
+    std::uint32_t status = 0;
+    std::string message;
+    std::uint32_t field_id = 0;
+    Routing routing = Routing::Cells;
+    std::vector<ServerEndpoint> servers;
+};
+
+MELISSA_EXPORT std::vector<std::byte> encode_hello(const Hello &hello);
+MELISSA_EXPORT Hello decode_hello(const void *data, std::size_t size);
+MELISSA_EXPORT std::vector<std::byte> encode_welcome(const Welcome &welcome);
+MELISSA_EXPORT Welcome decode_welcome(const void *data, std::size_t size);
+
+} // namespace melissa::wire

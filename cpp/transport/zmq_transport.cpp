@@ -1,0 +1,232 @@
+// SPDX-License-Identifier: BSD-3-Clause
+//
+// The ZeroMQ backend: PUSH/PULL for data (tcp, and ipc between processes of one host), REQ/ROUTER
+// for control. ZMQ_IMMEDIATE keeps messages out of queues to peers that are not connected, so a
+// dead server makes send block and time out instead of piling data up in memory.
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <zmq.hpp>
+
+#include "transport.hpp"
+
+namespace melissa::transport {
+namespace {
+
+int milliseconds(std::chrono::milliseconds t) { return static_cast<int>(t.count()); }
+
+/// "tcp://0.0.0.0:41234" -> "tcp://host:41234": what the socket bound, as others reach it.
+std::string reachable(const std::string &bound, const std::string &host) {
+    const auto colon = bound.rfind(':');
+    return "tcp://" + host + bound.substr(colon);
+}
+
+class ZmqMessage final : public Message {
+  public:
+    ZmqMessage(zmq::message_t header, zmq::message_t payload, bool extra)
+        : header_(std::move(header)), payload_(std::move(payload)), extra_(extra) {}
+    const std::byte *header() const override { return header_.data<std::byte>(); }
+    std::size_t header_size() const override { return header_.size(); }
+    const std::byte *payload() const override { return payload_.data<std::byte>(); }
+    std::size_t payload_size() const override { return payload_.size(); }
+    bool has_extra_frames() const override { return extra_; }
+
+  private:
+    zmq::message_t header_, payload_;
+    bool extra_;
+};
+
+class ZmqSender final : public Sender {
+  public:
+    ZmqSender(zmq::context_t &context, const std::string &address, const SendOptions &options)
+        : socket_(context, zmq::socket_type::push), address_(address), timeout_(options.timeout) {
+        socket_.set(zmq::sockopt::sndhwm, options.high_water_mark);
+        socket_.set(zmq::sockopt::sndtimeo, milliseconds(options.timeout));
+        socket_.set(zmq::sockopt::linger, milliseconds(options.timeout));
+        socket_.set(zmq::sockopt::immediate, 1);
+        socket_.connect(address);
+    }
+
+    void send(const wire::HeaderBytes &header, const void *values, std::size_t bytes) override {
+        const bool more = bytes > 0;
+        zmq::message_t head(header.data(), header.size());
+        if (!socket_.send(head, more ? zmq::send_flags::sndmore : zmq::send_flags::none))
+            throw_timeout();
+        if (!more)
+            return;
+        zmq::message_t body(values, bytes); // the one copy: the caller may reuse its buffer
+        if (!socket_.send(body, zmq::send_flags::none))
+            throw_timeout();
+    }
+
+  private:
+    [[noreturn]] void throw_timeout() const {
+        throw TimeoutError("the server at " + address_ + " took no data for " +
+                           std::to_string(timeout_.count() / 1000.0) +
+                           " s (is it still running? MELISSA_TIMEOUT sets the limit)");
+    }
+
+    zmq::socket_t socket_;
+    std::string address_;
+    std::chrono::milliseconds timeout_;
+};
+
+class ZmqInbox final : public Inbox {
+  public:
+    ZmqInbox(zmq::context_t &context, const BindOptions &options)
+        : socket_(context, zmq::socket_type::pull) {
+        socket_.set(zmq::sockopt::rcvhwm, options.high_water_mark);
+        socket_.set(zmq::sockopt::linger, 0);
+        socket_.bind("tcp://*:*");
+        endpoint_.host = options.host;
+        endpoint_.tcp = reachable(socket_.get(zmq::sockopt::last_endpoint), options.host);
+        if (!options.ipc_dir.empty()) {
+            ipc_path_ = options.ipc_dir + "/melissa-" + std::to_string(::getpid()) + "-" +
+                        options.name + ".sock";
+            endpoint_.ipc = "ipc://" + ipc_path_;
+            socket_.bind(endpoint_.ipc);
+        }
+    }
+
+    ~ZmqInbox() override {
+        if (!ipc_path_.empty())
+            std::remove(ipc_path_.c_str());
+    }
+
+    const wire::ServerEndpoint &endpoint() const override { return endpoint_; }
+
+    std::unique_ptr<Message> receive(std::chrono::milliseconds timeout) override {
+        zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
+        if (zmq::poll(&item, 1, timeout) == 0)
+            return nullptr;
+        zmq::message_t header, payload;
+        (void)socket_.recv(header);
+        bool extra = false;
+        if (header.more()) {
+            (void)socket_.recv(payload);
+            // Frames beyond the second make the message malformed; they are read and dropped so
+            // that the next message starts clean.
+            for (bool more = payload.more(); more;) {
+                zmq::message_t rest;
+                (void)socket_.recv(rest);
+                more = rest.more();
+                extra = true;
+            }
+        }
+        return std::make_unique<ZmqMessage>(std::move(header), std::move(payload), extra);
+    }
+
+  private:
+    zmq::socket_t socket_;
+    wire::ServerEndpoint endpoint_;
+    std::string ipc_path_;
+};
+
+class ZmqResponder final : public Responder {
+  public:
+    ZmqResponder(zmq::context_t &context, const std::string &host)
+        : socket_(context, zmq::socket_type::router) {
+        socket_.set(zmq::sockopt::linger, 0);
+        socket_.bind("tcp://*:*");
+        address_ = reachable(socket_.get(zmq::sockopt::last_endpoint), host);
+    }
+
+    const std::string &address() const override { return address_; }
+
+    bool serve_one(std::chrono::milliseconds timeout,
+                   const std::function<std::vector<std::byte>(const std::vector<std::byte> &)>
+                       &answer) override {
+        zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
+        if (zmq::poll(&item, 1, timeout) == 0)
+            return false;
+        // A REQ peer's envelope: identity, empty delimiter, body. Anything else is dropped whole.
+        std::vector<zmq::message_t> frames;
+        do {
+            frames.emplace_back();
+            (void)socket_.recv(frames.back());
+        } while (frames.back().more());
+        if (frames.size() != 3 || frames[1].size() != 0)
+            return true;
+        const auto *body = frames[2].data<std::byte>();
+        const std::vector<std::byte> reply =
+            answer(std::vector<std::byte>(body, body + frames[2].size()));
+        socket_.send(frames[0], zmq::send_flags::sndmore);
+        socket_.send(zmq::message_t(), zmq::send_flags::sndmore);
+        socket_.send(zmq::message_t(reply.data(), reply.size()), zmq::send_flags::none);
+        return true;
+    }
+
+  private:
+    zmq::socket_t socket_;
+    std::string address_;
+};
+
+class ZmqTransport final : public Transport {
+  public:
+    std::unique_ptr<Sender> connect(const wire::ServerEndpoint &server,
+                                    const SendOptions &options) override {
+        const bool local = options.prefer_local_ipc && !server.ipc.empty() &&
+                           server.host == host_name();
+        try {
+            return std::make_unique<ZmqSender>(context_, local ? server.ipc : server.tcp, options);
+        } catch (const zmq::error_t &e) {
+            throw TransportError("cannot connect to " + (local ? server.ipc : server.tcp) +
+                                 ": " + e.what());
+        }
+    }
+
+    std::unique_ptr<Inbox> bind(const BindOptions &options) override {
+        try {
+            return std::make_unique<ZmqInbox>(context_, options);
+        } catch (const zmq::error_t &e) {
+            throw TransportError(std::string("cannot bind the server's data socket: ") + e.what());
+        }
+    }
+
+    std::vector<std::byte> request(const std::string &address,
+                                   const std::vector<std::byte> &message,
+                                   std::chrono::milliseconds timeout) override {
+        zmq::socket_t socket(context_, zmq::socket_type::req);
+        socket.set(zmq::sockopt::linger, 0);
+        socket.set(zmq::sockopt::sndtimeo, milliseconds(timeout));
+        socket.set(zmq::sockopt::rcvtimeo, milliseconds(timeout));
+        try {
+            socket.connect(address);
+        } catch (const zmq::error_t &e) {
+            throw TransportError("bad server address '" + address + "': " + e.what());
+        }
+        zmq::message_t reply;
+        if (!socket.send(zmq::message_t(message.data(), message.size()), zmq::send_flags::none) ||
+            !socket.recv(reply))
+            throw TimeoutError("no answer from the server at " + address + " within " +
+                               std::to_string(timeout.count() / 1000.0) +
+                               " s (is it running? MELISSA_TIMEOUT sets the limit)");
+        const auto *data = reply.data<std::byte>();
+        return {data, data + reply.size()};
+    }
+
+    std::unique_ptr<Responder> respond(const std::string &host) override {
+        try {
+            return std::make_unique<ZmqResponder>(context_, host);
+        } catch (const zmq::error_t &e) {
+            throw TransportError(std::string("cannot bind the control socket: ") + e.what());
+        }
+    }
+
+  private:
+    zmq::context_t context_;
+};
+
+} // namespace
+
+std::unique_ptr<Transport> make_zmq_transport() { return std::make_unique<ZmqTransport>(); }
+
+std::string host_name() {
+    char name[256] = {};
+    if (::gethostname(name, sizeof(name) - 1) != 0)
+        return "localhost";
+    return name;
+}
+
+} // namespace melissa::transport

@@ -1,0 +1,49 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""Opening a parallel server's receivers: one per MPI rank, with rank 0 answering handshakes."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import tempfile
+from typing import Any
+
+from melissa import _core
+
+ROUTINGS = ("cells", "whole_by_simulation", "whole_by_time_step")
+
+
+def study_token() -> int:
+    """A fresh random study token; clients get it as 16 hex digits in MELISSA_STUDY_TOKEN."""
+    return secrets.randbits(64)
+
+
+def open_receiver(
+    comm: Any,
+    field_names: list[str],
+    token: int,
+    consumer: _core.Consumer,
+    *,
+    routing: str = "cells",
+    high_water_mark: int = 8,
+) -> tuple[_core.Receiver, str]:
+    """Binds a receiver on every rank of `comm` (collective) and starts rank 0's handshakes.
+
+    Returns the receiver and, on every rank, the address clients need (MELISSA_SERVER_ADDRESS).
+    routing: "cells" (each rank owns a contiguous share of every field's cells),
+    "whole_by_simulation" or "whole_by_time_step" (whole fields, round robin).
+    The host clients use is MELISSA_SERVER_HOST if set, else this host's name; Unix sockets for
+    clients on this host go in MELISSA_IPC_DIR (default: the temporary directory).
+    """
+    if routing not in ROUTINGS:
+        raise ValueError(f"routing must be one of {ROUTINGS}, got {routing!r}")
+    host = os.environ.get("MELISSA_SERVER_HOST") or socket.gethostname()
+    ipc_dir = os.environ.get("MELISSA_IPC_DIR") or tempfile.gettempdir()
+    receiver = _core.Receiver(
+        field_names, token, comm.rank, comm.size, routing, host, ipc_dir, high_water_mark,
+        consumer,
+    )
+    layout = comm.allgather(receiver.endpoint)
+    address = receiver.serve_handshakes(layout) if comm.rank == 0 else None
+    return receiver, comm.bcast(address)

@@ -1,0 +1,250 @@
+// SPDX-License-Identifier: BSD-3-Clause
+//
+// The receiver over real ZeroMQ sockets, in one process: what it delivers, what it drops and
+// counts, and the client C ABI's error paths (no server configured, a dead server, refusals).
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <numeric>
+#include <thread>
+#include <zmq.hpp>
+
+#include "melissa/melissa_api.h"
+#include "server/consumers.hpp"
+#include "server/receiver.hpp"
+#include "transport/transport.hpp"
+
+namespace server = melissa::server;
+namespace transport = melissa::transport;
+namespace wire = melissa::wire;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr std::uint64_t kToken = 0xC0FFEE;
+
+/// A one-rank server collecting what it receives, answering handshakes.
+struct TestServer {
+    std::shared_ptr<server::Collector> collector = std::make_shared<server::Collector>(64);
+    server::Receiver receiver;
+    std::string address;
+
+    explicit TestServer(wire::Routing routing = wire::Routing::Cells)
+        : receiver(server::ReceiverConfig{{"u", "v"}, kToken, 0, 1, routing,
+                                          transport::host_name(), "/tmp", 8},
+                   collector) {
+        address = receiver.serve_handshakes({receiver.endpoint()});
+    }
+
+    /// Waits for the receiver to count `n` dropped messages in all.
+    std::uint64_t dropped_after(std::uint64_t n) {
+        for (int i = 0; i < 200; ++i) {
+            std::uint64_t total = 0;
+            for (const auto &[reason, count] : receiver.counters().dropped)
+                total += count;
+            if (total >= n)
+                return total;
+            std::this_thread::sleep_for(10ms);
+        }
+        return 0;
+    }
+};
+
+wire::Header piece(std::uint32_t step, std::uint64_t offset, std::uint64_t count) {
+    wire::Header h;
+    h.token = kToken;
+    h.simulation_id = 3;
+    h.time_step = step;
+    h.field_id = 0;
+    h.n_client_ranks = 2;
+    h.client_rank = offset == 0 ? 0 : 1;
+    h.field_size = 10;
+    h.offset = offset;
+    h.count = count;
+    return h;
+}
+
+/// Sets the client's environment for this test and restores nothing: each test sets all three.
+void client_environment(const std::string &address, std::uint64_t token, double timeout) {
+    char hex[17];
+    std::snprintf(hex, sizeof(hex), "%llx", static_cast<unsigned long long>(token));
+    setenv("MELISSA_SERVER_ADDRESS", address.c_str(), 1);
+    setenv("MELISSA_SIMULATION_ID", "5", 1);
+    setenv("MELISSA_STUDY_TOKEN", hex, 1);
+    setenv("MELISSA_TIMEOUT", std::to_string(timeout).c_str(), 1);
+}
+
+} // namespace
+
+TEST(Receiver, AssemblesPiecesAndDropsWhatIsWrong) {
+    TestServer server;
+    auto t = transport::make_zmq_transport();
+    auto sender = t->connect(server.receiver.endpoint(), {});
+    std::vector<double> values(10);
+    std::iota(values.begin(), values.end(), 0.0);
+
+    // Two pieces of time step 0, then garbage of every kind, then time step 1 whole.
+    sender->send(wire::encode(piece(0, 0, 4)), values.data(), 4 * 8);
+    sender->send(wire::encode(piece(0, 4, 6)), values.data() + 4, 6 * 8);
+    wire::Header wrong_token = piece(1, 0, 4);
+    wrong_token.token = 1;
+    sender->send(wire::encode(wrong_token), values.data(), 4 * 8);
+    wire::Header unknown_field = piece(1, 0, 4);
+    unknown_field.field_id = 7;
+    sender->send(wire::encode(unknown_field), values.data(), 4 * 8);
+    sender->send(wire::encode(piece(1, 0, 4)), values.data(), 3 * 8); // short values
+    sender->send(wire::encode(piece(0, 0, 4)), values.data(), 4 * 8); // step 0 again
+    wire::HeaderBytes not_ours{};
+    sender->send(not_ours, values.data(), 8);
+    wire::Header resized = piece(1, 0, 4);
+    resized.field_size = 11; // not the size this field was first seen with
+    sender->send(wire::encode(resized), values.data(), 4 * 8);
+    wire::Header whole = piece(1, 0, 10);
+    whole.client_rank = 0;
+    sender->send(wire::encode(whole), values.data(), 10 * 8);
+    {
+        // Three frames: not something the client library ever sends.
+        zmq::context_t context;
+        zmq::socket_t raw(context, zmq::socket_type::push);
+        raw.connect(server.receiver.endpoint().tcp);
+        const auto header = wire::encode(piece(2, 0, 10));
+        raw.send(zmq::buffer(header), zmq::send_flags::sndmore);
+        raw.send(zmq::buffer(values), zmq::send_flags::sndmore);
+        raw.send(zmq::str_buffer("extra"), zmq::send_flags::none);
+    }
+
+    for (std::uint32_t step = 0; step < 2; ++step) {
+        const auto d = server.collector->pop(5s);
+        ASSERT_TRUE(d) << "time step " << step << " never arrived";
+        EXPECT_EQ(d->time_step, step);
+        EXPECT_EQ(d->count, 10u);
+        const auto *got = static_cast<const double *>(d->values);
+        EXPECT_EQ(std::vector<double>(got, got + 10), values);
+    }
+    EXPECT_EQ(server.dropped_after(7), 7u);
+    const server::Counters c = server.receiver.counters();
+    EXPECT_EQ(c.dropped.at("wrong study token"), 1u);
+    EXPECT_EQ(c.dropped.at("unknown field"), 1u);
+    EXPECT_EQ(c.dropped.at("malformed: values do not match the header's count"), 1u);
+    EXPECT_EQ(c.dropped.at("time step already received"), 1u);
+    EXPECT_EQ(c.dropped.at("malformed: not a melissa message"), 1u);
+    EXPECT_EQ(c.dropped.at("field size differs from the handshake's"), 1u);
+    EXPECT_EQ(c.dropped.at("malformed: extra frames"), 1u);
+    EXPECT_EQ(c.messages, 3u);
+    EXPECT_FALSE(server.collector->pop(100ms)) << "nothing else may be delivered";
+}
+
+TEST(Receiver, KnowsWhenASimulationIsComplete) {
+    TestServer server;
+    auto t = transport::make_zmq_transport();
+    auto sender = t->connect(server.receiver.endpoint(), {});
+    std::vector<double> values(10, 1.0);
+    wire::Header end = piece(0, 0, 0);
+    end.kind = wire::Kind::End;
+    end.count = 2;  // time steps sent
+    end.offset = 1; // fields the simulation sends
+    sender->send(wire::encode(end), nullptr, 0);
+    sender->send(wire::encode(piece(0, 0, 10)), values.data(), 80);
+    ASSERT_TRUE(server.collector->pop(5s));
+    EXPECT_TRUE(server.receiver.finished_simulations().empty()) << "one of two steps is missing";
+    sender->send(wire::encode(piece(1, 0, 10)), values.data(), 80);
+    ASSERT_TRUE(server.collector->pop(5s));
+    for (int i = 0; i < 100 && server.receiver.finished_simulations().empty(); ++i)
+        std::this_thread::sleep_for(10ms);
+    EXPECT_EQ(server.receiver.finished_simulations(), std::vector<std::uint32_t>{3});
+}
+
+TEST(ClientApi, StreamsToTheServerAndFinishes) {
+    TestServer server;
+    client_environment(server.address, kToken, 5.0);
+    std::vector<double> u(7, 2.5);
+    std::vector<float> v(3, 1.5f);
+    ASSERT_EQ(melissa_init_no_mpi("u", 7), MELISSA_OK) << melissa_last_error();
+    ASSERT_EQ(melissa_init_no_mpi("v", 3), MELISSA_OK) << melissa_last_error();
+    for (int step = 0; step < 3; ++step) {
+        ASSERT_EQ(melissa_send("u", u.data()), MELISSA_OK) << melissa_last_error();
+        ASSERT_EQ(melissa_send_float("v", v.data()), MELISSA_OK) << melissa_last_error();
+    }
+    EXPECT_EQ(melissa_send("v", u.data()), MELISSA_ERR_ARGUMENT) << "v was sent as float";
+    ASSERT_EQ(melissa_finalize(), MELISSA_OK) << melissa_last_error();
+    int received = 0;
+    while (const auto d = server.collector->pop(2s)) {
+        EXPECT_EQ(d->simulation_id, 5u);
+        EXPECT_EQ(d->dtype, d->field_id == 0 ? wire::DType::Float64 : wire::DType::Float32);
+        ++received;
+        if (received == 6)
+            break;
+    }
+    EXPECT_EQ(received, 6);
+    for (int i = 0; i < 100 && server.receiver.finished_simulations().empty(); ++i)
+        std::this_thread::sleep_for(10ms);
+    EXPECT_EQ(server.receiver.finished_simulations(), std::vector<std::uint32_t>{5});
+}
+
+TEST(ClientApi, FailsCleanlyWithoutAServer) {
+    unsetenv("MELISSA_SERVER_ADDRESS");
+    EXPECT_EQ(melissa_init_no_mpi("u", 3), MELISSA_ERR_ENVIRONMENT);
+    EXPECT_NE(std::string(melissa_last_error()).find("MELISSA_SERVER_ADDRESS"), std::string::npos)
+        << melissa_last_error();
+
+    // A port nobody listens on: the handshake times out, within the timeout.
+    client_environment("tcp://127.0.0.1:9", kToken, 0.5);
+    const auto start = std::chrono::steady_clock::now();
+    EXPECT_EQ(melissa_init_no_mpi("u", 3), MELISSA_ERR_TIMEOUT);
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    EXPECT_GE(seconds, 0.4);
+    EXPECT_LT(seconds, 3.0);
+    EXPECT_NE(std::string(melissa_last_error()).find("no answer"), std::string::npos);
+    EXPECT_EQ(melissa_finalize(), MELISSA_OK) << "the half-made client is released";
+
+    client_environment("tcp://127.0.0.1:9", kToken, -1);
+    EXPECT_EQ(melissa_init_no_mpi("u", 3), MELISSA_ERR_ENVIRONMENT);
+    setenv("MELISSA_TIMEOUT", "1", 1);
+    setenv("MELISSA_STUDY_TOKEN", "not-hex", 1);
+    EXPECT_EQ(melissa_init_no_mpi("u", 3), MELISSA_ERR_ENVIRONMENT);
+}
+
+TEST(ClientApi, ReportsCallsOutOfOrderAndRefusals) {
+    double values[3] = {};
+    EXPECT_EQ(melissa_send("u", values), MELISSA_ERR_STATE);
+    EXPECT_EQ(melissa_finalize(), MELISSA_ERR_STATE);
+    EXPECT_EQ(melissa_init_no_mpi(nullptr, 3), MELISSA_ERR_ARGUMENT);
+    EXPECT_EQ(melissa_init_no_mpi("u", -1), MELISSA_ERR_ARGUMENT);
+
+    TestServer server;
+    client_environment(server.address, kToken + 1, 5.0);
+    EXPECT_EQ(melissa_init_no_mpi("u", 3), MELISSA_ERR_REJECTED);
+    EXPECT_NE(std::string(melissa_last_error()).find("wrong study token"), std::string::npos);
+    EXPECT_EQ(melissa_finalize(), MELISSA_OK);
+
+    client_environment(server.address, kToken, 5.0);
+    EXPECT_EQ(melissa_init_no_mpi("w", 3), MELISSA_ERR_REJECTED);
+    EXPECT_NE(std::string(melissa_last_error()).find("unknown field 'w'"), std::string::npos);
+    ASSERT_EQ(melissa_init_no_mpi("u", 3), MELISSA_OK) << melissa_last_error();
+    EXPECT_EQ(melissa_init_no_mpi("u", 3), MELISSA_ERR_STATE);
+    EXPECT_EQ(melissa_send("v", values), MELISSA_ERR_ARGUMENT);
+    EXPECT_EQ(melissa_send("u", nullptr), MELISSA_ERR_ARGUMENT);
+    EXPECT_EQ(melissa_finalize(), MELISSA_OK);
+    EXPECT_EQ(server.receiver.counters().rejected_handshakes, 2u);
+}
+
+TEST(ClientApi, FailsWithinTheTimeoutWhenTheServerDies) {
+    auto server = std::make_unique<TestServer>();
+    client_environment(server->address, kToken, 1.0);
+    std::vector<double> values(1 << 16, 1.0);
+    ASSERT_EQ(melissa_init_no_mpi("u", static_cast<int>(values.size())), MELISSA_OK)
+        << melissa_last_error();
+    ASSERT_EQ(melissa_send("u", values.data()), MELISSA_OK) << melissa_last_error();
+    server.reset();
+    const auto start = std::chrono::steady_clock::now();
+    int status = MELISSA_OK;
+    for (int step = 0; step < 1000 && status == MELISSA_OK; ++step)
+        status = melissa_send("u", values.data());
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    EXPECT_EQ(status, MELISSA_ERR_TIMEOUT) << melissa_last_error();
+    EXPECT_LT(seconds, 5.0);
+    EXPECT_EQ(melissa_finalize(), MELISSA_ERR_TIMEOUT) << "END cannot reach a dead server";
+}
