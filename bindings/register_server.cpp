@@ -86,13 +86,15 @@ void register_server(py::module_ &m) {
     py::class_<server::FieldStatistics, server::Consumer, std::shared_ptr<server::FieldStatistics>>(
         m, "FieldStatistics")
         .def(py::init([](int order, bool extrema, std::vector<double> thresholds,
-                         std::vector<double> probabilities) {
-                 return std::make_shared<server::FieldStatistics>(server::StatisticsSpec{
-                     order, extrema, std::move(thresholds), std::move(probabilities)});
+                         std::vector<double> probabilities, std::size_t sobol_params) {
+                 return std::make_shared<server::FieldStatistics>(
+                     server::StatisticsSpec{order, extrema, std::move(thresholds),
+                                            std::move(probabilities), sobol_params});
              }),
              py::arg("moments_order") = 0, py::arg("extrema") = false,
              py::arg("thresholds") = std::vector<double>{},
-             py::arg("probabilities") = std::vector<double>{})
+             py::arg("probabilities") = std::vector<double>{}, py::arg("sobol_params") = 0)
+        .def("pending_groups", &server::FieldStatistics::pending_groups)
         .def(
             "states",
             [](server::FieldStatistics &self) {
@@ -107,12 +109,14 @@ void register_server(py::module_ &m) {
                         states["exceedance"] = state_copy(a.exceedance->state());
                     if (a.quantiles)
                         states["quantiles"] = state_copy(a.quantiles->state());
-                    out.append(py::make_tuple(field, step, a.offset, states));
+                    if (a.sobol)
+                        states["sobol"] = state_copy(a.sobol->state());
+                    out.append(py::make_tuple(field, step, a.offset, a.cells, states));
                 });
                 return out;
             },
-            "[(field_id, time_step, offset, {statistic: state arrays})] for every (field, time "
-            "step) seen, copied under the lock.");
+            "[(field_id, time_step, offset, cells, {statistic: state arrays})] for every "
+            "(field, time step) seen, copied under the lock.");
 
     py::class_<server::Receiver>(m, "Receiver")
         .def(py::init([](std::vector<std::string> field_names, std::uint64_t token,

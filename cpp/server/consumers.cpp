@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: BSD-3-Clause
 #include "consumers.hpp"
 
+#include <algorithm>
+
 namespace melissa::server {
 
 using namespace std::chrono_literals;
@@ -43,12 +45,12 @@ template <class T> void update_all(Accumulators &a, const T *values) {
 }
 } // namespace
 
-void FieldStatistics::deliver(const Delivery &d, const std::atomic<bool> &) {
-    std::lock_guard<std::mutex> lock(mutex_);
+Accumulators &FieldStatistics::accumulators_for(const Delivery &d) {
     auto [found, created] = accumulators_.try_emplace({d.field_id, d.time_step});
     Accumulators &a = found->second;
     if (created) {
         a.offset = d.offset;
+        a.cells = d.count;
         if (spec_.moments_order > 0)
             a.moments = std::make_unique<stats::Moments>(d.count, spec_.moments_order);
         if (spec_.extrema)
@@ -57,11 +59,55 @@ void FieldStatistics::deliver(const Delivery &d, const std::atomic<bool> &) {
             a.exceedance = std::make_unique<stats::ThresholdExceedance>(d.count, spec_.thresholds);
         if (!spec_.probabilities.empty())
             a.quantiles = std::make_unique<stats::Quantiles>(d.count, spec_.probabilities);
+        if (spec_.sobol_params > 0)
+            a.sobol = std::make_unique<stats::Sobol>(d.count, spec_.sobol_params);
     }
+    return a;
+}
+
+void FieldStatistics::add_to_group(Accumulators &a, const Delivery &d) {
+    const std::size_t group_size = spec_.sobol_params + 2;
+    const auto group_id = static_cast<std::uint32_t>(d.simulation_id / group_size);
+    const std::size_t member = d.simulation_id % group_size;
+    auto [found, created] = groups_.try_emplace({d.field_id, d.time_step, group_id});
+    Group &g = found->second;
+    if (created) {
+        g.values.resize(group_size * d.count);
+        g.arrived.assign(group_size, false);
+    }
+    double *row = g.values.data() + member * d.count;
     if (d.dtype == wire::DType::Float64)
-        update_all(a, static_cast<const double *>(d.values));
+        std::copy_n(static_cast<const double *>(d.values), d.count, row);
     else
-        update_all(a, static_cast<const float *>(d.values));
+        std::copy_n(static_cast<const float *>(d.values), d.count, row);
+    if (!g.arrived[member]) {
+        g.arrived[member] = true;
+        ++g.n_arrived;
+    }
+    if (g.n_arrived < group_size)
+        return;
+    a.sobol->update(g.values.data(), 1);
+    groups_.erase(found);
+}
+
+void FieldStatistics::deliver(const Delivery &d, const std::atomic<bool> &) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    Accumulators &a = accumulators_for(d);
+    const bool independent_draw =
+        spec_.sobol_params == 0 || d.simulation_id % (spec_.sobol_params + 2) < 2;
+    if (independent_draw) {
+        if (d.dtype == wire::DType::Float64)
+            update_all(a, static_cast<const double *>(d.values));
+        else
+            update_all(a, static_cast<const float *>(d.values));
+    }
+    if (a.sobol)
+        add_to_group(a, d);
+}
+
+std::size_t FieldStatistics::pending_groups() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return groups_.size();
 }
 
 } // namespace melissa::server

@@ -10,6 +10,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <tuple>
 #include <vector>
 
 #include "melissa/stats.hpp"
@@ -40,6 +41,10 @@ struct StatisticsSpec {
     bool extrema = false;
     std::vector<double> thresholds;    // empty: no threshold exceedance
     std::vector<double> probabilities; // empty: no quantiles
+    // Sobol indices over pick-freeze groups: simulation g * (n + 2) + j is member j of group g
+    // (A, B, C_1 ... C_n). The other statistics then use the A and B members only, the ensemble's
+    // independent draws. 0: no Sobol indices.
+    std::size_t sobol_params = 0;
 };
 
 /// The accumulators of one (field, time step).
@@ -48,7 +53,9 @@ struct Accumulators {
     std::unique_ptr<stats::Extrema> extrema;
     std::unique_ptr<stats::ThresholdExceedance> exceedance;
     std::unique_ptr<stats::Quantiles> quantiles;
+    std::unique_ptr<stats::Sobol> sobol;
     std::uint64_t offset = 0; // first cell, in the whole field
+    std::uint64_t cells = 0;
 };
 
 /// Updates the kernels straight from the receiver thread: no Python per message.
@@ -64,10 +71,26 @@ class MELISSA_EXPORT FieldStatistics final : public Consumer {
             visit(key.first, key.second, accumulators);
     }
 
+    /// Groups of which some members have arrived, for every (field, time step): what is in
+    /// flight, and what failed simulations left incomplete.
+    std::size_t pending_groups();
+
   private:
+    /// The members of one group at one (field, time step) that have arrived so far.
+    struct Group {
+        std::vector<double> values; // (n_params + 2, cells)
+        std::vector<bool> arrived;
+        std::size_t n_arrived = 0;
+    };
+
+    Accumulators &accumulators_for(const Delivery &delivery);
+    void add_to_group(Accumulators &accumulators, const Delivery &delivery);
+
     StatisticsSpec spec_;
     std::mutex mutex_;
     std::map<std::pair<std::uint32_t, std::uint32_t>, Accumulators> accumulators_;
+    // (field, time step, group)
+    std::map<std::tuple<std::uint32_t, std::uint32_t, std::uint32_t>, Group> groups_;
 };
 
 } // namespace melissa::server

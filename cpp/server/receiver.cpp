@@ -172,7 +172,10 @@ void Receiver::handle(std::unique_ptr<transport::Message> message) {
     if (h.kind == wire::Kind::End) {
         const std::uint64_t steps = h.count, n = config_.n_ranks, rank = config_.rank;
         std::uint64_t here = steps;
-        if (config_.routing == wire::Routing::WholeBySimulation)
+        const auto [begin, end] = owned_range(h);
+        if (config_.routing == wire::Routing::Cells && begin == end)
+            here = 0; // a field of fewer cells than ranks leaves some ranks none
+        else if (config_.routing == wire::Routing::WholeBySimulation)
             here = h.simulation_id % n == rank ? steps : 0;
         else if (config_.routing == wire::Routing::WholeByTimeStep)
             here = steps > rank ? (steps - rank - 1) / n + 1 : 0;

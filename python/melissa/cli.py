@@ -1,9 +1,18 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""The `melissa` command (also `python -m melissa`)."""
+"""The `melissa` command (also `python -m melissa`, and `melissa-launcher --config_name`).
+
+    melissa run CONFIG [--overwrite]   run a study
+    melissa schema                     print the config's JSON Schema
+    melissa plot OUTPUT_DIR            render the results as PNG figures
+    melissa --cmakedir                 where find_package(Melissa) looks
+    melissa --pkgconfigdir             where melissa.pc lies
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import sys
 from pathlib import Path
 
@@ -31,13 +40,84 @@ def _print_dir(path: Path) -> int:
     return 0
 
 
+def _run(config: Path, overwrite: bool) -> int:
+    from melissa.config import ConfigError
+    from melissa.launcher import StudyError, run_study
+
+    try:
+        outcome = run_study(config, overwrite=overwrite)
+    except ConfigError as error:
+        print(f"melissa: {error}", file=sys.stderr)
+        return 2
+    except StudyError as error:
+        print(f"melissa: the study stopped: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("melissa: interrupted; the results of the simulations that completed were kept",
+              file=sys.stderr)
+        return 130
+    total = len(outcome.completed) + len(outcome.failed) + len(outcome.not_run)
+    print(f"Study done in {outcome.seconds:.1f} s: {len(outcome.completed)}/{total} simulations "
+          f"completed, {len(outcome.failed)} failed"
+          + (f" ({', '.join(map(str, outcome.failed))})" if outcome.failed else "")
+          + (f", {len(outcome.not_run)} not run" if outcome.not_run else "") + ".")
+    if outcome.results is not None:
+        print(f"Results: {outcome.results}")
+    return 0 if not outcome.failed and not outcome.not_run else 1
+
+
+def _plot(output_dir: Path) -> int:
+    from melissa.plots import plot_study
+
+    try:
+        figures = plot_study(output_dir)
+    except FileNotFoundError as error:
+        print(f"melissa: {error}", file=sys.stderr)
+        return 2
+    for figure in figures:
+        print(figure)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="melissa", description=melissa.__doc__)
     parser.add_argument("--version", action="version", version=f"melissa {melissa.__version__}")
-    where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--cmakedir", action="store_true",
-                       help="print the directory of the CMake package (MelissaConfig.cmake)")
-    where.add_argument("--pkgconfigdir", action="store_true",
-                       help="print the directory of the pkg-config file melissa.pc")
+    parser.add_argument("--cmakedir", action="store_true",
+                        help="print the directory of the CMake package (MelissaConfig.cmake)")
+    parser.add_argument("--pkgconfigdir", action="store_true",
+                        help="print the directory of the pkg-config file melissa.pc")
+    commands = parser.add_subparsers(dest="command")
+    run = commands.add_parser("run", help="run the study of a config file")
+    run.add_argument("config", type=Path)
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace the results of an earlier study in the same output_dir")
+    commands.add_parser("schema", help="print the JSON Schema of a config")
+    plot = commands.add_parser("plot", help="render a study's results as PNG figures")
+    plot.add_argument("output_dir", type=Path)
     args = parser.parse_args(argv)
-    return _print_dir(cmake_dir() if args.cmakedir else pkgconfig_dir())
+
+    if args.cmakedir or args.pkgconfigdir:
+        return _print_dir(cmake_dir() if args.cmakedir else pkgconfig_dir())
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+                        stream=sys.stderr)
+    if args.command == "run":
+        return _run(args.config, args.overwrite)
+    if args.command == "schema":
+        from melissa.config import schema
+
+        print(json.dumps(schema(), indent=2))
+        return 0
+    if args.command == "plot":
+        return _plot(args.output_dir)
+    parser.print_help()
+    return 2
+
+
+def launcher_main(argv: list[str] | None = None) -> int:
+    """`melissa-launcher --config_name CONFIG`: the command Melissa users know."""
+    parser = argparse.ArgumentParser(prog="melissa-launcher",
+                                     description="Run the study of a config file.")
+    parser.add_argument("--config_name", "-c", type=Path, required=True)
+    parser.add_argument("--overwrite", action="store_true")
+    args = parser.parse_args(argv)
+    return main(["run", str(args.config_name), *(["--overwrite"] if args.overwrite else [])])

@@ -1,0 +1,492 @@
+// SPDX-License-Identifier: BSD-3-Clause
+//
+// Loopback throughput of melissa's transport, side by side with raw ZeroMQ moving the same bytes.
+// One invocation measures one cell of bench/transport_bench.py's matrix (a message size and a
+// number of clients), on each link (ipc, tcp), both senders one after the other, and prints one
+// JSON line per run for the driver, which adds the file-based workflow and prints the tables.
+//
+// Both senders run in the same process structure, so that their ratio isolates what melissa adds
+// (the C API's checks and bookkeeping, the header encoding, the handshake, the receiver's
+// validation, assembly and delivery): the parent forks K clients before any thread exists, the
+// clients prepare their payload and report ready, and the clock starts when the parent releases
+// them through a pipe and stops when the last message is in the parent's hands.
+//   melissa: a one-rank server::Receiver with a consumer that only counts; each client calls
+//            melissa_init_no_mpi, melissa_send for every message, then melissa_finalize.
+//   raw:     a PULL socket read by the parent's main thread; each client has a PUSH socket with
+//            melissa's sender options (high-water mark 8, ZMQ_IMMEDIATE) and sends a 64-byte
+//            header frame and the values frame, with zmq_send's one copy, as melissa does.
+//
+//   transport_bench --size BYTES --clients K --messages TOTAL [--repeats R] [--rotate N]
+//                   [--links ipc,tcp] [--ipc-dir DIR]
+#include <poll.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <climits>
+#include <array>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+#include <zmq.hpp>
+
+#include "melissa/melissa_api.h"
+#include "server/receiver.hpp"
+#include "transport/transport.hpp"
+
+namespace server = melissa::server;
+namespace transport = melissa::transport;
+namespace wire = melissa::wire;
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+namespace {
+
+enum class Sender { Melissa, Raw };
+enum class Link { Ipc, Tcp };
+
+const char *name(Sender s) { return s == Sender::Melissa ? "melissa" : "raw"; }
+const char *name(Link l) { return l == Link::Ipc ? "ipc" : "tcp"; }
+
+constexpr std::uint64_t kToken = 0xBE7C4;
+constexpr const char *kField = "field";
+constexpr int kHighWaterMark = 8; // melissa's default, on both sides, for both senders
+constexpr auto kDeadline = 10s;  // a run that takes longer has hung: fail, do not wait forever
+constexpr int kTimeoutMs = 60000; // MELISSA_TIMEOUT's default, also the raw sender's linger
+
+struct Cell {
+    std::size_t bytes = 0;         // payload per message (doubles)
+    int clients = 1;               // client processes
+    std::uint64_t per_client = 0;  // messages each client sends
+    std::string ipc_dir = "/tmp";  // where the Unix sockets go (melissa's default: the temp dir)
+};
+
+double cpu_seconds() {
+    rusage usage{};
+    ::getrusage(RUSAGE_SELF, &usage); // all threads, ZeroMQ's I/O thread included
+    const auto seconds = [](const timeval &t) { return t.tv_sec + t.tv_usec * 1e-6; };
+    return seconds(usage.ru_utime) + seconds(usage.ru_stime);
+}
+
+[[noreturn]] void fail(const std::string &why) {
+    std::fprintf(stderr, "transport_bench: %s\n", why.c_str());
+    std::exit(1);
+}
+
+// ---- pipes between the parent and its clients ------------------------------------------------
+
+// Records are below PIPE_BUF, so that writes of several clients to one pipe never interleave.
+struct Go {
+    char address[480];
+};
+struct Outcome {
+    int client;
+    int ok;
+    double cpu; // the client's CPU seconds from its release to its end
+    char error[400];
+};
+static_assert(sizeof(Go) <= PIPE_BUF && sizeof(Outcome) <= PIPE_BUF);
+
+void write_all(int fd, const void *data, std::size_t size) {
+    const auto *at = static_cast<const char *>(data);
+    while (size > 0) {
+        const ssize_t n = ::write(fd, at, size);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            fail(std::string("pipe write: ") + std::strerror(errno));
+        at += n;
+        size -= static_cast<std::size_t>(n);
+    }
+}
+
+/// Reads exactly `size` bytes, waiting at most until `deadline`; false on timeout or end of pipe.
+bool read_all(int fd, void *data, std::size_t size, Clock::time_point deadline) {
+    auto *at = static_cast<char *>(data);
+    while (size > 0) {
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline -
+                                                                                Clock::now());
+        pollfd item{fd, POLLIN, 0};
+        if (left.count() <= 0 || ::poll(&item, 1, static_cast<int>(left.count())) == 0)
+            return false;
+        const ssize_t n = ::read(fd, at, size);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return false;
+        at += n;
+        size -= static_cast<std::size_t>(n);
+    }
+    return true;
+}
+
+struct Pipe {
+    int read = -1, write = -1;
+    Pipe() {
+        int fds[2];
+        if (::pipe(fds) != 0)
+            fail(std::string("pipe: ") + std::strerror(errno));
+        read = fds[0];
+        write = fds[1];
+    }
+    Pipe(const Pipe &) = delete;
+    Pipe &operator=(const Pipe &) = delete;
+    ~Pipe() {
+        ::close(read);
+        ::close(write);
+    }
+};
+
+// ---- clients ---------------------------------------------------------------------------------
+
+/// Sends `cell.per_client` messages of `values` to `address`; throws with the reason on failure.
+void send_all(Sender sender, Link link, const Cell &cell, int client, const std::string &address,
+              const std::vector<double> &values) {
+    const int count = static_cast<int>(values.size());
+    if (sender == Sender::Melissa) {
+        setenv("MELISSA_SERVER_ADDRESS", address.c_str(), 1);
+        setenv("MELISSA_SIMULATION_ID", std::to_string(client).c_str(), 1);
+        char token[17];
+        std::snprintf(token, sizeof(token), "%llx", static_cast<unsigned long long>(kToken));
+        setenv("MELISSA_STUDY_TOKEN", token, 1);
+        setenv("MELISSA_TIMEOUT", std::to_string(kTimeoutMs / 1000).c_str(), 1);
+        setenv("MELISSA_TRANSPORT", name(link), 1);
+        const auto check = [](int code) {
+            if (code != MELISSA_OK)
+                throw std::runtime_error(melissa_last_error());
+        };
+        check(melissa_init_no_mpi(kField, count));
+        for (std::uint64_t m = 0; m < cell.per_client; ++m)
+            check(melissa_send(kField, values.data()));
+        check(melissa_finalize());
+        return;
+    }
+    zmq::context_t context;
+    zmq::socket_t push(context, zmq::socket_type::push);
+    push.set(zmq::sockopt::sndhwm, kHighWaterMark);
+    push.set(zmq::sockopt::sndtimeo, kTimeoutMs);
+    push.set(zmq::sockopt::linger, kTimeoutMs); // closing waits until everything left
+    push.set(zmq::sockopt::immediate, 1);
+    push.connect(address);
+    const std::array<std::byte, wire::kHeaderSize> header{};
+    for (std::uint64_t m = 0; m < cell.per_client; ++m) {
+        if (!push.send(zmq::buffer(header), zmq::send_flags::sndmore) ||
+            !push.send(zmq::buffer(values.data(), cell.bytes), zmq::send_flags::none))
+            throw std::runtime_error("raw send timed out");
+    }
+    push.close();
+    context.close(); // waits for the linger: the bytes have left this process
+}
+
+[[noreturn]] void client_main(Sender sender, Link link, const Cell &cell, int client, int ready,
+                              int go, int outcomes) {
+    // The payload is allocated and touched before the clock starts: page faults are set-up.
+    std::vector<double> values(cell.bytes / sizeof(double));
+    for (std::size_t i = 0; i < values.size(); ++i)
+        values[i] = static_cast<double>(client) + 1e-6 * static_cast<double>(i);
+    write_all(ready, "r", 1);
+    Go release{};
+    Outcome outcome{client, 0, 0.0, {}};
+    if (read_all(go, &release, sizeof(release), Clock::now() + kDeadline)) {
+        const double cpu0 = cpu_seconds();
+        try {
+            send_all(sender, link, cell, client, release.address, values);
+            outcome.ok = 1;
+        } catch (const std::exception &e) {
+            std::snprintf(outcome.error, sizeof(outcome.error), "%s", e.what());
+        }
+        outcome.cpu = cpu_seconds() - cpu0;
+    } else {
+        std::snprintf(outcome.error, sizeof(outcome.error), "never released");
+    }
+    write_all(outcomes, &outcome, sizeof(outcome));
+    std::_Exit(0); // no destructors, no atexit, no second flush of the parent's stdio buffers
+}
+
+// ---- servers ---------------------------------------------------------------------------------
+
+/// Counts deliveries and notes when the last one arrived; costs nothing per message beyond that.
+class CountingConsumer final : public server::Consumer {
+  public:
+    explicit CountingConsumer(std::uint64_t expected) : expected_(expected) {}
+
+    void deliver(const server::Delivery &delivery, const std::atomic<bool> &) override {
+        bytes_ += delivery.count * wire::dtype_size(delivery.dtype);
+        if (++messages_ == expected_) {
+            std::lock_guard<std::mutex> lock(mutex_);
+            last_ = Clock::now();
+            done_.notify_all();
+        }
+    }
+
+    std::optional<Clock::time_point> wait(Clock::time_point deadline) {
+        std::unique_lock<std::mutex> lock(mutex_);
+        done_.wait_until(lock, deadline, [this] { return last_.has_value(); });
+        return last_;
+    }
+
+    std::uint64_t messages() const { return messages_; }
+    std::uint64_t bytes() const { return bytes_; }
+
+  private:
+    const std::uint64_t expected_;
+    std::atomic<std::uint64_t> messages_{0}, bytes_{0};
+    std::mutex mutex_;
+    std::condition_variable done_;
+    std::optional<Clock::time_point> last_;
+};
+
+/// The receiving side of one run: what the clients connect to, and the wait for their data.
+class Server {
+  public:
+    virtual ~Server() = default;
+    virtual std::string address(Link link) const = 0;
+    /// Waits for all messages; returns when the last arrived, or nothing past the deadline.
+    virtual std::optional<Clock::time_point> wait(Clock::time_point deadline) = 0;
+    /// Empty if all the bytes arrived and nothing is amiss, else what is.
+    virtual std::string check(std::uint64_t bytes, int clients) = 0;
+};
+
+class MelissaServer final : public Server {
+  public:
+    MelissaServer(const Cell &cell, std::uint64_t messages)
+        : consumer_(std::make_shared<CountingConsumer>(messages)),
+          receiver_(server::ReceiverConfig{{kField}, kToken, 0, 1, wire::Routing::Cells,
+                                           transport::host_name(), cell.ipc_dir, kHighWaterMark},
+                    consumer_),
+          control_(receiver_.serve_handshakes({receiver_.endpoint()})) {}
+
+    std::string address(Link) const override { return control_; } // MELISSA_TRANSPORT picks
+
+    std::optional<Clock::time_point> wait(Clock::time_point deadline) override {
+        return consumer_->wait(deadline);
+    }
+
+    std::string check(std::uint64_t bytes, int clients) override {
+        const server::Counters counters = receiver_.counters();
+        if (consumer_->bytes() != bytes)
+            return "melissa delivered " + std::to_string(consumer_->messages()) + " messages, " +
+                   std::to_string(consumer_->bytes()) + " bytes of " + std::to_string(bytes) +
+                   " (the receiver counted " + std::to_string(counters.messages) +
+                   " messages and dropped " + std::to_string(counters.dropped.size()) +
+                   " kinds; " + std::to_string(counters.handshakes) + " handshakes)";
+        // The END messages follow the data; every simulation must be seen complete.
+        for (auto until = Clock::now() + 10s; Clock::now() < until;) {
+            if (receiver_.finished_simulations().size() == static_cast<std::size_t>(clients))
+                break;
+            std::this_thread::sleep_for(1ms);
+        }
+        if (!counters.dropped.empty())
+            return "melissa dropped messages: " + counters.dropped.begin()->first;
+        if (receiver_.finished_simulations().size() != static_cast<std::size_t>(clients))
+            return "melissa saw " + std::to_string(receiver_.finished_simulations().size()) +
+                   " of " + std::to_string(clients) + " simulations finish";
+        return "";
+    }
+
+  private:
+    std::shared_ptr<CountingConsumer> consumer_;
+    server::Receiver receiver_;
+    std::string control_;
+};
+
+class RawServer final : public Server {
+  public:
+    RawServer(const Cell &cell, std::uint64_t messages)
+        : socket_(context_, zmq::socket_type::pull), expected_(messages) {
+        socket_.set(zmq::sockopt::rcvhwm, kHighWaterMark);
+        socket_.set(zmq::sockopt::linger, 0);
+        // The same endpoints as melissa's inbox: tcp on all interfaces, reached by host name,
+        // and a Unix socket in the same directory.
+        socket_.bind("tcp://*:*");
+        const std::string bound = socket_.get(zmq::sockopt::last_endpoint);
+        tcp_ = "tcp://" + transport::host_name() + bound.substr(bound.rfind(':'));
+        ipc_ = cell.ipc_dir + "/melissa-bench-raw-" + std::to_string(::getpid()) + ".sock";
+        socket_.bind("ipc://" + ipc_);
+    }
+
+    ~RawServer() override { std::remove(ipc_.c_str()); }
+
+    std::string address(Link link) const override { return link == Link::Ipc ? "ipc://" + ipc_ : tcp_; }
+
+    std::optional<Clock::time_point> wait(Clock::time_point deadline) override {
+        zmq::message_t header, payload;
+        for (std::uint64_t m = 0; m < expected_; ++m) {
+            const auto left =
+                std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+            socket_.set(zmq::sockopt::rcvtimeo, static_cast<int>(std::max<long>(left.count(), 1)));
+            if (!socket_.recv(header) || !header.more() || !socket_.recv(payload))
+                return std::nullopt;
+            bytes_ += payload.size();
+        }
+        return Clock::now();
+    }
+
+    std::string check(std::uint64_t bytes, int) override {
+        return bytes_ == bytes ? "" : "raw received " + std::to_string(bytes_) + " bytes";
+    }
+
+  private:
+    zmq::context_t context_;
+    zmq::socket_t socket_;
+    std::uint64_t expected_, bytes_ = 0;
+    std::string tcp_, ipc_;
+};
+
+// ---- one run ---------------------------------------------------------------------------------
+
+struct Run {
+    double seconds, server_cpu, client_cpu;
+};
+
+/// The one timing loop: forks the clients, releases them, waits for all their data.
+Run run_once(Sender sender, Link link, const Cell &cell) {
+    const std::uint64_t messages = cell.per_client * static_cast<std::uint64_t>(cell.clients);
+    Pipe ready, outcomes;
+    std::vector<std::unique_ptr<Pipe>> go;
+    std::vector<pid_t> pids;
+    std::fflush(nullptr);
+    // Forked before the server exists: the parent has no thread yet, so the children inherit no
+    // lock held by one, and no ZeroMQ context.
+    for (int c = 0; c < cell.clients; ++c) {
+        go.push_back(std::make_unique<Pipe>());
+        const pid_t pid = ::fork();
+        if (pid < 0)
+            fail(std::string("fork: ") + std::strerror(errno));
+        if (pid == 0)
+            client_main(sender, link, cell, c, ready.write, go.back()->read, outcomes.write);
+        pids.push_back(pid);
+    }
+    const auto kill_clients = [&](const std::string &why) {
+        for (const pid_t pid : pids)
+            ::kill(pid, SIGKILL);
+        for (const pid_t pid : pids)
+            ::waitpid(pid, nullptr, 0);
+        fail(std::string(name(sender)) + " over " + name(link) + ": " + why);
+    };
+
+    std::unique_ptr<Server> receiving;
+    if (sender == Sender::Melissa)
+        receiving = std::make_unique<MelissaServer>(cell, messages);
+    else
+        receiving = std::make_unique<RawServer>(cell, messages);
+    Go release{};
+    std::snprintf(release.address, sizeof(release.address), "%s",
+                  receiving->address(link).c_str());
+    for (int c = 0; c < cell.clients; ++c) {
+        char byte;
+        if (!read_all(ready.read, &byte, 1, Clock::now() + kDeadline))
+            kill_clients("a client never got ready");
+    }
+
+    const double cpu0 = cpu_seconds();
+    const auto start = Clock::now();
+    for (const auto &pipe : go)
+        write_all(pipe->write, &release, sizeof(release));
+    const std::optional<Clock::time_point> last = receiving->wait(start + kDeadline);
+    const double server_cpu = cpu_seconds() - cpu0;
+    if (!last)
+        kill_clients("not all messages arrived within the deadline: " +
+                     receiving->check(messages * cell.bytes, cell.clients));
+
+    double client_cpu = 0;
+    for (int c = 0; c < cell.clients; ++c) {
+        Outcome outcome{};
+        if (!read_all(outcomes.read, &outcome, sizeof(outcome), Clock::now() + kDeadline))
+            kill_clients("a client did not report");
+        if (!outcome.ok)
+            kill_clients("client " + std::to_string(outcome.client) + ": " + outcome.error);
+        client_cpu += outcome.cpu;
+    }
+    for (const pid_t pid : pids) {
+        int status = 0;
+        if (::waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+            fail("a client exited abnormally");
+    }
+    const std::string problem = receiving->check(messages * cell.bytes, cell.clients);
+    if (!problem.empty())
+        fail(problem);
+    return {std::chrono::duration<double>(*last - start).count(), server_cpu, client_cpu};
+}
+
+std::vector<Link> parse_links(const std::string &text) {
+    std::vector<Link> links;
+    for (std::size_t at = 0; at <= text.size();) {
+        const std::size_t comma = std::min(text.find(',', at), text.size());
+        const std::string item = text.substr(at, comma - at);
+        if (item == "ipc")
+            links.push_back(Link::Ipc);
+        else if (item == "tcp")
+            links.push_back(Link::Tcp);
+        else
+            fail("--links: '" + item + "' is neither ipc nor tcp");
+        at = comma + 1;
+    }
+    return links;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+    Cell cell;
+    std::uint64_t total = 0;
+    int repeats = 1, rotate = 0;
+    std::vector<Link> links{Link::Ipc, Link::Tcp};
+    for (int i = 1; i < argc; ++i) {
+        const std::string option = argv[i];
+        if (i + 1 >= argc)
+            fail(option + " needs a value");
+        const std::string value = argv[++i];
+        if (option == "--size")
+            cell.bytes = std::stoull(value);
+        else if (option == "--clients")
+            cell.clients = std::stoi(value);
+        else if (option == "--messages")
+            total = std::stoull(value);
+        else if (option == "--repeats")
+            repeats = std::stoi(value);
+        else if (option == "--rotate")
+            rotate = std::stoi(value);
+        else if (option == "--links")
+            links = parse_links(value);
+        else if (option == "--ipc-dir")
+            cell.ipc_dir = value;
+        else
+            fail("unknown option " + option);
+    }
+    if (cell.bytes == 0 || cell.bytes % sizeof(double) != 0 || cell.bytes / sizeof(double) > INT32_MAX)
+        fail("--size must be a positive multiple of 8 bytes below 16 GiB");
+    if (cell.clients < 1 || total < static_cast<std::uint64_t>(cell.clients) || repeats < 1)
+        fail("--clients, --messages (at least one per client) and --repeats must be positive");
+    cell.per_client = total / static_cast<std::uint64_t>(cell.clients);
+
+    // Runs alternate which sender goes first, so that a drift in the machine's speed during a
+    // cell does not always favour the same one.
+    for (int r = 0; r < repeats; ++r)
+        for (const Link link : links)
+            for (int k = 0; k < 2; ++k) {
+                const Sender sender = (r + rotate + k) % 2 == 0 ? Sender::Melissa : Sender::Raw;
+                const Run run = run_once(sender, link, cell);
+                std::printf("{\"sender\": \"%s\", \"link\": \"%s\", \"size\": %zu, \"clients\": %d, "
+                            "\"messages\": %llu, \"repeat\": %d, \"seconds\": %.9f, "
+                            "\"server_cpu\": %.6f, \"client_cpu\": %.6f}\n",
+                            name(sender), name(link), cell.bytes, cell.clients,
+                            static_cast<unsigned long long>(cell.per_client * cell.clients),
+                            r + rotate, run.seconds, run.server_cpu, run.client_cpu);
+                std::fflush(stdout);
+            }
+    return 0;
+}

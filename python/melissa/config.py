@@ -1,0 +1,243 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""The study's configuration: one JSON file (comments allowed), validated whole before anything
+starts. `melissa schema` prints its JSON Schema.
+
+Sections, with the names Melissa users know: study_options, sa_config (statistics) or dl_config
+(training), launcher_config, client_config, and output_dir.
+"""
+
+from __future__ import annotations
+
+import difflib
+import shlex
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import json5
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    model_validator,
+)
+
+__all__ = ["Config", "ConfigError", "load_config"]
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message names every offending key."""
+
+
+class _Section(BaseModel):
+    # An unknown key is an error, not a silently ignored typo.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Probability = Annotated[float, Field(gt=0.0, lt=1.0)]
+
+
+class StudyOptions(_Section):
+    parameter_sweep_size: PositiveInt = Field(
+        description="Number of parameter samples; with Sobol indices, the number of pick-freeze "
+        "groups, each of nb_parameters + 2 simulations."
+    )
+    nb_parameters: PositiveInt = Field(description="Number of uncertain parameters.")
+    l_bounds: list[float] = Field(description="Lower bound of each parameter.")
+    u_bounds: list[float] = Field(description="Upper bound of each parameter.")
+    sampler: Literal["random", "halton", "sobol", "lhs"] = Field(
+        "random", description="How parameters are drawn (scipy.stats.qmc for the last three)."
+    )
+    field_names: list[str] = Field(min_length=1, description="The fields each solver sends.")
+    nb_time_steps: PositiveInt = Field(description="Time steps each solver sends per field.")
+    seed: int = Field(0, description="Seed of the sampler: the same seed draws the same study.")
+    simulation_timeout: PositiveFloat = Field(
+        300.0, description="Seconds a simulation may go without sending data before it is "
+        "killed (and retried)."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StudyOptions:
+        problems = []
+        for name in ("l_bounds", "u_bounds"):
+            if len(getattr(self, name)) != self.nb_parameters:
+                problems.append(f"{name} has {len(getattr(self, name))} values, "
+                                f"nb_parameters is {self.nb_parameters}")
+        if not problems:
+            for k, (low, high) in enumerate(zip(self.l_bounds, self.u_bounds)):
+                if not low < high:
+                    problems.append(f"parameter {k}: l_bounds {low} is not below u_bounds {high}")
+        if len(set(self.field_names)) != len(self.field_names):
+            problems.append(f"field_names repeats a name: {self.field_names}")
+        if any(not name or name.strip() != name for name in self.field_names):
+            problems.append(f"field_names must be non-empty names without surrounding blanks: "
+                            f"{self.field_names}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+class SaConfig(_Section):
+    mean: bool = Field(True, description="Mean of every cell and time step.")
+    variance: bool = Field(False, description="Sample variance (ddof=1).")
+    skewness: bool = Field(False, description="Skewness (biased, as scipy.stats.skew).")
+    kurtosis: bool = Field(False, description="Excess kurtosis (as scipy.stats.kurtosis).")
+    min: bool = Field(False, description="Minimum.")
+    max: bool = Field(False, description="Maximum.")
+    threshold_exceedance: list[float] = Field(
+        default_factory=list, description="Thresholds: how many values exceeded each."
+    )
+    quantiles: list[Probability] = Field(
+        default_factory=list, description="Probabilities of the quantiles (Robbins-Monro)."
+    )
+    sobol_indices: bool = Field(False, description="First and total Sobol indices with "
+                                "confidence intervals (Martinez estimator).")
+    checkpoint_interval: PositiveFloat = Field(
+        300.0, description="Seconds between checkpoints of the server's state."
+    )
+
+    @model_validator(mode="after")
+    def _asks_something(self) -> SaConfig:
+        if not (self.moments_order or self.min or self.max or self.threshold_exceedance
+                or self.quantiles or self.sobol_indices):
+            raise ValueError("sa_config asks for no statistic: set at least one of mean, "
+                             "variance, skewness, kurtosis, min, max, threshold_exceedance, "
+                             "quantiles, sobol_indices")
+        return self
+
+    @property
+    def moments_order(self) -> int:
+        """The order of moments the asked statistics need (0: none)."""
+        for order, flag in ((4, self.kurtosis), (3, self.skewness), (2, self.variance),
+                            (1, self.mean)):
+            if flag:
+                return order
+        return 0
+
+
+class Timeouts(_Section):
+    server_start: PositiveFloat = Field(
+        120.0, description="Seconds the server may take to start and publish its address."
+    )
+    transport: PositiveFloat = Field(
+        60.0, description="Seconds a client waits for the server (MELISSA_TIMEOUT)."
+    )
+    shutdown: PositiveFloat = Field(
+        120.0, description="Seconds the server may take to write results once all is done."
+    )
+
+
+class LauncherConfig(_Section):
+    scheduler: Literal["local", "openmpi"] = Field(
+        "local", description="local: processes on this machine (mpirun only for MPI jobs of "
+        "several processes); openmpi: every job through mpirun."
+    )
+    job_limit: PositiveInt = Field(2, description="Simulations running at once.")
+    num_server_processes: PositiveInt = Field(1, description="MPI ranks of the server.")
+    num_client_processes: PositiveInt = Field(1, description="MPI ranks of each simulation.")
+    simulation_retries: Annotated[int, Field(ge=0)] = Field(
+        1, description="How many times a failed simulation is started again before it counts "
+        "as failed."
+    )
+    mpirun_options: list[str] = Field(
+        default_factory=list, description="Extra mpirun arguments, e.g. a hostfile."
+    )
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+
+
+class ClientConfig(_Section):
+    executable_command: str = Field(
+        min_length=1, description="The solver's command; the launcher appends the run's "
+        "parameter values as arguments."
+    )
+
+    @property
+    def argv(self) -> list[str]:
+        return shlex.split(self.executable_command)
+
+
+class Config(_Section):
+    study_options: StudyOptions
+    sa_config: SaConfig | None = None
+    launcher_config: LauncherConfig = Field(default_factory=LauncherConfig)
+    client_config: ClientConfig
+    output_dir: str = Field("melissa-study", description="Where logs and results go "
+                            "(relative paths are relative to the config file).")
+
+    @model_validator(mode="after")
+    def _one_server(self) -> Config:
+        if self.sa_config is None:
+            raise ValueError("the config needs an sa_config section (statistics)")
+        return self
+
+    @property
+    def n_simulations(self) -> int:
+        study = self.study_options
+        group = study.nb_parameters + 2 if self.sobol else 1
+        return study.parameter_sweep_size * group
+
+    @property
+    def sobol(self) -> bool:
+        return self.sa_config is not None and self.sa_config.sobol_indices
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for problem in error.errors():
+        where = ".".join(str(part) for part in problem["loc"]) or "config"
+        if problem["type"] == "extra_forbidden":
+            known = _known_keys(problem["loc"][:-1])
+            guess = difflib.get_close_matches(str(problem["loc"][-1]), known, n=1)
+            hint = f" (did you mean '{guess[0]}'?)" if guess else ""
+            lines.append(f"{where}: unknown key{hint}")
+        elif problem["type"] == "missing":
+            lines.append(f"{where}: missing (required)")
+        else:
+            message = problem["msg"].removeprefix("Value error, ")
+            lines.append(f"{where}: {message} (got {problem.get('input')!r})"
+                         if problem["type"] != "value_error" else f"{where}: {message}")
+    return "\n".join(lines)
+
+
+def _known_keys(location: tuple[Any, ...]) -> list[str]:
+    model: Any = Config
+    for part in location:
+        field = model.model_fields.get(part)
+        annotation = field.annotation if field else None
+        candidates = [a for a in getattr(annotation, "__args__", (annotation,))
+                      if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not candidates:
+            return []
+        model = candidates[0]
+    return list(model.model_fields)
+
+
+def parse_config(data: Any) -> Config:
+    """Validates a config already read; raises ConfigError naming every offending key."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(f"invalid config:\n{_describe(error)}") from None
+
+
+def load_config(path: str | Path) -> tuple[Config, Path]:
+    """Reads and validates a config file; returns it and its output directory, resolved."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError(f"cannot read the config {path}: {error.strerror}") from None
+    try:
+        data = json5.loads(text)
+    except ValueError as error:
+        raise ConfigError(f"{path} is not valid JSON (comments allowed): {error}") from None
+    config = parse_config(data)
+    output = Path(config.output_dir)
+    return config, output if output.is_absolute() else (path.parent / output).resolve()
+
+
+def schema() -> dict[str, Any]:
+    """The JSON Schema of a config."""
+    return Config.model_json_schema()

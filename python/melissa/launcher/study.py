@@ -1,0 +1,254 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""Running a study: draw the parameters, start the server, run every simulation within the job
+limit, watch them all, and tell the server when to write its results."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import shutil
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from melissa.config import Config, ConfigError, load_config
+from melissa.launcher.progress import Progress
+from melissa.launcher.schedulers import Job, JobSpec, JobState, make_scheduler, mpi_environment
+from melissa.sampling import draw_parameters
+from melissa.server.receiver import study_token
+from melissa.study_files import StudyFiles, read_json, write_json
+
+log = logging.getLogger("melissa.launcher")
+
+POLL_INTERVAL = 0.1
+
+
+class StudyError(RuntimeError):
+    """The study cannot go on (its server failed, say); the message says why."""
+
+
+@dataclass
+class Outcome:
+    completed: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+    not_run: list[int] = field(default_factory=list)
+    results: Path | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class _Running:
+    job: Job
+    started: float
+    attempt: int
+    last_data: float  # when the server last saw data of it (start time until then)
+    received: int = 0
+
+
+def resolve_solver(config: Config, config_dir: Path) -> list[str]:
+    """The solver's command with its program checked now, before anything starts."""
+    argv = config.client_config.argv
+    program = argv[0]
+    if "/" in program:
+        # Not resolve(): a venv's python is a symlink whose target is outside the venv.
+        path = Path(os.path.abspath(config_dir / program))
+        if not path.is_file():
+            raise ConfigError(f"client_config.executable_command: {path} does not exist")
+        return [str(path), *argv[1:]]
+    if shutil.which(program) is None:
+        raise ConfigError(f"client_config.executable_command: '{program}' is not on PATH")
+    return argv
+
+
+class StudyRun:
+    def __init__(self, config_path: str | Path, *, overwrite: bool = False,
+                 progress: Progress | None = None) -> None:
+        self.config_path = Path(config_path).resolve()
+        self.config, output_dir = load_config(self.config_path)
+        self.raw_config: dict[str, Any] = self.config.model_dump(mode="json")
+        self.solver = resolve_solver(self.config, self.config_path.parent)
+        self.files = StudyFiles(output_dir)
+        if self.files.results.exists() and not overwrite:
+            raise ConfigError(f"{self.files.results} exists: another study's results; choose "
+                              "another output_dir or pass --overwrite")
+        launcher = self.config.launcher_config
+        self.scheduler = make_scheduler(launcher.scheduler, launcher.mpirun_options)
+        self.parameters = draw_parameters(self.config.study_options, self.config.sobol)
+        self.token = study_token()
+        self.progress = progress or Progress(self.config.n_simulations, interactive=False)
+        self.server: Job | None = None
+
+    # -- the server ---------------------------------------------------------------------------
+
+    def start_server(self) -> str:
+        launcher = self.config.launcher_config
+        for stale in (self.files.server, self.files.stop, self.files.results):
+            stale.unlink(missing_ok=True)
+        write_json(self.files.study, {"config": self.raw_config, "token": f"{self.token:016x}",
+                                      "parameters": self.parameters.tolist()})
+        spec = JobSpec(
+            name="server",
+            argv=[sys.executable, "-m", "melissa.server.statistics", str(self.files.output_dir)],
+            n_processes=launcher.num_server_processes,
+            stdout=self.files.logs / "server.out", stderr=self.files.logs / "server.err",
+            cwd=self.files.output_dir, env=mpi_environment())
+        self.server = self.scheduler.submit(spec)
+        deadline = time.monotonic() + launcher.timeouts.server_start
+        while time.monotonic() < deadline:
+            published = read_json(self.files.server)
+            if published is not None:
+                log.info("server of %d ranks at %s", published["ranks"], published["address"])
+                return str(published["address"])
+            if self.server.poll() is not JobState.RUNNING:
+                raise StudyError(f"the server exited with status {self.server.exit_code} before "
+                                 f"taking connections:\n{self.server.stderr_tail()}"
+                                 f"(logs in {self.files.logs})")
+            time.sleep(POLL_INTERVAL)
+        self.server.cancel()
+        raise StudyError(f"the server did not publish its address within "
+                         f"{launcher.timeouts.server_start:g} s (launcher_config.timeouts."
+                         f"server_start); logs in {self.files.logs}")
+
+    def check_server(self) -> None:
+        assert self.server is not None
+        if self.server.poll() is not JobState.RUNNING:
+            raise StudyError(f"the server stopped (status {self.server.exit_code}) while "
+                             f"simulations ran:\n{self.server.stderr_tail()}"
+                             f"(logs in {self.files.logs})")
+
+    def received_by_simulation(self) -> dict[int, int]:
+        """Messages the server ranks have received of each simulation still in flight."""
+        received: dict[int, int] = {}
+        for rank in range(self.config.launcher_config.num_server_processes):
+            progress = read_json(self.files.progress(rank)) or {}
+            for sim, count in progress.get("received", {}).items():
+                received[int(sim)] = received.get(int(sim), 0) + int(count)
+        return received
+
+    # -- simulations --------------------------------------------------------------------------
+
+    def simulation_spec(self, sim: int, address: str) -> JobSpec:
+        launcher = self.config.launcher_config
+        # repr() writes the shortest text that reads back as the same double.
+        arguments = [repr(float(v)) for v in self.parameters[sim]]
+        env = {
+            "MELISSA_SERVER_ADDRESS": address,
+            "MELISSA_SIMULATION_ID": str(sim),
+            "MELISSA_STUDY_TOKEN": f"{self.token:016x}",
+            "MELISSA_TIMEOUT": f"{launcher.timeouts.transport:g}",
+            **mpi_environment(),
+        }
+        return JobSpec(name=f"simulation-{sim}", argv=[*self.solver, *arguments],
+                       n_processes=launcher.num_client_processes,
+                       stdout=self.files.simulation_log(sim, "out"),
+                       stderr=self.files.simulation_log(sim, "err"),
+                       cwd=self.config_path.parent, env=env)
+
+    def run_simulations(self, address: str, outcome: Outcome) -> None:
+        launcher = self.config.launcher_config
+        timeout = self.config.study_options.simulation_timeout
+        queue: deque[tuple[int, int]] = deque((sim, 0) for sim in range(len(self.parameters)))
+        running: dict[int, _Running] = {}
+        try:
+            while queue or running:
+                self.check_server()
+                while queue and len(running) < launcher.job_limit:
+                    sim, attempt = queue.popleft()
+                    job = self.scheduler.submit(self.simulation_spec(sim, address))
+                    now = time.monotonic()
+                    running[sim] = _Running(job, now, attempt, now)
+                    log.info("simulation %d started (attempt %d): %s", sim, attempt + 1,
+                             shlex.join(job.spec.argv))
+                received = self.received_by_simulation()
+                now = time.monotonic()
+                for sim, run in list(running.items()):
+                    state = run.job.poll()
+                    if state is JobState.RUNNING:
+                        if received.get(sim, 0) > run.received:
+                            run.received, run.last_data = received[sim], now
+                        if now - run.last_data > timeout:
+                            log.error("simulation %d sent nothing for %g s "
+                                      "(study_options.simulation_timeout): killed", sim, timeout)
+                            run.job.cancel()
+                            state = JobState.FAILED
+                        else:
+                            continue
+                    del running[sim]
+                    if state is JobState.COMPLETED:
+                        outcome.completed.append(sim)
+                        log.info("simulation %d completed in %.1f s", sim, now - run.started)
+                    elif run.attempt < launcher.simulation_retries:
+                        log.warning("simulation %d failed (exit status %s), starting it again; "
+                                    "its stderr ends with:\n%s", sim, run.job.exit_code,
+                                    run.job.stderr_tail())
+                        queue.appendleft((sim, run.attempt + 1))
+                    else:
+                        outcome.failed.append(sim)
+                        log.error("simulation %d failed (exit status %s) after %d attempts; "
+                                  "logs: %s", sim, run.job.exit_code, run.attempt + 1,
+                                  run.job.spec.stderr)
+                self.progress.update(len(outcome.completed), len(running), len(outcome.failed))
+                time.sleep(POLL_INTERVAL)
+        finally:
+            for run in running.values():
+                run.job.cancel()
+            outcome.not_run = sorted(set(range(len(self.parameters))) - set(outcome.completed)
+                                     - set(outcome.failed))
+
+    def finish_server(self, outcome: Outcome) -> None:
+        """Tells the server what completed; waits for it to write the results."""
+        assert self.server is not None
+        write_json(self.files.stop, {"completed": sorted(outcome.completed),
+                                     "failed": sorted(outcome.failed)})
+        shutdown = self.config.launcher_config.timeouts.shutdown
+        state = self.server.wait(shutdown + 30.0)
+        if state is JobState.RUNNING:
+            self.server.cancel()
+            raise StudyError(f"the server did not finish within {shutdown:g} s "
+                             f"(launcher_config.timeouts.shutdown); logs in {self.files.logs}")
+        if state is JobState.FAILED or not self.files.results.exists():
+            raise StudyError(f"the server failed while writing results (status "
+                             f"{self.server.exit_code}):\n{self.server.stderr_tail()}"
+                             f"(logs in {self.files.logs})")
+        outcome.results = self.files.results
+
+    def run(self) -> Outcome:
+        start = time.monotonic()
+        self.files.create()
+        handler = logging.FileHandler(self.files.logs / "launcher.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logging.getLogger("melissa").addHandler(handler)
+        outcome = Outcome()
+        try:
+            log.info("study %s: %d simulations, %d server ranks, job limit %d",
+                     self.config_path, len(self.parameters),
+                     self.config.launcher_config.num_server_processes,
+                     self.config.launcher_config.job_limit)
+            address = self.start_server()
+            with self.progress:
+                try:
+                    self.run_simulations(address, outcome)
+                finally:
+                    # Interrupted or not, what completed is kept: the server writes it out.
+                    if self.server is not None and self.server.poll() is JobState.RUNNING:
+                        self.finish_server(outcome)
+        finally:
+            if self.server is not None:
+                self.server.cancel()
+            outcome.seconds = time.monotonic() - start
+            logging.getLogger("melissa").removeHandler(handler)
+            handler.close()
+        return outcome
+
+
+def run_study(config_path: str | Path, *, overwrite: bool = False,
+              interactive: bool | None = None) -> Outcome:
+    """Runs the study of a config file; see StudyRun."""
+    config, _ = load_config(config_path)
+    tty = sys.stderr.isatty() if interactive is None else interactive
+    progress = Progress(config.n_simulations, interactive=tty)
+    return StudyRun(config_path, overwrite=overwrite, progress=progress).run()

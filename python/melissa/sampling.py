@@ -1,0 +1,56 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""Drawing a study's parameters, and the pick-freeze groups of a Sobol study."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import numpy.typing as npt
+from scipy.stats import qmc
+
+from melissa.config import StudyOptions
+
+__all__ = ["draw_parameters", "group_member"]
+
+
+def _unit_sample(sampler: str, n: int, dimensions: int, seed: int) -> npt.NDArray[np.float64]:
+    rng = np.random.default_rng(seed)
+    if sampler == "random":
+        return rng.random((n, dimensions))
+    engine: qmc.QMCEngine
+    if sampler == "halton":
+        engine = qmc.Halton(dimensions, rng=rng)
+    elif sampler == "lhs":
+        engine = qmc.LatinHypercube(dimensions, rng=rng)
+    else:
+        engine = qmc.Sobol(dimensions, rng=rng)
+    with warnings.catch_warnings():
+        # Sobol' points balance best in powers of 2; other sizes are still valid draws.
+        warnings.filterwarnings("ignore", message=".*balance properties.*", category=UserWarning)
+        return engine.random(n)
+
+
+def draw_parameters(study: StudyOptions, sobol: bool) -> npt.NDArray[np.float64]:
+    """The parameters of every simulation, shape (n_simulations, nb_parameters), by id.
+
+    With Sobol indices, simulation g * (p + 2) + j is member j of group g: j = 0 is A, j = 1 is
+    B, j = k + 2 is C_k (A with parameter k taken from B). A and B come from one sample of 2p
+    dimensions, so that they are independent draws of the same sampler.
+    """
+    p, n = study.nb_parameters, study.parameter_sweep_size
+    unit = _unit_sample(study.sampler, n, 2 * p if sobol else p, study.seed)
+    low, high = np.asarray(study.l_bounds), np.asarray(study.u_bounds)
+    if not sobol:
+        return qmc.scale(unit, low, high)
+    a, b = qmc.scale(unit[:, :p], low, high), qmc.scale(unit[:, p:], low, high)
+    groups = np.repeat(a[:, None, :], p + 2, axis=1)
+    groups[:, 1] = b
+    for k in range(p):
+        groups[:, k + 2, k] = b[:, k]
+    return groups.reshape(n * (p + 2), p)
+
+
+def group_member(simulation_id: int, n_parameters: int) -> tuple[int, int]:
+    """(group, member) of a simulation of a Sobol study."""
+    return divmod(simulation_id, n_parameters + 2)

@@ -1,0 +1,151 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""The statistics server of a sensitivity-analysis study.
+
+    mpirun -np M python -m melissa.server.statistics OUTPUT_DIR
+
+Started by the launcher. Each rank owns a contiguous range of every field's cells; its C++
+receiver feeds the statistics kernels of every (field, time step) straight from the network.
+Rank 0 publishes the address clients connect to. When the launcher writes that no simulation
+is left, each rank waits for the data of every completed simulation, then the ranks write
+OUTPUT_DIR/results.nc together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import netCDF4
+from mpi4py import MPI
+
+from melissa import _core
+from melissa.config import Config, parse_config
+from melissa.server import results
+from melissa.server.receiver import open_receiver
+from melissa.study_files import StudyFiles, read_json, write_json
+
+log = logging.getLogger("melissa.server")
+
+PROGRESS_INTERVAL = 1.0  # seconds between progress files: the launcher's view of the data flow
+POLL_INTERVAL = 0.2
+
+
+def make_consumer(config: Config) -> _core.FieldStatistics:
+    sa = config.sa_config
+    assert sa is not None
+    return _core.FieldStatistics(
+        moments_order=sa.moments_order,
+        extrema=sa.min or sa.max,
+        thresholds=sa.threshold_exceedance,
+        probabilities=sa.quantiles,
+        sobol_params=config.study_options.nb_parameters if sa.sobol_indices else 0,
+    )
+
+
+def serve(receiver: _core.Receiver, files: StudyFiles, rank: int, shutdown_timeout: float,
+          interrupted: list[bool]) -> dict[str, list[int]]:
+    """Receives until the launcher's stop file says what completed and all of it is here."""
+    last_progress = 0.0
+    stop_seen: float | None = None
+    while True:
+        now = time.monotonic()
+        finished = set(receiver.finished_simulations())
+        if now - last_progress >= PROGRESS_INTERVAL:
+            counters = receiver.counters()
+            # Only simulations still in flight: the file stays small however large the study.
+            received = {str(sim): c["messages"] for sim, c in counters["simulations"].items()
+                        if sim not in finished}
+            write_json(files.progress(rank), {"finished": len(finished), "received": received,
+                                              "dropped": counters["dropped"]})
+            last_progress = now
+        stop = read_json(files.stop)
+        if interrupted[0]:
+            log.warning("interrupted: writing the results received so far")
+            return stop or {"completed": sorted(finished), "failed": []}
+        if stop is not None:
+            stop_seen = stop_seen or now
+            missing = set(stop["completed"]) - finished
+            if not missing:
+                return stop
+            if now - stop_seen > shutdown_timeout:
+                log.error("simulations %s completed but their data never fully arrived here; "
+                          "their time steps that did arrive are counted", sorted(missing))
+                return stop
+        time.sleep(POLL_INTERVAL)
+
+
+def write_results(comm: Any, config: Config, raw_config: dict[str, Any], files: StudyFiles,
+                  receiver: _core.Receiver, consumer: _core.FieldStatistics,
+                  study: dict[str, Any], outcome: dict[str, list[int]]) -> None:
+    names = config.study_options.field_names
+    sizes: dict[str, int] = {}
+    for rank_sizes in comm.allgather(receiver.field_sizes()):
+        sizes.update({names[field]: size for field, size in rank_sizes.items()})
+    for name in names:
+        if name not in sizes:
+            log.warning("no data of field %s ever arrived: it is left out of the results", name)
+    if comm.rank == 0:
+        statuses = ["not_run"] * len(study["parameters"])
+        for state in ("completed", "failed"):
+            for sim in outcome.get(state, []):
+                statuses[sim] = state
+        results.create(files.results, config, sizes, study["parameters"], statuses, raw_config)
+    comm.Barrier()
+    states = consumer.states()
+    # One rank at a time appends its cells: NetCDF files take one writer.
+    for writer in range(comm.size):
+        if writer == comm.rank and states:
+            with netCDF4.Dataset(files.results, "a") as ds:
+                for field, step, offset, cells, state in states:
+                    values = results.statistics_of(config, cells, state)
+                    results.write_into(ds, names[field], step, offset, values)
+        comm.Barrier()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("output_dir", type=Path)
+    args = parser.parse_args(argv)
+    comm = MPI.COMM_WORLD
+    files = StudyFiles(args.output_dir)
+    logging.basicConfig(
+        filename=files.server_log(comm.rank), level=logging.INFO,
+        format=f"%(asctime)s [server {comm.rank}] %(levelname)s %(message)s")
+    study = read_json(files.study)
+    if study is None:
+        log.error("%s is missing: the server must be started by the launcher", files.study)
+        return 2
+    config = parse_config(study["config"])
+    consumer = make_consumer(config)
+    receiver, address = open_receiver(comm, config.study_options.field_names,
+                                      int(study["token"], 16), consumer)
+    log.info("receiving at %s", receiver.endpoint)
+    if comm.rank == 0:
+        write_json(files.server, {"address": address, "ranks": comm.size})
+        log.info("clients connect to %s", address)
+    interrupted = [False]
+    signal.signal(signal.SIGTERM, lambda *_: interrupted.__setitem__(0, True))
+    outcome = serve(receiver, files, comm.rank, config.launcher_config.timeouts.shutdown,
+                    interrupted)
+    counters = receiver.counters()
+    log.info("received %d messages, %d bytes; dropped %s; Sobol groups left incomplete: %d",
+             counters["messages"], counters["bytes"], counters["dropped"] or "nothing",
+             consumer.pending_groups())
+    receiver.stop()
+    write_results(comm, config, study["config"], files, receiver, consumer, study, outcome)
+    log.info("results written to %s", files.results)
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except Exception:
+        # One failing rank must not leave the others waiting in a collective (mpi4py's advice).
+        logging.getLogger("melissa.server").exception("server failed")
+        MPI.COMM_WORLD.Abort(1)

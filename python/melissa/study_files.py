@@ -1,0 +1,68 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""The files through which the launcher and the server of one study talk, all under
+OUTPUT_DIR/.melissa/, and the study's output layout. Small JSON files written atomically: a
+shared file system is all the two need, on a laptop as on a cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+class StudyFiles:
+    def __init__(self, output_dir: str | Path) -> None:
+        self.output_dir = Path(output_dir)
+        self.private = self.output_dir / ".melissa"
+        self.logs = self.output_dir / "logs"
+
+    @property
+    def study(self) -> Path:
+        """Written by the launcher before the server starts: config, token, parameters."""
+        return self.private / "study.json"
+
+    @property
+    def server(self) -> Path:
+        """Written by server rank 0 once it takes connections: its address."""
+        return self.private / "server.json"
+
+    def progress(self, rank: int) -> Path:
+        """Rewritten by each server rank every second: what it has received, per simulation."""
+        return self.private / f"progress-{rank}.json"
+
+    @property
+    def stop(self) -> Path:
+        """Written by the launcher once no simulation runs: which ones completed."""
+        return self.private / "stop.json"
+
+    @property
+    def results(self) -> Path:
+        return self.output_dir / "results.nc"
+
+    def server_log(self, rank: int) -> Path:
+        return self.logs / f"server-{rank}.log"
+
+    def simulation_log(self, simulation_id: int, stream: str) -> Path:
+        return self.logs / "simulations" / f"simulation-{simulation_id}.{stream}"
+
+    def create(self) -> None:
+        for directory in (self.private, self.logs / "simulations"):
+            directory.mkdir(parents=True, exist_ok=True)
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Writes then renames, so that a reader never sees half a file."""
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.",
+                                     delete=False) as tmp:
+        json.dump(data, tmp)
+    os.replace(tmp.name, path)
+
+
+def read_json(path: Path) -> Any | None:
+    """The file's content, or None while it does not exist."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
