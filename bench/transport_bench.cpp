@@ -308,7 +308,7 @@ class RawServer final : public Server {
     RawServer(const Cell &cell, std::uint64_t messages)
         : socket_(context_, zmq::socket_type::pull), expected_(messages) {
         socket_.set(zmq::sockopt::rcvhwm, kHighWaterMark);
-        socket_.set(zmq::sockopt::linger, 0);
+        if (!std::getenv("RAW_LINGER_DEFAULT")) socket_.set(zmq::sockopt::linger, 0);
         // The same endpoints as melissa's inbox: tcp on all interfaces, reached by host name,
         // and a Unix socket in the same directory.
         socket_.bind("tcp://*:*");

@@ -15,7 +15,6 @@ import subprocess
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import IO
 
 
 class JobState(Enum):
@@ -42,7 +41,8 @@ class Job:
     def __init__(self, spec: JobSpec, argv: list[str]) -> None:
         self.spec = spec
         spec.stdout.parent.mkdir(parents=True, exist_ok=True)
-        with open(spec.stdout, "wb") as out, open(spec.stderr, "wb") as err:
+        # Appended to: a restarted job keeps the output of its earlier attempts.
+        with open(spec.stdout, "ab") as out, open(spec.stderr, "ab") as err:
             self._process = subprocess.Popen(
                 argv, cwd=spec.cwd, env={**os.environ, **spec.env}, stdout=out, stderr=err,
                 stdin=subprocess.DEVNULL, start_new_session=True)

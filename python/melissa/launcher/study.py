@@ -158,7 +158,12 @@ class StudyRun:
                 self.check_server()
                 while queue and len(running) < launcher.job_limit:
                     sim, attempt = queue.popleft()
-                    job = self.scheduler.submit(self.simulation_spec(sim, address))
+                    spec = self.simulation_spec(sim, address)
+                    if attempt > 0:
+                        for stream in (spec.stdout, spec.stderr):
+                            with open(stream, "a") as f:
+                                f.write(f"\n=== melissa: attempt {attempt + 1} ===\n")
+                    job = self.scheduler.submit(spec)
                     now = time.monotonic()
                     running[sim] = _Running(job, now, attempt, now)
                     log.info("simulation %d started (attempt %d): %s", sim, attempt + 1,
