@@ -371,6 +371,10 @@ Run run_once(Sender sender, Link link, const Cell &cell) {
         pids.push_back(pid);
     }
     const auto kill_clients = [&](const std::string &why) {
+        int running = 0;
+        for (const pid_t pid : pids)
+            running += ::waitpid(pid, nullptr, WNOHANG) == 0;
+        std::fprintf(stderr, "%d clients still running\n", running);
         for (const pid_t pid : pids)
             ::kill(pid, SIGKILL);
         for (const pid_t pid : pids)

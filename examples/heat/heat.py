@@ -16,7 +16,7 @@ import argparse
 import math
 import sys
 from collections.abc import Callable
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import numpy as np
 from mpi4py import MPI
@@ -24,6 +24,7 @@ from mpi4py import MPI
 from melissa import client
 
 COMM = MPI.COMM_WORLD
+TEMPERATURES = ("initial", "left", "right", "bottom", "top")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,31 +36,23 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise ValueError(text)
-    return value
+def _converter(kind: type, test: Callable[[Any], bool], what: str) -> Callable[[str], Any]:
+    """An argparse type: `kind` values that pass `test`, else an error saying `what` is due."""
+    def convert(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not test(value):
+            raise argparse.ArgumentTypeError(f"needs {what}, got {text!r}")
+        return value
+    return convert
 
 
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(text)
-    return value
-
-
-def _positive(text: str) -> float:
-    value = _finite(text)
-    if value <= 0:
-        raise ValueError(text)
-    return value
-
-
-def _directory(text: str) -> str:
-    if not text:
-        raise ValueError(text)
-    return text
+_positive_int = _converter(int, lambda v: v > 0, "a positive integer")
+_finite = _converter(float, math.isfinite, "a finite number")
+_positive = _converter(float, lambda v: math.isfinite(v) and v > 0, "a positive number")
+_directory = _converter(str, bool, "a directory")
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -74,8 +67,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--write-fields", metavar="DIR", type=_directory,
                         help="also write every time step to DIR/step-TTTT.bin (DIR must exist)")
     parser.add_argument("--no-melissa", action="store_true", help="run without a study")
-    parser.add_argument("temperatures", nargs=5, type=_finite,
-                        metavar=("INITIAL", "LEFT", "RIGHT", "BOTTOM", "TOP"))
+    # One argument each: argparse of Python < 3.12 fails on a missing nargs=5 with a metavar
+    # tuple.
+    for name in TEMPERATURES:
+        parser.add_argument(name, type=_finite, metavar=name.upper())
     args = parser.parse_args(argv)
     if args.ny < COMM.size:
         parser.error("ny must be at least the number of MPI ranks")
@@ -106,7 +101,7 @@ def first_row(rank: int, n_ranks: int, ny: int) -> int:
 def main() -> None:
     args = parse()
     nx, ny = args.nx, args.ny
-    initial, left, right, bottom, top = args.temperatures
+    initial, left, right, bottom, top = (getattr(args, name) for name in TEMPERATURES)
     rank, n_ranks = COMM.rank, COMM.size
     row0 = first_row(rank, n_ranks, ny)
     rows = first_row(rank + 1, n_ranks, ny) - row0

@@ -66,7 +66,7 @@ class StudyOptions(_Section):
                 problems.append(f"{name} has {len(getattr(self, name))} values, "
                                 f"nb_parameters is {self.nb_parameters}")
         if not problems:
-            for k, (low, high) in enumerate(zip(self.l_bounds, self.u_bounds)):
+            for k, (low, high) in enumerate(zip(self.l_bounds, self.u_bounds, strict=True)):
                 if not low < high:
                     problems.append(f"parameter {k}: l_bounds {low} is not below u_bounds {high}")
         if len(set(self.field_names)) != len(self.field_names):

@@ -50,7 +50,7 @@ def plot_field(ds: xr.Dataset, field: str, path: Path) -> Path:
         panels.extend(["sobol_first", "sobol_total"])
     fig, axes = plt.subplots(len(panels), 1, figsize=(8, 3.2 * len(panels)), squeeze=False,
                              sharex=True)
-    for ax, panel in zip(axes[:, 0], panels):
+    for ax, panel in zip(axes[:, 0], panels, strict=True):
         if panel == "moments":
             mean = ds[f"{field}_mean"].isel(at).values
             ax.plot(time, mean, label=f"mean, cell {cell}")

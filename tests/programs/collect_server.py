@@ -98,7 +98,8 @@ class Checker:
         expected = expected_values(simulation, field, step, offset, len(values))
         wrong = np.flatnonzero(values.astype(np.float64) != expected)
         for i in wrong[:3]:
-            self.error(f"{what}: cell {offset + i} holds {values[i]!r}, expected {expected[i]!r}")
+            self.error(f"{what}: cell {offset + i} holds {float(values[i])!r}, "
+                       f"expected {float(expected[i])!r}")
         if len(wrong) > 3:
             self.error(f"{what}: {len(wrong) - 3} more wrong values")
 

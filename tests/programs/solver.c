@@ -26,8 +26,9 @@
 static int rank = 0;
 
 static void usage(const char *why) {
-    fprintf(stderr, "solver: %s\nusage: solver FIELDS STEPS CELLS [--float] [--no-mpi] "
-                    "[--sleep-ms N]\n",
+    fprintf(stderr,
+            "solver: %s\nusage: solver FIELDS STEPS CELLS [--float] [--no-mpi] "
+            "[--sleep-ms N]\n",
             why);
     exit(2);
 }
@@ -37,8 +38,8 @@ static void usage(const char *why) {
 static void check(int code, const char *call, const char *field) {
     if (code == MELISSA_OK)
         return;
-    fprintf(stderr, "solver rank %d: %s(\"%s\") failed with code %d: %s\n", rank, call, field,
-            code, melissa_last_error());
+    fprintf(stderr, "solver rank %d: %s(\"%s\") failed with code %d: %s\n", rank, call, field, code,
+            melissa_last_error());
     fflush(stderr);
     exit(10 + code);
 }

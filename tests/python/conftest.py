@@ -8,7 +8,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,7 @@ import pytest
 
 from melissa import stats
 from melissa.cli import cmake_dir
+from melissa.launcher.schedulers import kill_session
 from melissa.server import study_token
 
 
@@ -112,9 +112,9 @@ class Finished:
 
 
 class Processes:
-    """Starts processes, each in its own session, so that killing its process group also kills
-    what mpirun started; the `processes` fixture kills every group at teardown, whatever the
-    test did, and every wait has a timeout: no test can hang or leave processes behind."""
+    """Starts processes, each in a session of its own, so that everything mpirun starts can be
+    found and killed; the `processes` fixture kills every session at teardown, whatever the test
+    did, and every wait has a timeout: no test can hang or leave processes behind."""
 
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
@@ -152,9 +152,8 @@ class Processes:
         return self.wait(self.start(argv, env), timeout)
 
     def kill(self, process: subprocess.Popen[bytes]) -> None:
-        """SIGKILL to the whole group: mpirun and its ranks, which mpirun's death would orphan."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
+        """SIGKILL to mpirun and its ranks at once (start() gave each its own session)."""
+        kill_session(process.pid)
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(10)
 

@@ -1,16 +1,18 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """Solvers in C, C++ and Fortran built against the *installed* package, as users build them:
-once with CMake's find_package(Melissa), once with pkg-config."""
+once with CMake's find_package(Melissa), once with pkg-config. (The test solvers of
+tests/programs, built with find_package by the test_programs fixture, stream to real servers in
+test_transport_processes.py; here they are built with pkg-config and MPI's compiler wrappers.)"""
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import PROGRAMS, Processes, mpirun, venv_tool
 
 import melissa
 from melissa.cli import cmake_dir, pkgconfig_dir
@@ -18,17 +20,9 @@ from melissa.cli import cmake_dir, pkgconfig_dir
 CONSUMER = Path(__file__).resolve().parents[1] / "install"
 
 
-def tool(name: str) -> str:
-    # The venv's cmake first: the one the package was built with.
-    beside_python = Path(sys.executable).parent / name
-    found = str(beside_python) if beside_python.exists() else shutil.which(name)
-    if found is None:
-        pytest.fail(f"{name} is not installed; `make install` installs it")
-    return found
-
-
 def run(command: list[str], **kwargs: object) -> str:
-    done = subprocess.run(command, capture_output=True, text=True, **kwargs)  # type: ignore[call-overload]
+    # A timeout however long, so that a stuck compiler or program fails the test, not the run.
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, **kwargs)  # type: ignore[call-overload]
     assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stdout}\n{done.stderr}"
     return done.stdout
 
@@ -40,9 +34,9 @@ def test_cli_prints_installed_dirs() -> None:
 
 
 def test_cmake_find_package(tmp_path: Path) -> None:
-    cmake = tool("cmake")
+    cmake = venv_tool("cmake")
     run([cmake, "-S", str(CONSUMER), "-B", str(tmp_path), f"-DMelissa_DIR={cmake_dir()}",
-         "-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={tool('ninja')}"])
+         "-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={venv_tool('ninja')}"])
     run([cmake, "--build", str(tmp_path)])
     assert run([str(tmp_path / "consumer_c")]).strip() == melissa.__version__
     assert run([str(tmp_path / "consumer_fortran")]).strip() == melissa.__version__
@@ -56,7 +50,35 @@ def test_cmake_find_package(tmp_path: Path) -> None:
 )
 def test_pkg_config(tmp_path: Path, compiler: str, source: str, expected: str | None) -> None:
     env = {**os.environ, "PKG_CONFIG_PATH": str(pkgconfig_dir())}
-    flags = run([tool("pkg-config"), "--cflags", "--libs", "melissa"], env=env).split()
+    flags = run([venv_tool("pkg-config"), "--cflags", "--libs", "melissa"], env=env).split()
     executable = tmp_path / "consumer"
-    run([tool(compiler), str(CONSUMER / source), "-o", str(executable), *flags])
+    run([venv_tool(compiler), str(CONSUMER / source), "-o", str(executable), *flags])
     assert run([str(executable)]).strip() == (expected or melissa.__version__)
+
+
+@pytest.mark.parametrize(
+    ("compiler", "source", "defines"),
+    # mpif90, not gfortran: the module `melissa` names mpi_f08's MPI_Comm, and the solver uses
+    # mpi_f08 itself.
+    [("mpicc", "solver.c", []), ("mpif90", "solver.F90", ["-DMELISSA_TEST_F08"])],
+)
+def test_pkg_config_solver_streams(tmp_path: Path, processes: Processes, compiler: str,
+                                   source: str, defines: list[str]) -> None:
+    """A solver built with MPI's compiler wrapper and pkg-config's flags sends to a real server
+    everything it should."""
+    env = {**os.environ, "PKG_CONFIG_PATH": str(pkgconfig_dir())}
+    flags = run([venv_tool("pkg-config"), "--cflags", "--libs", "melissa"], env=env).split()
+    executable = tmp_path / "solver"
+    run([venv_tool(compiler), *defines, str(PROGRAMS / source), "-o", str(executable), *flags],
+        cwd=tmp_path)  # cwd: where mpif90 writes the program's own .mod files, if any
+
+    fields, steps, simulation = ("u", "v"), 3, 4
+    server = processes.start_server(2, fields, [simulation])
+    solver = processes.run(mpirun(2, [str(executable), ",".join(fields), str(steps), "3,4"]),
+                           server.client_env(simulation))
+    assert solver.returncode == 0, str(solver)
+    for report in server.reports():
+        assert report["n_errors"] == 0, "\n".join(report["errors"])
+        assert report["finished"] == [simulation]
+        assert report["received"] == {f"{simulation}/{f}": list(range(steps))
+                                      for f in range(len(fields))}

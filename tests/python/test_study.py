@@ -59,7 +59,8 @@ def melissa(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str
                           text=True, timeout=timeout, env={**os.environ, **ROOT_MPI})
 
 
-def offline_fields(tmp_path: Path, parameters: np.ndarray, options: str = "") -> dict[str, np.ndarray]:
+def offline_fields(tmp_path: Path, parameters: np.ndarray,
+                   options: str = "") -> dict[str, np.ndarray]:
     """Runs every simulation again without melissa, writing its fields to .npy files, and reads
     them back: {field: (simulation, time, cell)}."""
     out = tmp_path / "offline"

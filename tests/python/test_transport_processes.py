@@ -179,7 +179,8 @@ SCENARIOS = {
     "whole-by-time-step-3": Scenario(3, (
         Simulation(F_08, (4, 4), simulation=8, steps=5),
     ), routing="whole_by_time_step"),
-    # A field of fewer cells than server ranks: server rank 0 owns none of them.
+    # A field of fewer cells than server ranks: server rank 0 owns none of its cells, so it
+    # must count the simulation finished on its END alone, with no time step routed to it.
     "c-tiny-field-1x3": Scenario(3, (Simulation(SERIAL, (2,), mpi=False),), deadline=5),
 }
 
@@ -252,7 +253,7 @@ def test_server_never_started(processes: Processes, test_programs: dict[str, lis
     finished = processes.run(run.argv(test_programs, FIELDS), env, timeout=30)
     assert finished.returncode == ERR_TIMEOUT, str(finished)
     assert "no answer from the server" in finished.output, str(finished)
-    # MELISSA_TIMEOUT, plus mpirun's start and end.
+    # MELISSA_TIMEOUT, plus mpirun's start and its ~1 s to end a job whose ranks failed.
     assert finished.seconds < 6, str(finished)
 
 
@@ -273,4 +274,6 @@ def test_server_killed_mid_run(processes: Processes, test_programs: dict[str, li
     finished = processes.wait(client, 30)
     assert finished.returncode == ERR_TIMEOUT, str(finished)
     assert "took no data" in finished.output, str(finished)
+    # The send that finds no server fails after `timeout`; mpirun then takes about 1 s to end a
+    # job one of whose ranks failed.
     assert time.monotonic() - killed < timeout + 3, str(finished)

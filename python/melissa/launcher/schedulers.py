@@ -8,10 +8,12 @@ fit behind it: for them, submit queues the job and poll reports it pending until
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
+import time
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -62,19 +64,17 @@ class Job:
         return self._process.returncode
 
     def cancel(self, grace: float = 5.0) -> None:
-        """SIGTERM to the whole process group (mpirun and its ranks), SIGKILL after `grace`."""
-        if self._process.poll() is not None:
-            return
-        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(self._process.pid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                self._process.wait(wait)
-                return
-            except subprocess.TimeoutExpired:
-                continue
+        """SIGTERM to the job (mpirun passes it on to its ranks), then, after `grace`, SIGKILL
+        to every process of the job's session."""
+        if self._process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._process.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._process.wait(grace)
+        # Ranks may outlive mpirun for a moment, even after a clean exit of a failed job.
+        kill_session(self._process.pid)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._process.wait(5.0)
 
     def wait(self, timeout: float) -> JobState:
         try:
@@ -85,6 +85,37 @@ class Job:
 
     def stderr_tail(self, lines: int = 10) -> str:
         return _tail(self.spec.stderr, lines)
+
+
+def session_members(session: int) -> list[int]:
+    """The live processes of a session (Linux: from /proc)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # ended meanwhile
+            continue
+        # After the command name, which may hold spaces and parentheses: state, ppid, pgrp, sid.
+        state, _, _, sid = stat.rsplit(")", 1)[1].split()[:4]
+        if int(sid) == session and state != "Z":
+            members.append(int(entry.name))
+    return members
+
+
+def kill_session(session: int) -> None:
+    """SIGKILL to every process of a session. Not a process group: OpenMPI puts each rank in a
+    group of its own, so killpg would leave ranks running, orphaned; they keep mpirun's session,
+    which the job was started in alone."""
+    for _ in range(10):  # again, in case a member forked meanwhile
+        members = session_members(session)
+        if not members:
+            return
+        for pid in members:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.05)
 
 
 def _tail(path: Path, lines: int) -> str:
