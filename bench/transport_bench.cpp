@@ -2,33 +2,39 @@
 //
 // Loopback throughput of melissa's transport, side by side with raw ZeroMQ moving the same bytes.
 // One invocation measures one cell of bench/transport_bench.py's matrix (a message size and a
-// number of clients), on each link (ipc, tcp), both senders one after the other, and prints one
-// JSON line per run for the driver, which adds the file-based workflow and prints the tables.
+// number of clients) on each link (ipc, tcp) with both senders, one after the other, and prints
+// one JSON line per run; the driver adds the file-based workflow and prints the tables.
 //
 // Both senders run in the same process structure, so that their ratio isolates what melissa adds
 // (the C API's checks and bookkeeping, the header encoding, the handshake, the receiver's
-// validation, assembly and delivery): the parent forks K clients before any thread exists, the
-// clients prepare their payload and report ready, and the clock starts when the parent releases
-// them through a pipe and stops when the last message is in the parent's hands.
+// validation and delivery): the parent forks K clients before it has any thread, the clients
+// prepare their payload and report ready, and the clock starts when the parent releases them
+// through pipes and stops when the last data message is in the parent's hands.
 //   melissa: a one-rank server::Receiver with a consumer that only counts; each client calls
-//            melissa_init_no_mpi, melissa_send for every message, then melissa_finalize.
+//            melissa_init_no_mpi, then melissa_send for every message, then melissa_finalize.
 //   raw:     a PULL socket read by the parent's main thread; each client has a PUSH socket with
-//            melissa's sender options (high-water mark 8, ZMQ_IMMEDIATE) and sends a 64-byte
-//            header frame and the values frame, with zmq_send's one copy, as melissa does.
+//            melissa's sender options (high-water mark 8, ZMQ_IMMEDIATE, linger) and sends a
+//            64-byte header frame and the values frame, with zmq_send's one copy, as melissa does.
+//
+// A client closes its connection (melissa_finalize, or closing the raw socket) only once the
+// parent says that all its data arrived. Without that wait, libzmq 4.3 over ipc loses the last
+// messages still queued in a sender that closes (the linger is not honoured, libzmq issue #4660),
+// and the run would never complete. --loss-check measures that loss instead of throughput: the
+// clients close right after their last send, and the parent counts what arrived.
 //
 //   transport_bench --size BYTES --clients K --messages TOTAL [--repeats R] [--rotate N]
-//                   [--links ipc,tcp] [--ipc-dir DIR]
+//                   [--links ipc,tcp] [--ipc-dir DIR] [--loss-check]
 #include <poll.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <climits>
 #include <array>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <climits>
 #include <condition_variable>
 #include <csignal>
 #include <cstdio>
@@ -36,10 +42,10 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
-#include <thread>
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 #include <zmq.hpp>
 
@@ -64,14 +70,16 @@ const char *name(Link l) { return l == Link::Ipc ? "ipc" : "tcp"; }
 constexpr std::uint64_t kToken = 0xBE7C4;
 constexpr const char *kField = "field";
 constexpr int kHighWaterMark = 8; // melissa's default, on both sides, for both senders
-constexpr auto kDeadline = 10s;  // a run that takes longer has hung: fail, do not wait forever
-constexpr int kTimeoutMs = 60000; // MELISSA_TIMEOUT's default, also the raw sender's linger
+constexpr int kTimeoutMs = 60000; // MELISSA_TIMEOUT's default; also the raw sender's linger
+constexpr auto kDeadline = 120s;  // a run that takes longer has hung: fail, do not wait forever
+constexpr auto kGrace = 300ms;    // --loss-check: a stream idle for this long has ended
 
 struct Cell {
-    std::size_t bytes = 0;         // payload per message (doubles)
-    int clients = 1;               // client processes
-    std::uint64_t per_client = 0;  // messages each client sends
-    std::string ipc_dir = "/tmp";  // where the Unix sockets go (melissa's default: the temp dir)
+    std::size_t bytes = 0;        // payload per message (doubles)
+    int clients = 1;              // client processes
+    std::uint64_t per_client = 0; // messages each client sends
+    std::string ipc_dir = "/tmp"; // where the Unix sockets go (melissa's default: the temp dir)
+    bool wait_for_ack = true;     // false for --loss-check
 };
 
 double cpu_seconds() {
@@ -88,7 +96,7 @@ double cpu_seconds() {
 
 // ---- pipes between the parent and its clients ------------------------------------------------
 
-// Records are below PIPE_BUF, so that writes of several clients to one pipe never interleave.
+// Records are below PIPE_BUF, so that the writes of several clients to one pipe never interleave.
 struct Go {
     char address[480];
 };
@@ -117,8 +125,8 @@ void write_all(int fd, const void *data, std::size_t size) {
 bool read_all(int fd, void *data, std::size_t size, Clock::time_point deadline) {
     auto *at = static_cast<char *>(data);
     while (size > 0) {
-        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline -
-                                                                                Clock::now());
+        const auto left =
+            std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
         pollfd item{fd, POLLIN, 0};
         if (left.count() <= 0 || ::poll(&item, 1, static_cast<int>(left.count())) == 0)
             return false;
@@ -152,10 +160,11 @@ struct Pipe {
 
 // ---- clients ---------------------------------------------------------------------------------
 
-/// Sends `cell.per_client` messages of `values` to `address`; throws with the reason on failure.
+/// Sends the client's messages to `address`, waits for the parent's word that they all arrived
+/// (`all_arrived`), then closes; throws with the reason on failure.
+template <class AllArrived>
 void send_all(Sender sender, Link link, const Cell &cell, int client, const std::string &address,
-              const std::vector<double> &values) {
-    const int count = static_cast<int>(values.size());
+              const std::vector<double> &values, AllArrived &&all_arrived) {
     if (sender == Sender::Melissa) {
         setenv("MELISSA_SERVER_ADDRESS", address.c_str(), 1);
         setenv("MELISSA_SIMULATION_ID", std::to_string(client).c_str(), 1);
@@ -168,9 +177,10 @@ void send_all(Sender sender, Link link, const Cell &cell, int client, const std:
             if (code != MELISSA_OK)
                 throw std::runtime_error(melissa_last_error());
         };
-        check(melissa_init_no_mpi(kField, count));
+        check(melissa_init_no_mpi(kField, static_cast<int>(values.size())));
         for (std::uint64_t m = 0; m < cell.per_client; ++m)
             check(melissa_send(kField, values.data()));
+        all_arrived();
         check(melissa_finalize());
         return;
     }
@@ -178,21 +188,25 @@ void send_all(Sender sender, Link link, const Cell &cell, int client, const std:
     zmq::socket_t push(context, zmq::socket_type::push);
     push.set(zmq::sockopt::sndhwm, kHighWaterMark);
     push.set(zmq::sockopt::sndtimeo, kTimeoutMs);
-    push.set(zmq::sockopt::linger, kTimeoutMs); // closing waits until everything left
+    push.set(zmq::sockopt::linger, kTimeoutMs);
     push.set(zmq::sockopt::immediate, 1);
     push.connect(address);
-    const std::array<std::byte, wire::kHeaderSize> header{};
+    // The header frame carries the client's index, for the parent's per-client count.
+    std::array<std::byte, wire::kHeaderSize> header{};
+    std::memcpy(header.data(), &client, sizeof(client));
     for (std::uint64_t m = 0; m < cell.per_client; ++m) {
         if (!push.send(zmq::buffer(header), zmq::send_flags::sndmore) ||
             !push.send(zmq::buffer(values.data(), cell.bytes), zmq::send_flags::none))
-            throw std::runtime_error("raw send timed out");
+            throw std::runtime_error("raw send: no progress in " +
+                                     std::to_string(kTimeoutMs / 1000) + " s");
     }
+    all_arrived();
     push.close();
-    context.close(); // waits for the linger: the bytes have left this process
+    context.close();
 }
 
 [[noreturn]] void client_main(Sender sender, Link link, const Cell &cell, int client, int ready,
-                              int go, int outcomes) {
+                              int parent, int outcomes) {
     // The payload is allocated and touched before the clock starts: page faults are set-up.
     std::vector<double> values(cell.bytes / sizeof(double));
     for (std::size_t i = 0; i < values.size(); ++i)
@@ -200,10 +214,14 @@ void send_all(Sender sender, Link link, const Cell &cell, int client, const std:
     write_all(ready, "r", 1);
     Go release{};
     Outcome outcome{client, 0, 0.0, {}};
-    if (read_all(go, &release, sizeof(release), Clock::now() + kDeadline)) {
+    if (read_all(parent, &release, sizeof(release), Clock::now() + kDeadline)) {
         const double cpu0 = cpu_seconds();
         try {
-            send_all(sender, link, cell, client, release.address, values);
+            send_all(sender, link, cell, client, release.address, values, [&] {
+                char byte;
+                if (cell.wait_for_ack && !read_all(parent, &byte, 1, Clock::now() + kDeadline))
+                    throw std::runtime_error("the parent never confirmed the data");
+            });
             outcome.ok = 1;
         } catch (const std::exception &e) {
             std::snprintf(outcome.error, sizeof(outcome.error), "%s", e.what());
@@ -218,18 +236,30 @@ void send_all(Sender sender, Link link, const Cell &cell, int client, const std:
 
 // ---- servers ---------------------------------------------------------------------------------
 
-/// Counts deliveries and notes when the last one arrived; costs nothing per message beyond that.
-class CountingConsumer final : public server::Consumer {
+/// Per-client counts of arrived messages: tells each client when all its data is in, and the
+/// waiting parent when everything is.
+class Tally {
   public:
-    explicit CountingConsumer(std::uint64_t expected) : expected_(expected) {}
+    Tally(const Cell &cell, std::vector<int> acks)
+        : per_client_(cell.per_client), message_bytes_(cell.bytes), acks_(std::move(acks)),
+          counts_(acks_.size()) {
+        for (auto &count : counts_)
+            count = 0;
+    }
 
-    void deliver(const server::Delivery &delivery, const std::atomic<bool> &) override {
-        bytes_ += delivery.count * wire::dtype_size(delivery.dtype);
-        if (++messages_ == expected_) {
-            std::lock_guard<std::mutex> lock(mutex_);
-            last_ = Clock::now();
-            done_.notify_all();
-        }
+    /// One message of `bytes` from `client` arrived; called by one thread only.
+    void add(std::size_t client, std::uint64_t bytes) {
+        if (!first_)
+            first_ = Clock::now();
+        bytes_ += bytes;
+        if (client >= counts_.size() || ++counts_[client] != per_client_)
+            return;
+        write_all(acks_[client], "a", 1);
+        if (++finished_ < counts_.size())
+            return;
+        std::lock_guard<std::mutex> lock(mutex_);
+        last_ = Clock::now();
+        done_.notify_all();
     }
 
     std::optional<Clock::time_point> wait(Clock::time_point deadline) {
@@ -238,79 +268,125 @@ class CountingConsumer final : public server::Consumer {
         return last_;
     }
 
-    std::uint64_t messages() const { return messages_; }
-    std::uint64_t bytes() const { return bytes_; }
+    /// When the first message arrived; read once wait() has returned a time.
+    Clock::time_point first() const { return *first_; }
+
+    std::uint64_t expected() const { return per_client_ * counts_.size(); }
+    /// Whether exactly the expected bytes arrived.
+    bool complete() const { return bytes_ == expected() * message_bytes_; }
+    std::uint64_t messages() const {
+        std::uint64_t total = 0;
+        for (const auto &count : counts_)
+            total += count;
+        return total;
+    }
 
   private:
-    const std::uint64_t expected_;
-    std::atomic<std::uint64_t> messages_{0}, bytes_{0};
+    const std::uint64_t per_client_;
+    const std::size_t message_bytes_;
+    const std::vector<int> acks_;
+    std::vector<std::atomic<std::uint64_t>> counts_;
+    std::atomic<std::size_t> finished_{0};
+    std::atomic<std::uint64_t> bytes_{0};
     std::mutex mutex_;
     std::condition_variable done_;
-    std::optional<Clock::time_point> last_;
+    std::optional<Clock::time_point> first_, last_;
 };
 
 /// The receiving side of one run: what the clients connect to, and the wait for their data.
 class Server {
   public:
+    explicit Server(Tally &tally) : tally_(tally) {}
     virtual ~Server() = default;
     virtual std::string address(Link link) const = 0;
     /// Waits for all messages; returns when the last arrived, or nothing past the deadline.
     virtual std::optional<Clock::time_point> wait(Clock::time_point deadline) = 0;
-    /// Empty if all the bytes arrived and nothing is amiss, else what is.
-    virtual std::string check(std::uint64_t bytes, int clients) = 0;
+    /// Empty if the run is sound, else what went wrong.
+    virtual std::string check() {
+        if (!tally_.complete())
+            return std::to_string(tally_.messages()) + " messages of " +
+                   std::to_string(tally_.expected()) + " arrived";
+        return "";
+    }
+    /// Extra facts for --loss-check's JSON line.
+    virtual std::string details() const { return ""; }
+
+  protected:
+    Tally &tally_;
+};
+
+/// The consumer of melissa's receiver: counts, and nothing else, so that it costs nothing.
+class CountingConsumer final : public server::Consumer {
+  public:
+    explicit CountingConsumer(Tally &tally) : tally_(tally) {}
+    void deliver(const server::Delivery &delivery, const std::atomic<bool> &) override {
+        tally_.add(delivery.simulation_id, delivery.count * wire::dtype_size(delivery.dtype));
+    }
+
+  private:
+    Tally &tally_;
 };
 
 class MelissaServer final : public Server {
   public:
-    MelissaServer(const Cell &cell, std::uint64_t messages)
-        : consumer_(std::make_shared<CountingConsumer>(messages)),
-          receiver_(server::ReceiverConfig{{kField}, kToken, 0, 1, wire::Routing::Cells,
-                                           transport::host_name(), cell.ipc_dir, kHighWaterMark},
-                    consumer_),
-          control_(receiver_.serve_handshakes({receiver_.endpoint()})) {}
+    MelissaServer(const Cell &cell, Tally &tally)
+        : Server(tally), receiver_(server::ReceiverConfig{{kField},
+                                                          kToken,
+                                                          0,
+                                                          1,
+                                                          wire::Routing::Cells,
+                                                          transport::host_name(),
+                                                          cell.ipc_dir,
+                                                          kHighWaterMark},
+                                   std::make_shared<CountingConsumer>(tally)),
+          control_(receiver_.serve_handshakes({receiver_.endpoint()})), clients_(cell.clients) {}
 
     std::string address(Link) const override { return control_; } // MELISSA_TRANSPORT picks
 
     std::optional<Clock::time_point> wait(Clock::time_point deadline) override {
-        return consumer_->wait(deadline);
+        return tally_.wait(deadline);
     }
 
-    std::string check(std::uint64_t bytes, int clients) override {
-        const server::Counters counters = receiver_.counters();
-        if (consumer_->bytes() != bytes)
-            return "melissa delivered " + std::to_string(consumer_->messages()) + " messages, " +
-                   std::to_string(consumer_->bytes()) + " bytes of " + std::to_string(bytes) +
-                   " (the receiver counted " + std::to_string(counters.messages) +
-                   " messages and dropped " + std::to_string(counters.dropped.size()) +
-                   " kinds; " + std::to_string(counters.handshakes) + " handshakes)";
-        // The END messages follow the data; every simulation must be seen complete.
-        for (auto until = Clock::now() + 10s; Clock::now() < until;) {
-            if (receiver_.finished_simulations().size() == static_cast<std::size_t>(clients))
-                break;
+    std::string check() override {
+        std::string problem = Server::check();
+        if (!problem.empty())
+            return problem;
+        // The END messages follow the data: every simulation must be seen complete.
+        for (const auto until = Clock::now() + 10s; Clock::now() < until && finished() < clients_;)
             std::this_thread::sleep_for(1ms);
-        }
+        const server::Counters counters = receiver_.counters();
         if (!counters.dropped.empty())
             return "melissa dropped messages: " + counters.dropped.begin()->first;
-        if (receiver_.finished_simulations().size() != static_cast<std::size_t>(clients))
-            return "melissa saw " + std::to_string(receiver_.finished_simulations().size()) +
-                   " of " + std::to_string(clients) + " simulations finish";
+        if (finished() != clients_)
+            return "melissa saw " + std::to_string(finished()) + " of " + std::to_string(clients_) +
+                   " simulations end";
         return "";
     }
 
+    std::string details() const override {
+        // The END messages trail the data by a little.
+        for (const auto until = Clock::now() + kGrace;
+             Clock::now() < until && finished() < clients_;)
+            std::this_thread::sleep_for(1ms);
+        return ", \"finished_simulations\": " + std::to_string(finished());
+    }
+
   private:
-    std::shared_ptr<CountingConsumer> consumer_;
+    int finished() const { return static_cast<int>(receiver_.finished_simulations().size()); }
+
     server::Receiver receiver_;
     std::string control_;
+    int clients_;
 };
 
 class RawServer final : public Server {
   public:
-    RawServer(const Cell &cell, std::uint64_t messages)
-        : socket_(context_, zmq::socket_type::pull), expected_(messages) {
+    RawServer(const Cell &cell, Tally &tally)
+        : Server(tally), socket_(context_, zmq::socket_type::pull) {
+        // The options and endpoints of melissa's inbox: tcp on all interfaces, reached by the
+        // host's name, and a Unix socket in the same directory.
         socket_.set(zmq::sockopt::rcvhwm, kHighWaterMark);
-        if (!std::getenv("RAW_LINGER_DEFAULT")) socket_.set(zmq::sockopt::linger, 0);
-        // The same endpoints as melissa's inbox: tcp on all interfaces, reached by host name,
-        // and a Unix socket in the same directory.
+        socket_.set(zmq::sockopt::linger, 0);
         socket_.bind("tcp://*:*");
         const std::string bound = socket_.get(zmq::sockopt::last_endpoint);
         tcp_ = "tcp://" + transport::host_name() + bound.substr(bound.rfind(':'));
@@ -320,61 +396,59 @@ class RawServer final : public Server {
 
     ~RawServer() override { std::remove(ipc_.c_str()); }
 
-    std::string address(Link link) const override { return link == Link::Ipc ? "ipc://" + ipc_ : tcp_; }
+    std::string address(Link link) const override {
+        return link == Link::Ipc ? "ipc://" + ipc_ : tcp_;
+    }
 
     std::optional<Clock::time_point> wait(Clock::time_point deadline) override {
         zmq::message_t header, payload;
-        for (std::uint64_t m = 0; m < expected_; ++m) {
+        for (std::uint64_t m = 0; m < tally_.expected(); ++m) {
             const auto left =
                 std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
             socket_.set(zmq::sockopt::rcvtimeo, static_cast<int>(std::max<long>(left.count(), 1)));
             if (!socket_.recv(header) || !header.more() || !socket_.recv(payload))
                 return std::nullopt;
-            bytes_ += payload.size();
+            int client = -1;
+            if (header.size() >= sizeof(client))
+                std::memcpy(&client, header.data(), sizeof(client));
+            tally_.add(static_cast<std::size_t>(client), payload.size());
         }
-        return Clock::now();
-    }
-
-    std::string check(std::uint64_t bytes, int) override {
-        return bytes_ == bytes ? "" : "raw received " + std::to_string(bytes_) + " bytes";
+        return tally_.wait(deadline);
     }
 
   private:
     zmq::context_t context_;
     zmq::socket_t socket_;
-    std::uint64_t expected_, bytes_ = 0;
     std::string tcp_, ipc_;
 };
 
 // ---- one run ---------------------------------------------------------------------------------
 
 struct Run {
-    double seconds, server_cpu, client_cpu;
+    double seconds = 0, server_cpu = 0, client_cpu = 0;
+    double first = 0;          // seconds to the first delivery: connection set-up, handshake
+    std::uint64_t arrived = 0; // --loss-check: messages that arrived
+    std::string details;       // --loss-check: the server's extra facts
 };
 
 /// The one timing loop: forks the clients, releases them, waits for all their data.
 Run run_once(Sender sender, Link link, const Cell &cell) {
-    const std::uint64_t messages = cell.per_client * static_cast<std::uint64_t>(cell.clients);
     Pipe ready, outcomes;
-    std::vector<std::unique_ptr<Pipe>> go;
+    std::vector<std::unique_ptr<Pipe>> parent; // release, then "all your data arrived"
     std::vector<pid_t> pids;
     std::fflush(nullptr);
     // Forked before the server exists: the parent has no thread yet, so the children inherit no
     // lock held by one, and no ZeroMQ context.
     for (int c = 0; c < cell.clients; ++c) {
-        go.push_back(std::make_unique<Pipe>());
+        parent.push_back(std::make_unique<Pipe>());
         const pid_t pid = ::fork();
         if (pid < 0)
             fail(std::string("fork: ") + std::strerror(errno));
         if (pid == 0)
-            client_main(sender, link, cell, c, ready.write, go.back()->read, outcomes.write);
+            client_main(sender, link, cell, c, ready.write, parent.back()->read, outcomes.write);
         pids.push_back(pid);
     }
     const auto kill_clients = [&](const std::string &why) {
-        int running = 0;
-        for (const pid_t pid : pids)
-            running += ::waitpid(pid, nullptr, WNOHANG) == 0;
-        std::fprintf(stderr, "%d clients still running\n", running);
         for (const pid_t pid : pids)
             ::kill(pid, SIGKILL);
         for (const pid_t pid : pids)
@@ -382,48 +456,68 @@ Run run_once(Sender sender, Link link, const Cell &cell) {
         fail(std::string(name(sender)) + " over " + name(link) + ": " + why);
     };
 
+    std::vector<int> acks;
+    for (const auto &pipe : parent)
+        acks.push_back(pipe->write);
+    Tally tally(cell, acks);
     std::unique_ptr<Server> receiving;
     if (sender == Sender::Melissa)
-        receiving = std::make_unique<MelissaServer>(cell, messages);
+        receiving = std::make_unique<MelissaServer>(cell, tally);
     else
-        receiving = std::make_unique<RawServer>(cell, messages);
+        receiving = std::make_unique<RawServer>(cell, tally);
     Go release{};
-    std::snprintf(release.address, sizeof(release.address), "%s",
-                  receiving->address(link).c_str());
+    std::snprintf(release.address, sizeof(release.address), "%s", receiving->address(link).c_str());
     for (int c = 0; c < cell.clients; ++c) {
         char byte;
         if (!read_all(ready.read, &byte, 1, Clock::now() + kDeadline))
             kill_clients("a client never got ready");
     }
 
+    Run run;
     const double cpu0 = cpu_seconds();
     const auto start = Clock::now();
-    for (const auto &pipe : go)
+    for (const auto &pipe : parent)
         write_all(pipe->write, &release, sizeof(release));
-    const std::optional<Clock::time_point> last = receiving->wait(start + kDeadline);
-    const double server_cpu = cpu_seconds() - cpu0;
-    if (!last)
-        kill_clients("not all messages arrived within the deadline: " +
-                     receiving->check(messages * cell.bytes, cell.clients));
-
-    double client_cpu = 0;
-    for (int c = 0; c < cell.clients; ++c) {
-        Outcome outcome{};
-        if (!read_all(outcomes.read, &outcome, sizeof(outcome), Clock::now() + kDeadline))
-            kill_clients("a client did not report");
-        if (!outcome.ok)
-            kill_clients("client " + std::to_string(outcome.client) + ": " + outcome.error);
-        client_cpu += outcome.cpu;
+    const auto collect_outcomes = [&] {
+        for (int c = 0; c < cell.clients; ++c) {
+            Outcome outcome{};
+            if (!read_all(outcomes.read, &outcome, sizeof(outcome), Clock::now() + kDeadline))
+                kill_clients("a client did not report");
+            if (!outcome.ok)
+                kill_clients("client " + std::to_string(outcome.client) + ": " + outcome.error);
+            run.client_cpu += outcome.cpu;
+        }
+    };
+    if (!cell.wait_for_ack) {
+        // The clients end on their own; what has not arrived once nothing came for kGrace is lost.
+        for (std::uint64_t seen = ~0ull; tally.messages() != seen;) {
+            seen = tally.messages();
+            if (receiving->wait(Clock::now() + kGrace))
+                break;
+        }
+        collect_outcomes();
+        run.arrived = tally.messages();
+        run.details = receiving->details();
+    } else {
+        const std::optional<Clock::time_point> last = receiving->wait(start + kDeadline);
+        run.server_cpu = cpu_seconds() - cpu0;
+        if (!last)
+            kill_clients("not all messages arrived within the deadline: " + receiving->check());
+        run.seconds = std::chrono::duration<double>(*last - start).count();
+        run.first = std::chrono::duration<double>(tally.first() - start).count();
+        collect_outcomes();
     }
     for (const pid_t pid : pids) {
         int status = 0;
         if (::waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
             fail("a client exited abnormally");
     }
-    const std::string problem = receiving->check(messages * cell.bytes, cell.clients);
-    if (!problem.empty())
-        fail(problem);
-    return {std::chrono::duration<double>(*last - start).count(), server_cpu, client_cpu};
+    if (cell.wait_for_ack) {
+        const std::string problem = receiving->check();
+        if (!problem.empty())
+            fail(std::string(name(sender)) + " over " + name(link) + ": " + problem);
+    }
+    return run;
 }
 
 std::vector<Link> parse_links(const std::string &text) {
@@ -451,6 +545,10 @@ int main(int argc, char **argv) {
     std::vector<Link> links{Link::Ipc, Link::Tcp};
     for (int i = 1; i < argc; ++i) {
         const std::string option = argv[i];
+        if (option == "--loss-check") {
+            cell.wait_for_ack = false;
+            continue;
+        }
         if (i + 1 >= argc)
             fail(option + " needs a value");
         const std::string value = argv[++i];
@@ -471,8 +569,9 @@ int main(int argc, char **argv) {
         else
             fail("unknown option " + option);
     }
-    if (cell.bytes == 0 || cell.bytes % sizeof(double) != 0 || cell.bytes / sizeof(double) > INT32_MAX)
-        fail("--size must be a positive multiple of 8 bytes below 16 GiB");
+    if (cell.bytes == 0 || cell.bytes % sizeof(double) != 0 ||
+        cell.bytes / sizeof(double) > INT_MAX)
+        fail("--size must be a positive multiple of 8 bytes, below 16 GiB");
     if (cell.clients < 1 || total < static_cast<std::uint64_t>(cell.clients) || repeats < 1)
         fail("--clients, --messages (at least one per client) and --repeats must be positive");
     cell.per_client = total / static_cast<std::uint64_t>(cell.clients);
@@ -484,12 +583,18 @@ int main(int argc, char **argv) {
             for (int k = 0; k < 2; ++k) {
                 const Sender sender = (r + rotate + k) % 2 == 0 ? Sender::Melissa : Sender::Raw;
                 const Run run = run_once(sender, link, cell);
-                std::printf("{\"sender\": \"%s\", \"link\": \"%s\", \"size\": %zu, \"clients\": %d, "
-                            "\"messages\": %llu, \"repeat\": %d, \"seconds\": %.9f, "
-                            "\"server_cpu\": %.6f, \"client_cpu\": %.6f}\n",
+                std::printf("{\"sender\": \"%s\", \"link\": \"%s\", \"size\": %zu, "
+                            "\"clients\": %d, \"messages\": %llu, \"repeat\": %d",
                             name(sender), name(link), cell.bytes, cell.clients,
                             static_cast<unsigned long long>(cell.per_client * cell.clients),
-                            r + rotate, run.seconds, run.server_cpu, run.client_cpu);
+                            r + rotate);
+                if (cell.wait_for_ack)
+                    std::printf(", \"seconds\": %.9f, \"first\": %.9f, \"server_cpu\": %.6f, "
+                                "\"client_cpu\": %.6f}\n",
+                                run.seconds, run.first, run.server_cpu, run.client_cpu);
+                else
+                    std::printf(", \"arrived\": %llu%s}\n",
+                                static_cast<unsigned long long>(run.arrived), run.details.c_str());
                 std::fflush(stdout);
             }
     return 0;

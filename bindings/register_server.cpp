@@ -7,6 +7,7 @@
 
 #include "../cpp/server/consumers.hpp"
 #include "../cpp/server/receiver.hpp"
+#include "../cpp/server/replay_buffer.hpp"
 
 namespace py = pybind11;
 namespace server = melissa::server;
@@ -56,6 +57,30 @@ py::dict state_copy(std::vector<melissa::stats::StateArray> arrays) {
                 py::array_t<std::uint64_t>(shape, static_cast<const std::uint64_t *>(a.data));
     }
     return out;
+}
+
+/// (simulation_ids, time_steps, values (size, cells)) without copying the batch's vectors.
+py::tuple batch_arrays(server::Batch batch, std::size_t cells) {
+    auto owned = [](auto vector, std::vector<py::ssize_t> shape) {
+        using Vector = decltype(vector);
+        auto *kept = new Vector(std::move(vector));
+        py::capsule free(kept, [](void *p) { delete static_cast<Vector *>(p); });
+        return py::array_t<typename Vector::value_type>(shape, kept->data(), free);
+    };
+    const auto n = static_cast<py::ssize_t>(batch.size());
+    return py::make_tuple(owned(std::move(batch.simulation_ids), {n}),
+                          owned(std::move(batch.time_steps), {n}),
+                          owned(std::move(batch.values), {n, static_cast<py::ssize_t>(cells)}));
+}
+
+server::BufferPolicy policy_from(const std::string &name) {
+    if (name == "FIFO")
+        return server::BufferPolicy::Fifo;
+    if (name == "FIRO")
+        return server::BufferPolicy::Firo;
+    if (name == "Reservoir")
+        return server::BufferPolicy::Reservoir;
+    throw py::value_error("buffer must be 'FIFO', 'FIRO' or 'Reservoir', got '" + name + "'");
 }
 
 } // namespace
@@ -117,6 +142,72 @@ void register_server(py::module_ &m) {
             },
             "[(field_id, time_step, offset, cells, {statistic: state arrays})] for every "
             "(field, time step) seen, copied under the lock.");
+
+    py::class_<server::ReplayBuffer, server::Consumer, std::shared_ptr<server::ReplayBuffer>>(
+        m, "ReplayBuffer")
+        .def(py::init([](const std::string &policy, std::size_t capacity, std::size_t watermark,
+                         std::size_t n_fields, std::vector<std::uint32_t> validation,
+                         std::uint64_t seed) {
+                 return std::make_shared<server::ReplayBuffer>(server::BufferConfig{
+                     policy_from(policy), capacity, watermark, n_fields,
+                     std::set<std::uint32_t>(validation.begin(), validation.end()), seed});
+             }),
+             py::arg("policy"), py::arg("capacity"), py::arg("watermark"), py::arg("n_fields"),
+             py::arg("validation") = std::vector<std::uint32_t>{}, py::arg("seed") = 0)
+        .def(
+            "push",
+            [](server::ReplayBuffer &self, std::uint32_t simulation_id, std::uint32_t time_step,
+               std::uint32_t field_id, const py::array_t<float, py::array::c_style |
+                                                                  py::array::forcecast> &values) {
+                server::Delivery d;
+                d.simulation_id = simulation_id;
+                d.field_id = field_id;
+                d.time_step = time_step;
+                d.offset = 0;
+                d.count = static_cast<std::uint64_t>(values.size());
+                d.dtype = wire::DType::Float32;
+                d.values = values.data();
+                static const std::atomic<bool> never_stopping{false};
+                py::gil_scoped_release release;
+                self.deliver(d, never_stopping);
+            },
+            py::arg("simulation_id"), py::arg("time_step"), py::arg("field_id"), py::arg("values"),
+            "Adds one field of one (simulation, time step) as the receiver would: for training "
+            "from data that is already in memory or on disk, and for tests. Blocks while a FIFO "
+            "or FIRO buffer is full.")
+        .def("has_batch", &server::ReplayBuffer::has_batch, py::arg("n"))
+        .def(
+            "batch",
+            [](server::ReplayBuffer &self, std::size_t n, double timeout) {
+                server::Batch batch;
+                {
+                    py::gil_scoped_release release;
+                    batch = self.batch(n, std::chrono::milliseconds(
+                                              static_cast<long long>(timeout * 1e3)));
+                }
+                return batch_arrays(std::move(batch), self.sample_cells());
+            },
+            py::arg("n"), py::arg("timeout"),
+            "(simulation_ids, time_steps, values (k, cells) float32); k = 0 after the timeout.")
+        .def("drain", &server::ReplayBuffer::drain)
+        .def("exhausted", &server::ReplayBuffer::exhausted)
+        .def("validation_samples",
+             [](server::ReplayBuffer &self) {
+                 return batch_arrays(self.validation_samples(), self.sample_cells());
+             })
+        .def_property_readonly("sample_cells", &server::ReplayBuffer::sample_cells)
+        .def("stats", [](server::ReplayBuffer &self) {
+            const server::BufferStats s = self.stats();
+            py::dict d;
+            d["size"] = s.size;
+            d["validation_samples"] = s.validation_samples;
+            d["received"] = s.received;
+            d["evicted"] = s.evicted;
+            d["drawn"] = s.drawn;
+            d["uses"] = s.uses;
+            d["draining"] = s.draining;
+            return d;
+        });
 
     py::class_<server::Receiver>(m, "Receiver")
         .def(py::init([](std::vector<std::string> field_names, std::uint64_t token,

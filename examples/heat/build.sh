@@ -13,7 +13,7 @@ if [ $# -ne 1 ]; then
   exit 2
 fi
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-venv=${MELISSA_VENV:-$here/../../.venv}
+venv=$here/../../.venv
 build=$1
 mkdir -p "$build"
 log=$build/build.log

@@ -23,8 +23,9 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 NX, NY, STEPS = 13, 11, 25
-# A negative initial temperature: the parameters the launcher appends may be negative.
-TEMPERATURES = ["-12.5", "100", "250.25", "300", "475"]
+# A negative initial temperature in exponent notation: the launcher appends repr() of the
+# parameters, which may read so.
+TEMPERATURES = ["-1.25e+1", "100", "250.25", "300", "475"]
 TOLERANCE = 1e-12
 
 

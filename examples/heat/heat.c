@@ -4,8 +4,8 @@
 // every time step of the temperature goes to the study's server. heat.f90 and heat.py are the
 // same solver in Fortran and Python; the three give the same values to rounding.
 //
-//     heat [--nx N] [--ny N] [--steps N] [--alpha A] [--field-name NAME]
-//          [--write-fields DIR] [--no-melissa] INITIAL LEFT RIGHT BOTTOM TOP
+//     heat_c [--nx N] [--ny N] [--steps N] [--alpha A] [--field-name NAME]
+//            [--write-fields DIR] [--no-melissa] INITIAL LEFT RIGHT BOTTOM TOP
 //
 // The grid has nx x ny interior points, spacing hx = 1/(nx+1) and hy = 1/(ny+1); the points
 // around them hold the Dirichlet boundary temperatures (left x=0, right x=1, bottom y=0, top
@@ -36,8 +36,8 @@
 enum { INITIAL, LEFT, RIGHT, BOTTOM, TOP };
 
 static const char *const usage_text =
-    "usage: heat [--nx N] [--ny N] [--steps N] [--alpha A] [--field-name NAME]\n"
-    "            [--write-fields DIR] [--no-melissa] INITIAL LEFT RIGHT BOTTOM TOP\n";
+    "usage: heat_c [--nx N] [--ny N] [--steps N] [--alpha A] [--field-name NAME]\n"
+    "              [--write-fields DIR] [--no-melissa] INITIAL LEFT RIGHT BOTTOM TOP\n";
 
 struct options {
     int nx, ny, steps;
@@ -67,8 +67,13 @@ static int parse_double(const char *text, double *value) {
 
 // Returns NULL on success, else what is wrong with the command line.
 static const char *parse(int argc, char **argv, struct options *opt) {
-    *opt = (struct options){.nx = 40, .ny = 40, .steps = 20, .alpha = 1.0,
-                            .field_name = "temperature", .write_fields = NULL, .use_melissa = 1};
+    *opt = (struct options){.nx = 40,
+                            .ny = 40,
+                            .steps = 20,
+                            .alpha = 1.0,
+                            .field_name = "temperature",
+                            .write_fields = NULL,
+                            .use_melissa = 1};
     int i = 1;
     // Options come first: the launcher appends the parameters, which may be negative numbers.
     for (; i < argc && strncmp(argv[i], "--", 2) == 0; ++i) {
@@ -110,7 +115,7 @@ static const char *parse(int argc, char **argv, struct options *opt) {
         return "expected 5 temperatures: INITIAL LEFT RIGHT BOTTOM TOP";
     for (int k = 0; k < N_TEMPERATURES; ++k)
         if (!parse_double(argv[i + k], &opt->temperature[k]))
-            return "a temperature is not a finite number";
+            return "each temperature needs a finite number";
     // Gatherv counts and melissa's sizes are ints.
     if ((long long)opt->nx * opt->ny > INT_MAX)
         return "nx * ny must be below 2^31";
@@ -118,12 +123,13 @@ static const char *parse(int argc, char **argv, struct options *opt) {
 }
 
 // A failure on one rank must not leave the others waiting in a collective call.
-static void fail(const char *what, const char *why) {
+_Noreturn static void fail(const char *what, const char *why) {
     int rank;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    fprintf(stderr, "heat rank %d: %s: %s\n", rank, what, why);
+    fprintf(stderr, "heat_c rank %d: %s: %s\n", rank, what, why);
     fflush(stderr);
     MPI_Abort(MPI_COMM_WORLD, 1);
+    exit(1); // not reached: MPI_Abort ends every rank
 }
 
 static void check_melissa(int code, const char *call) {
@@ -169,7 +175,7 @@ int main(int argc, char **argv) {
         bad = "ny must be at least the number of MPI ranks";
     if (bad != NULL) {
         if (rank == 0)
-            fprintf(stderr, "heat: %s\n%s", bad, usage_text);
+            fprintf(stderr, "heat_c: %s\n%s", bad, usage_text);
         MPI_Finalize();
         return 2;
     }
@@ -232,8 +238,8 @@ int main(int argc, char **argv) {
         // My first row to the rank below, whose top halo it is; my last row to the rank above.
         MPI_Sendrecv(&u[width + 1], nx, MPI_DOUBLE, below, 0, &u[(size_t)(rows + 1) * width + 1],
                      nx, MPI_DOUBLE, above, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-        MPI_Sendrecv(&u[(size_t)rows * width + 1], nx, MPI_DOUBLE, above, 1, &u[1], nx,
-                     MPI_DOUBLE, below, 1, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+        MPI_Sendrecv(&u[(size_t)rows * width + 1], nx, MPI_DOUBLE, above, 1, &u[1], nx, MPI_DOUBLE,
+                     below, 1, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
         // The operations in this order in all three languages, for the same rounding.
         for (int j = 1; j <= rows; ++j) {
             for (int i = 1; i <= nx; ++i) {

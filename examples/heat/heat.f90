@@ -7,8 +7,8 @@
 !     heat_fortran [--nx N] [--ny N] [--steps N] [--alpha A] [--field-name NAME]
 !                  [--write-fields DIR] [--no-melissa] INITIAL LEFT RIGHT BOTTOM TOP
 !
-! u(i, j) is column i, row j: columns are contiguous, so the memory layout is heat.c's u[j][i],
-! and the cells of rows j are the row-major global cells j * nx + i (0-based).
+! u(i, j) is column i, row j: i varies fastest, so the memory layout is heat.c's u[j][i], and a
+! rank's cells, row after row, are the global cells j * nx + i (0-based) as in heat.c.
 program heat
   use, intrinsic :: iso_fortran_env, only: error_unit, real64
   use, intrinsic :: ieee_arithmetic, only: ieee_is_finite
@@ -145,6 +145,7 @@ contains
     write (error_unit, '(a, i0, 4a)') "heat_fortran rank ", rank, ": ", what, ": ", why
     flush (error_unit)
     call MPI_Abort(MPI_COMM_WORLD, 1)
+    error stop 1  ! not reached: MPI_Abort ends every rank
   end subroutine fail
 
   subroutine check_melissa(code, call_name)
@@ -153,7 +154,8 @@ contains
     if (code /= MELISSA_OK) call fail(call_name, melissa_last_error())
   end subroutine check_melissa
 
-  ! Little-endian whatever the host's byte order, as heat.c and heat.py write.
+  ! Little-endian whatever the host's byte order, as heat.c and heat.py write (CONVERT= is an
+  ! extension, which gfortran, ifx and flang take).
   subroutine write_field(dir, time_step, values)
     character(len=*), intent(in) :: dir
     integer, intent(in) :: time_step
@@ -263,7 +265,7 @@ contains
     end if
     do k = 1, 5
       if (.not. parse_real(argument(i + k - 1), opt%temperature(k))) then
-        bad = "a temperature is not a finite number"
+        bad = "each temperature needs a finite number"
         return
       end if
     end do

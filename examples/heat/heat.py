@@ -12,10 +12,10 @@ nx + 1, as in heat.c.
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import numpy as np
@@ -24,27 +24,37 @@ from mpi4py import MPI
 from melissa import client
 
 COMM = MPI.COMM_WORLD
-TEMPERATURES = ("initial", "left", "right", "bottom", "top")
+USAGE = """\
+usage: heat.py [--nx N] [--ny N] [--steps N] [--alpha A] [--field-name NAME]
+               [--write-fields DIR] [--no-melissa] INITIAL LEFT RIGHT BOTTOM TOP"""
 
 
-class _Parser(argparse.ArgumentParser):
-    # Every rank parses the same command line: only rank 0 says what is wrong, all exit with 2.
-    def error(self, message: str) -> NoReturn:
-        if COMM.rank == 0:
-            self.print_usage(sys.stderr)
-            print(f"{self.prog}: {message}", file=sys.stderr)
-        sys.exit(2)
+@dataclass
+class Options:
+    nx: int = 40
+    ny: int = 40
+    steps: int = 20
+    alpha: float = 1.0
+    field_name: str = "temperature"
+    write_fields: str | None = None  # None: no files
+    use_melissa: bool = True
+    temperatures: tuple[float, ...] = ()  # initial, left, right, bottom, top
 
 
-def _converter(kind: type, test: Callable[[Any], bool], what: str) -> Callable[[str], Any]:
-    """An argparse type: `kind` values that pass `test`, else an error saying `what` is due."""
-    def convert(text: str) -> Any:
+class UsageError(ValueError):
+    pass
+
+
+def _converter(kind: Callable[[str], Any], test: Callable[[Any], bool],
+               what: str) -> Callable[[str, str], Any]:
+    """Converts an argument to `kind` where it passes `test`, else says it needs `what`."""
+    def convert(text: str, name: str) -> Any:
         try:
             value = kind(text)
         except ValueError:
             value = None
         if value is None or not test(value):
-            raise argparse.ArgumentTypeError(f"needs {what}, got {text!r}")
+            raise UsageError(f"{name} needs {what}")
         return value
     return convert
 
@@ -54,37 +64,49 @@ _finite = _converter(float, math.isfinite, "a finite number")
 _positive = _converter(float, lambda v: math.isfinite(v) and v > 0, "a positive number")
 _directory = _converter(str, bool, "a directory")
 
+# The options that take a value: the Options field each sets, and its conversion.
+VALUE_OPTIONS = {"--nx": ("nx", _positive_int), "--ny": ("ny", _positive_int),
+                 "--steps": ("steps", _positive_int), "--alpha": ("alpha", _positive),
+                 "--field-name": ("field_name", lambda text, name: text),
+                 "--write-fields": ("write_fields", _directory)}
 
-def parse(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = _Parser(prog="heat.py", allow_abbrev=False,
-                     description="2D heat equation, explicit finite differences, rows over MPI "
-                     "ranks; streams each time step to melissa.")
-    parser.add_argument("--nx", type=_positive_int, default=40, help="interior columns")
-    parser.add_argument("--ny", type=_positive_int, default=40, help="interior rows")
-    parser.add_argument("--steps", type=_positive_int, default=20, help="time steps")
-    parser.add_argument("--alpha", type=_positive, default=1.0, help="diffusivity")
-    parser.add_argument("--field-name", default="temperature")
-    parser.add_argument("--write-fields", metavar="DIR", type=_directory,
-                        help="also write every time step to DIR/step-TTTT.bin (DIR must exist)")
-    parser.add_argument("--no-melissa", action="store_true", help="run without a study")
-    # One argument each: argparse of Python < 3.12 fails on a missing nargs=5 with a metavar
-    # tuple.
-    for name in TEMPERATURES:
-        parser.add_argument(name, type=_finite, metavar=name.upper())
-    args = parser.parse_args(argv)
-    if args.ny < COMM.size:
-        parser.error("ny must be at least the number of MPI ranks")
+
+def parse(argv: list[str]) -> Options:
+    """Raises UsageError. As heat.c: options first, since the launcher appends the parameters,
+    which may be negative numbers such as -1e-05 (which argparse would take for an option)."""
+    options = Options()
+    i = 0
+    while i < len(argv) and argv[i].startswith("--"):
+        name = argv[i]
+        i += 1
+        if name == "--":
+            break
+        if name == "--no-melissa":
+            options.use_melissa = False
+            continue
+        if name not in VALUE_OPTIONS:
+            raise UsageError("unknown option")
+        if i == len(argv):
+            raise UsageError("an option lacks its value")
+        field, convert = VALUE_OPTIONS[name]
+        setattr(options, field, convert(argv[i], name))
+        i += 1
+    if len(argv) - i != 5:
+        raise UsageError("expected 5 temperatures: INITIAL LEFT RIGHT BOTTOM TOP")
+    options.temperatures = tuple(_finite(text, "each temperature") for text in argv[i:])
     # Gatherv counts and melissa's sizes are C ints.
-    if args.nx * args.ny > 2**31 - 1:
-        parser.error("nx * ny must be below 2^31")
-    return args
+    if options.nx * options.ny > 2**31 - 1:
+        raise UsageError("nx * ny must be below 2^31")
+    return options
 
 
 def fail(what: str, why: object) -> NoReturn:
     """A failure on one rank must not leave the others waiting in a collective call."""
-    print(f"heat.py rank {COMM.rank}: {what}: {why}", file=sys.stderr, flush=True)
+    # One write, so that the lines of two failing ranks do not interleave.
+    sys.stderr.write(f"heat.py rank {COMM.rank}: {what}: {why}\n")
+    sys.stderr.flush()
     COMM.Abort(1)
-    raise SystemExit(1)  # not reached: Abort ends the process
+    raise SystemExit(1)  # not reached: Abort ends every rank
 
 
 def melissa_call(name: str, function: Callable[..., None], *args: object) -> None:
@@ -98,13 +120,11 @@ def first_row(rank: int, n_ranks: int, ny: int) -> int:
     return rank * ny // n_ranks
 
 
-def main() -> None:
-    args = parse()
-    nx, ny = args.nx, args.ny
-    initial, left, right, bottom, top = (getattr(args, name) for name in TEMPERATURES)
+def run(options: Options) -> None:
+    nx, ny = options.nx, options.ny
+    initial, left, right, bottom, top = options.temperatures
     rank, n_ranks = COMM.rank, COMM.size
-    row0 = first_row(rank, n_ranks, ny)
-    rows = first_row(rank + 1, n_ranks, ny) - row0
+    rows = first_row(rank + 1, n_ranks, ny) - first_row(rank, n_ranks, ny)
     below = rank - 1 if rank > 0 else MPI.PROC_NULL
     above = rank + 1 if rank < n_ranks - 1 else MPI.PROC_NULL
 
@@ -119,21 +139,21 @@ def main() -> None:
     new = u.copy()
 
     # Rank 0 gathers the whole field for --write-fields; every rank knows the decomposition.
-    field = np.empty(nx * ny) if args.write_fields is not None and rank == 0 else None
+    field = np.empty(nx * ny) if options.write_fields is not None and rank == 0 else None
     gather = None
     if field is not None:
         starts = [first_row(r, n_ranks, ny) * nx for r in range(n_ranks + 1)]
         gather = [field, np.diff(starts), starts[:-1], MPI.DOUBLE]
 
-    if not args.no_melissa:
-        melissa_call("melissa_init", client.init, args.field_name, rows * nx, COMM)
+    if options.use_melissa:
+        melissa_call("melissa_init", client.init, options.field_name, rows * nx, COMM)
 
     hx, hy = 1.0 / (nx + 1), 1.0 / (ny + 1)
     h = min(hx, hy)
-    dt = 0.2 * h * h / args.alpha
-    rx, ry = args.alpha * dt / (hx * hx), args.alpha * dt / (hy * hy)
+    dt = 0.2 * h * h / options.alpha
+    rx, ry = options.alpha * dt / (hx * hx), options.alpha * dt / (hy * hy)
 
-    for step in range(args.steps):
+    for step in range(options.steps):
         # My first row to the rank below, whose top halo it is; my last row to the rank above.
         COMM.Sendrecv(u[1, 1:-1], below, 0, u[rows + 1, 1:-1], above, 0)
         COMM.Sendrecv(u[rows, 1:-1], above, 1, u[0, 1:-1], below, 1)
@@ -144,20 +164,34 @@ def main() -> None:
         u, new = new, u
 
         cells = np.ascontiguousarray(u[1:-1, 1:-1]).reshape(-1)
-        if not args.no_melissa:
-            melissa_call("melissa_send", client.send, args.field_name, cells)
-        if args.write_fields is not None:
+        if options.use_melissa:
+            melissa_call("melissa_send", client.send, options.field_name, cells)
+        if options.write_fields is not None:
             COMM.Gatherv(cells, gather, root=0)
             if field is not None:
-                path = f"{args.write_fields}/step-{step:04d}.bin"
+                path = f"{options.write_fields}/step-{step:04d}.bin"
                 try:
                     field.astype("<f8").tofile(path)
                 except OSError as error:
                     fail(path, error.strerror)
 
-    if not args.no_melissa:
+    if options.use_melissa:
         melissa_call("melissa_finalize", client.finalize)
 
 
+def main() -> int:
+    # Every rank sees the same command line, so every rank takes the same way out.
+    try:
+        options = parse(sys.argv[1:])
+        if options.ny < COMM.size:
+            raise UsageError("ny must be at least the number of MPI ranks")
+    except UsageError as error:
+        if COMM.rank == 0:
+            print(f"heat.py: {error}\n{USAGE}", file=sys.stderr)
+        return 2
+    run(options)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

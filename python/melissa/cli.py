@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """The `melissa` command (also `python -m melissa`, and `melissa-launcher --config_name`).
 
-    melissa run CONFIG [--overwrite]   run a study
+    melissa run CONFIG [--overwrite | --resume]   run a study
     melissa schema                     print the config's JSON Schema
     melissa plot OUTPUT_DIR            render the results as PNG figures
     melissa --cmakedir                 where find_package(Melissa) looks
@@ -40,12 +40,12 @@ def _print_dir(path: Path) -> int:
     return 0
 
 
-def _run(config: Path, overwrite: bool) -> int:
+def _run(config: Path, overwrite: bool, resume: bool) -> int:
     from melissa.config import ConfigError
     from melissa.launcher import StudyError, run_study
 
     try:
-        outcome = run_study(config, overwrite=overwrite)
+        outcome = run_study(config, overwrite=overwrite, resume=resume)
     except ConfigError as error:
         print(f"melissa: {error}", file=sys.stderr)
         return 2
@@ -91,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("config", type=Path)
     run.add_argument("--overwrite", action="store_true",
                      help="replace the results of an earlier study in the same output_dir")
+    run.add_argument("--resume", action="store_true",
+                     help="continue a training study from its last checkpoint, running only "
+                     "the simulations it had not used")
     commands.add_parser("schema", help="print the JSON Schema of a config")
     plot = commands.add_parser("plot", help="render a study's results as PNG figures")
     plot.add_argument("output_dir", type=Path)
@@ -101,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
                         stream=sys.stderr)
     if args.command == "run":
-        return _run(args.config, args.overwrite)
+        return _run(args.config, args.overwrite, args.resume)
     if args.command == "schema":
         from melissa.config import schema
 

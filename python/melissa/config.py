@@ -117,6 +117,43 @@ class SaConfig(_Section):
         return 0
 
 
+class DlConfig(_Section):
+    batch_size: PositiveInt = Field(
+        32, description="Samples per training step over all server ranks (each rank draws its "
+        "share)."
+    )
+    buffer: Literal["FIFO", "FIRO", "Reservoir"] = Field(
+        "FIRO", description="FIFO: first in, first out; FIRO: first in, random out; Reservoir: "
+        "a uniform random sample of everything received, samples reused."
+    )
+    buffer_size: PositiveInt = Field(
+        1000, description="Samples held over all server ranks (each rank holds its share)."
+    )
+    per_server_watermark: PositiveInt = Field(
+        100, description="Samples a server rank holds before training starts."
+    )
+    nb_batches_update: PositiveInt = Field(
+        50, description="Training steps between two validations."
+    )
+    checkpoint_interval: PositiveFloat = Field(
+        300.0, description="Seconds between checkpoints of the model and the optimizer."
+    )
+    learning_rate: PositiveFloat = Field(1e-3, description="The optimizer's learning rate.")
+    validation_simulations: Annotated[int, Field(ge=0)] = Field(
+        0, description="Simulations held out of training, for validation (the first ones, so "
+        "that validation can start early)."
+    )
+    server_class: str | None = Field(
+        None, description="The user's training server, 'module:Class', a subclass of "
+        "melissa.server.training.TrainingServer; default: an MLP (parameters, time step) -> "
+        "fields."
+    )
+    routing: Literal["time_step", "simulation"] = Field(
+        "time_step", description="Whole time steps go round robin to the server ranks over "
+        "time steps, or over simulations."
+    )
+
+
 class Timeouts(_Section):
     server_start: PositiveFloat = Field(
         120.0, description="Seconds the server may take to start and publish its address."
@@ -161,6 +198,7 @@ class ClientConfig(_Section):
 class Config(_Section):
     study_options: StudyOptions
     sa_config: SaConfig | None = None
+    dl_config: DlConfig | None = None
     launcher_config: LauncherConfig = Field(default_factory=LauncherConfig)
     client_config: ClientConfig
     output_dir: str = Field("melissa-study", description="Where logs and results go "
@@ -168,9 +206,32 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _one_server(self) -> Config:
-        if self.sa_config is None:
-            raise ValueError("the config needs an sa_config section (statistics)")
+        if (self.sa_config is None) == (self.dl_config is None):
+            raise ValueError("the config needs exactly one of sa_config (statistics) and "
+                             "dl_config (training)")
+        if self.dl_config is not None:
+            dl = self.dl_config
+            ranks = self.launcher_config.num_server_processes
+            if dl.per_server_watermark > self.per_rank(dl.buffer_size):
+                raise ValueError(f"dl_config.per_server_watermark {dl.per_server_watermark} "
+                                 f"exceeds what a server rank holds: buffer_size "
+                                 f"{dl.buffer_size} over {ranks} ranks")
+            if dl.validation_simulations >= self.n_simulations:
+                raise ValueError("dl_config.validation_simulations leaves no simulation to "
+                                 "train on")
+            # Every rank must get data, or none can train: ranks train in lockstep.
+            routed = (self.study_options.nb_time_steps if dl.routing == "time_step"
+                      else self.n_simulations - dl.validation_simulations)
+            if routed < ranks:
+                raise ValueError(f"dl_config.routing '{dl.routing}' spreads {routed} "
+                                 f"{dl.routing.replace('_', ' ')}s over {ranks} server ranks: "
+                                 "some would get no data")
         return self
+
+    def per_rank(self, total: int) -> int:
+        """A global size's share on each server rank (rounded up)."""
+        ranks = self.launcher_config.num_server_processes
+        return -(-total // ranks)
 
     @property
     def n_simulations(self) -> int:

@@ -1,7 +1,10 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""`melissa plot OUTPUT_DIR`: PNG figures of a study's results.nc, one per field, in
-OUTPUT_DIR/plots. Fields are shown over time at the cell where the ensemble varies most at the
-last time step (the cell a sensitivity analysis is usually after), and averaged over cells."""
+"""`melissa plot OUTPUT_DIR`: PNG figures of a study, in OUTPUT_DIR/plots.
+
+A statistics study: one figure per field of results.nc, over time at the cell where the ensemble
+varies most at the last time step (the cell a sensitivity analysis is usually after), and
+averaged over cells. A training study: the loss curves of metrics.jsonl, and held-out simulated
+fields beside the surrogate's predictions (predictions.npz)."""
 
 from __future__ import annotations
 
@@ -10,6 +13,8 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only: no display on compute nodes or CI
+
+import json  # noqa: E402
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
@@ -95,13 +100,58 @@ def plot_field(ds: xr.Dataset, field: str, path: Path) -> Path:
     return path
 
 
+def plot_losses(metrics: Path, path: Path) -> Path:
+    lines = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key, label in (("train_loss", "training"), ("validation_loss", "validation")):
+        points = [(m["batches"], m[key]) for m in lines if m.get(key) is not None]
+        if points:
+            ax.plot(*zip(*points, strict=True), marker=".", label=label)
+    ax.set_xlabel("batches")
+    ax.set_ylabel("loss (standardised MSE)")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_predictions(predictions: Path, path: Path) -> Path:
+    with np.load(predictions) as data:
+        sims, steps = data["simulation"], data["time_step"]
+        simulated, predicted = data["simulated"], data["predicted"]
+    n = len(sims)
+    fig, axes = plt.subplots(n, 1, figsize=(8, 2.4 * n), squeeze=False, sharex=True)
+    for k, ax in enumerate(axes[:, 0]):
+        ax.plot(simulated[k], label="simulated")
+        ax.plot(predicted[k], "--", label="predicted")
+        ax.set_title(f"held-out simulation {sims[k]}, time step {steps[k]}", fontsize="small")
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize="small")
+    axes[-1, 0].set_xlabel("cell (every field, one after the other)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_study(output_dir: str | Path) -> list[Path]:
-    """Writes one PNG per field into OUTPUT_DIR/plots; returns their paths."""
+    """Writes the study's figures into OUTPUT_DIR/plots; returns their paths."""
     output_dir = Path(output_dir)
-    results = output_dir / "results.nc"
-    if not results.exists():
-        raise FileNotFoundError(f"{results} does not exist: run the study first")
+    results, metrics = output_dir / "results.nc", output_dir / "metrics.jsonl"
+    predictions = output_dir / "predictions.npz"
+    if not results.exists() and not metrics.exists():
+        raise FileNotFoundError(f"neither {results} nor {metrics} exists: run the study first")
     plots = output_dir / "plots"
     plots.mkdir(exist_ok=True)
-    with xr.open_dataset(results) as ds:
-        return [plot_field(ds, field, plots / f"{field}.png") for field in _fields(ds)]
+    figures = []
+    if results.exists():
+        with xr.open_dataset(results) as ds:
+            figures += [plot_field(ds, field, plots / f"{field}.png") for field in _fields(ds)]
+    if metrics.exists():
+        figures.append(plot_losses(metrics, plots / "loss.png"))
+    if predictions.exists():
+        figures.append(plot_predictions(predictions, plots / "predictions.png"))
+    return figures

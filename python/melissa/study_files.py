@@ -41,6 +41,24 @@ class StudyFiles:
     def results(self) -> Path:
         return self.output_dir / "results.nc"
 
+    @property
+    def model(self) -> Path:
+        """The trained surrogate of a deep-learning study."""
+        return self.output_dir / "model.pt"
+
+    @property
+    def predictions(self) -> Path:
+        """Held-out fields beside the final model's predictions, for plots."""
+        return self.output_dir / "predictions.npz"
+
+    @property
+    def metrics(self) -> Path:
+        return self.output_dir / "metrics.jsonl"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.output_dir / "checkpoints" / "training.pt"
+
     def server_log(self, rank: int) -> Path:
         return self.logs / f"server-{rank}.log"
 

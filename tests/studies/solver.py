@@ -44,6 +44,8 @@ def main() -> int:
     parser.add_argument("--crash-once-after", type=int,
                         help="on a first attempt, exit with status 4 after this many steps")
     parser.add_argument("--hang-ids", default="", help="simulation ids that hang after step 1")
+    parser.add_argument("--step-delay", type=float, default=0.0,
+                        help="seconds of 'computation' per step")
     parser.add_argument("parameters", type=float, nargs="+")
     args = parser.parse_args()
 
@@ -60,6 +62,7 @@ def main() -> int:
             client.init(name, args.cells)
     marker = Path(f".attempted-{sim}")
     for step in range(args.steps):
+        time.sleep(args.step_delay)
         for k, name in enumerate(names):
             values = (field(args.model, np.array(args.parameters), step, args.cells)
                       + k).astype(dtype)

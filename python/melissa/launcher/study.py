@@ -65,34 +65,61 @@ def resolve_solver(config: Config, config_dir: Path) -> list[str]:
 
 
 class StudyRun:
-    def __init__(self, config_path: str | Path, *, overwrite: bool = False,
+    def __init__(self, config_path: str | Path, *, overwrite: bool = False, resume: bool = False,
                  progress: Progress | None = None) -> None:
         self.config_path = Path(config_path).resolve()
         self.config, output_dir = load_config(self.config_path)
         self.raw_config: dict[str, Any] = self.config.model_dump(mode="json")
         self.solver = resolve_solver(self.config, self.config_path.parent)
         self.files = StudyFiles(output_dir)
-        if self.files.results.exists() and not overwrite:
-            raise ConfigError(f"{self.files.results} exists: another study's results; choose "
+        self.training = self.config.dl_config is not None
+        self.product = self.files.model if self.training else self.files.results
+        self.resume = resume
+        self.parameters = draw_parameters(self.config.study_options, self.config.sobol)
+        self.done_before: set[int] = set()
+        if resume:
+            self.done_before = self.finished_in_checkpoint()
+        elif self.product.exists() and not overwrite:
+            raise ConfigError(f"{self.product} exists: another study's results; choose "
                               "another output_dir or pass --overwrite")
         launcher = self.config.launcher_config
         self.scheduler = make_scheduler(launcher.scheduler, launcher.mpirun_options)
-        self.parameters = draw_parameters(self.config.study_options, self.config.sobol)
         self.token = study_token()
         self.progress = progress or Progress(self.config.n_simulations, interactive=False)
         self.server: Job | None = None
+
+    def finished_in_checkpoint(self) -> set[int]:
+        """Simulations a resumed training study need not run again."""
+        if not self.training:
+            raise ConfigError("--resume continues a training study (dl_config) from its "
+                              "checkpoint; a statistics study runs again whole")
+        if not self.files.checkpoint.exists():
+            raise ConfigError(f"--resume: {self.files.checkpoint} does not exist")
+        import torch
+
+        state = torch.load(self.files.checkpoint, map_location="cpu", weights_only=False)
+        done = set(state["finished_simulations"])
+        # Held-out simulations run again: their samples lived in the servers' memory.
+        assert self.config.dl_config is not None
+        return done - set(range(self.config.dl_config.validation_simulations))
 
     # -- the server ---------------------------------------------------------------------------
 
     def start_server(self) -> str:
         launcher = self.config.launcher_config
-        for stale in (self.files.server, self.files.stop, self.files.results):
-            stale.unlink(missing_ok=True)
+        stale = [self.files.server, self.files.stop]
+        if not self.resume:
+            stale += [self.product, self.files.metrics, self.files.predictions]
+        for path in stale:
+            path.unlink(missing_ok=True)
         write_json(self.files.study, {"config": self.raw_config, "token": f"{self.token:016x}",
-                                      "parameters": self.parameters.tolist()})
+                                      "parameters": self.parameters.tolist(),
+                                      "config_dir": str(self.config_path.parent),
+                                      "resume": self.resume})
+        module = "melissa.server.training" if self.training else "melissa.server.statistics"
         spec = JobSpec(
             name="server",
-            argv=[sys.executable, "-m", "melissa.server.statistics", str(self.files.output_dir)],
+            argv=[sys.executable, "-m", module, str(self.files.output_dir)],
             n_processes=launcher.num_server_processes,
             stdout=self.files.logs / "server.out", stderr=self.files.logs / "server.err",
             cwd=self.files.output_dir, env=mpi_environment())
@@ -151,7 +178,9 @@ class StudyRun:
     def run_simulations(self, address: str, outcome: Outcome) -> None:
         launcher = self.config.launcher_config
         timeout = self.config.study_options.simulation_timeout
-        queue: deque[tuple[int, int]] = deque((sim, 0) for sim in range(len(self.parameters)))
+        queue: deque[tuple[int, int]] = deque(
+            (sim, 0) for sim in range(len(self.parameters)) if sim not in self.done_before)
+        outcome.completed.extend(sorted(self.done_before))
         running: dict[int, _Running] = {}
         try:
             while queue or running:
@@ -215,11 +244,11 @@ class StudyRun:
             self.server.cancel()
             raise StudyError(f"the server did not finish within {shutdown:g} s "
                              f"(launcher_config.timeouts.shutdown); logs in {self.files.logs}")
-        if state is JobState.FAILED or not self.files.results.exists():
-            raise StudyError(f"the server failed while writing results (status "
+        if state is JobState.FAILED or not self.product.exists():
+            raise StudyError(f"the server failed at the end of the study (status "
                              f"{self.server.exit_code}):\n{self.server.stderr_tail()}"
                              f"(logs in {self.files.logs})")
-        outcome.results = self.files.results
+        outcome.results = self.product
 
     def run(self) -> Outcome:
         start = time.monotonic()
@@ -250,10 +279,10 @@ class StudyRun:
         return outcome
 
 
-def run_study(config_path: str | Path, *, overwrite: bool = False,
+def run_study(config_path: str | Path, *, overwrite: bool = False, resume: bool = False,
               interactive: bool | None = None) -> Outcome:
     """Runs the study of a config file; see StudyRun."""
     config, _ = load_config(config_path)
     tty = sys.stderr.isatty() if interactive is None else interactive
     progress = Progress(config.n_simulations, interactive=tty)
-    return StudyRun(config_path, overwrite=overwrite, progress=progress).run()
+    return StudyRun(config_path, overwrite=overwrite, resume=resume, progress=progress).run()

@@ -26,12 +26,12 @@ from mpi4py import MPI
 from melissa import _core
 from melissa.config import Config, parse_config
 from melissa.server import results
+from melissa.server.common import Watch
 from melissa.server.receiver import open_receiver
 from melissa.study_files import StudyFiles, read_json, write_json
 
 log = logging.getLogger("melissa.server")
 
-PROGRESS_INTERVAL = 1.0  # seconds between progress files: the launcher's view of the data flow
 POLL_INTERVAL = 0.2
 
 
@@ -47,41 +47,23 @@ def make_consumer(config: Config) -> _core.FieldStatistics:
     )
 
 
-def serve(receiver: _core.Receiver, files: StudyFiles, rank: int, shutdown_timeout: float,
-          interrupted: list[bool]) -> dict[str, list[int]]:
+def serve(watch: Watch, interrupted: list[bool]) -> dict[str, Any]:
     """Receives until the launcher's stop file says what completed and all of it is here."""
-    last_progress = 0.0
-    stop_seen: float | None = None
     while True:
-        now = time.monotonic()
-        finished = set(receiver.finished_simulations())
-        if now - last_progress >= PROGRESS_INTERVAL:
-            counters = receiver.counters()
-            # Only simulations still in flight: the file stays small however large the study.
-            received = {str(sim): c["messages"] for sim, c in counters["simulations"].items()
-                        if sim not in finished}
-            write_json(files.progress(rank), {"finished": len(finished), "received": received,
-                                              "dropped": counters["dropped"]})
-            last_progress = now
-        stop = read_json(files.stop)
+        watch.report_progress()
+        outcome = watch.study_over()
+        if outcome is not None:
+            return outcome
         if interrupted[0]:
             log.warning("interrupted: writing the results received so far")
-            return stop or {"completed": sorted(finished), "failed": []}
-        if stop is not None:
-            stop_seen = stop_seen or now
-            missing = set(stop["completed"]) - finished
-            if not missing:
-                return stop
-            if now - stop_seen > shutdown_timeout:
-                log.error("simulations %s completed but their data never fully arrived here; "
-                          "their time steps that did arrive are counted", sorted(missing))
-                return stop
+            return read_json(watch.files.stop) or {
+                "completed": sorted(watch.receiver.finished_simulations()), "failed": []}
         time.sleep(POLL_INTERVAL)
 
 
 def write_results(comm: Any, config: Config, raw_config: dict[str, Any], files: StudyFiles,
                   receiver: _core.Receiver, consumer: _core.FieldStatistics,
-                  study: dict[str, Any], outcome: dict[str, list[int]]) -> None:
+                  study: dict[str, Any], outcome: dict[str, Any]) -> None:
     names = config.study_options.field_names
     sizes: dict[str, int] = {}
     for rank_sizes in comm.allgather(receiver.field_sizes()):
@@ -130,8 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         log.info("clients connect to %s", address)
     interrupted = [False]
     signal.signal(signal.SIGTERM, lambda *_: interrupted.__setitem__(0, True))
-    outcome = serve(receiver, files, comm.rank, config.launcher_config.timeouts.shutdown,
-                    interrupted)
+    watch = Watch(files, comm.rank, receiver, config.launcher_config.timeouts.shutdown)
+    outcome = serve(watch, interrupted)
     counters = receiver.counters()
     log.info("received %d messages, %d bytes; dropped %s; Sobol groups left incomplete: %d",
              counters["messages"], counters["bytes"], counters["dropped"] or "nothing",

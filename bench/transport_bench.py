@@ -1,0 +1,462 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""Loopback throughput of melissa's transport, raw ZeroMQ and .npy files, side by side in one run.
+
+For every message size and number of clients it runs, one repeat after the other:
+(a) melissa and (b) raw ZeroMQ moving the same bytes, over ipc and over tcp, through the C++
+program bench/transport_bench.cpp (one JSON line per run), then (c) the file-based workflow that
+melissa replaces: each simulation process np.save()s its messages as .npy files, then one analysis
+process np.load()s them all back. It prints markdown to paste into bench/RESULTS.md, which
+explains the columns. Run it through bench/transport_bench.sh, which builds the C++ program:
+
+    bench/transport_bench.sh            # full run, under 3 minutes
+    bench/transport_bench.sh --quick    # smoke test, a few seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import datetime
+import json
+import multiprocessing as mp
+import os
+import platform
+import re
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+# bench_stats.py lives next to this file: its table printer, CPU description and CPU monitor.
+from bench_stats import CpuMonitor, _cpu, print_table
+
+KIB, MIB = 1 << 10, 1 << 20
+SIZES = tuple(KIB << (2 * i) for i in range(8))  # 1 KiB, 4 KiB, ... 16 MiB
+SMALL = 16 * KIB  # the sizes whose per-message cost is tabulated
+TARGET_FROM, TARGET_RATIO = 64 * KIB, 0.8
+NUMBERS = ("messages", "seconds", "first", "server_cpu", "client_cpu")  # of a run's JSON line
+
+
+class OwnAndChildrenMonitor(CpuMonitor):
+    """CpuMonitor that counts the clients, servers and writers this script started as its own."""
+
+    @staticmethod
+    def _sample() -> tuple[float, list[int]]:
+        own, jiffies = CpuMonitor._sample()
+        times = os.times()  # children: the waited-for descendants, the forked clients included
+        return own + times.children_user + times.children_system, jiffies
+
+
+@dataclass
+class Cell:
+    size: int
+    clients: int
+    runs: dict[tuple[str, str], list[dict[str, float]]] = field(default_factory=dict)
+    files: list[tuple[float, float, int]] = field(default_factory=list)  # write s, read s, msgs
+    noise: str = ""
+
+    def seconds(self, sender: str, link: str) -> list[float]:
+        return [run["seconds"] for run in self.runs[(sender, link)]]
+
+    def messages(self, sender: str, link: str) -> int:
+        return int(self.runs[(sender, link)][0]["messages"])
+
+    def rate(self, sender: str, link: str) -> float:
+        """Messages per second, from the median run."""
+        return self.messages(sender, link) / statistics.median(self.seconds(sender, link))
+
+    def paired(self, link: str) -> float:
+        """melissa's throughput over raw ZeroMQ's: the median of the ratios within a repeat."""
+        pairs = zip(self.seconds("raw", link), self.seconds("melissa", link), strict=True)
+        return statistics.median(raw / ours for raw, ours in pairs)
+
+    def per_message_us(self, sender: str, link: str, what: str = "seconds") -> float:
+        runs = self.runs[(sender, link)]
+        return statistics.median(run[what] / run["messages"] for run in runs) * 1e6
+
+    def extra_us(self, link: str) -> float:
+        """What melissa adds per message, wall time: the median of the within-repeat differences."""
+        pairs = zip(self.runs[("melissa", link)], self.runs[("raw", link)], strict=True)
+        return (
+            statistics.median(
+                (ours["seconds"] - raw["seconds"]) / ours["messages"] for ours, raw in pairs
+            )
+            * 1e6
+        )
+
+    def files_rate(self) -> float:
+        return statistics.median(n / (w + r) for w, r, n in self.files)
+
+    def over_files(self) -> float:
+        """melissa (ipc) over files, messages per second, paired by repeat."""
+        melissa = self.runs[("melissa", "ipc")]
+        return statistics.median(
+            (run["messages"] / run["seconds"]) / (n / (w + r))
+            for run, (w, r, n) in zip(melissa, self.files, strict=True)
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# The file-based workflow
+# --------------------------------------------------------------------------------------------
+
+
+def _simulation(directory: Path, client: int, size: int, steps: int, start: object) -> None:
+    """One simulation of the file-based workflow: saves every time step as its own .npy file."""
+    values = client + 1e-6 * np.arange(size // 8, dtype=np.float64)  # ready before the clock
+    start.wait()  # type: ignore[attr-defined]
+    directory.mkdir(parents=True)
+    for step in range(steps):
+        np.save(directory / f"step{step:06d}.npy", values)
+
+
+def files_run(root: Path, size: int, clients: int, messages: int) -> tuple[float, float, int]:
+    """K simulation processes write their share of the messages, then the analysis reads them all.
+
+    Returns the seconds of each phase and the number of messages. No fsync, as np.save does none:
+    the data may still be in the page cache when it is read back, which favours the files.
+    """
+    steps = messages // clients
+    context = mp.get_context("fork")
+    start = context.Barrier(clients + 1)
+    writers = [
+        context.Process(target=_simulation, args=(root / f"sim{c}", c, size, steps, start))
+        for c in range(clients)
+    ]
+    for writer in writers:
+        writer.start()
+    start.wait()  # every writer holds its field: process start-up is not timed
+    t0 = time.perf_counter()
+    for writer in writers:
+        writer.join()
+    t1 = time.perf_counter()
+    if any(writer.exitcode != 0 for writer in writers):
+        raise RuntimeError("a file-writing simulation failed")
+    read = 0
+    for directory in sorted(root.iterdir()):
+        for path in sorted(directory.glob("*.npy")):
+            read += np.load(path).nbytes
+    t2 = time.perf_counter()
+    shutil.rmtree(root)
+    if read != steps * clients * size:
+        raise RuntimeError(f"the analysis read {read} bytes of {steps * clients * size}")
+    return t1 - t0, t2 - t1, steps * clients
+
+
+# --------------------------------------------------------------------------------------------
+# Running the matrix
+# --------------------------------------------------------------------------------------------
+
+
+def run_program(program: Path, options: Sequence[str]) -> list[dict[str, float | str]]:
+    done = subprocess.run(
+        [str(program), *options], capture_output=True, text=True, timeout=600, check=False
+    )
+    if done.returncode != 0:
+        sys.exit(f"{program} {' '.join(options)} failed:\n{done.stderr}")
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def program_options(
+    args: argparse.Namespace, size: int, clients: int, messages: int, *extra: str
+) -> list[str]:
+    links = ",".join(args.links)
+    common = f"--size {size} --clients {clients} --messages {messages} --links {links}".split()
+    return [*common, "--ipc-dir", str(args.ipc_dir), *extra]
+
+
+def transport_messages(size: int, args: argparse.Namespace) -> int:
+    """Messages per run: `volume` bytes, at most `max_messages`, a multiple of 4 clients."""
+    messages = min(args.volume * MIB // size, args.max_messages)
+    return max(4, messages // 4 * 4)
+
+
+def measure_cell(size: int, clients: int, args: argparse.Namespace) -> Cell:
+    cell = Cell(size, clients)
+    monitor = OwnAndChildrenMonitor()
+    messages = transport_messages(size, args)
+    file_messages = max(4, min(messages, args.max_files) // 4 * 4)
+    for repeat in range(args.repeats):
+        options = program_options(args, size, clients, messages, "--rotate", str(repeat))
+        for run in run_program(args.program, options):
+            cell.runs.setdefault((str(run["sender"]), str(run["link"])), []).append(
+                {k: float(v) for k, v in run.items() if k in NUMBERS}
+            )
+        if not args.no_files:
+            cell.files.append(files_run(args.files_dir / "run", size, clients, file_messages))
+    cell.noise = monitor.report()
+    return cell
+
+
+def loss_check(args: argparse.Namespace) -> list[list[str]]:
+    """How many runs lost messages when the clients close right after their last send."""
+    rows = []
+    for clients in (1, 4):
+        extra = ("--loss-check", "--repeats", str(args.loss_repeats))
+        options = program_options(args, KIB, clients, 2000, *extra)
+        runs = run_program(args.program, options)
+        for link in args.links:
+            for sender in ("melissa", "raw"):
+                mine = [r for r in runs if r["sender"] == sender and r["link"] == link]
+                lossy = [r for r in mine if r["arrived"] != r["messages"]]
+                lost = [int(r["messages"]) - int(r["arrived"]) for r in lossy]
+                finished = [int(r.get("finished_simulations", clients)) for r in mine]
+                unfinished = sum(f < clients for f in finished)
+                rows.append(
+                    [sender, link, str(clients), f"{len(lossy)} of {len(mine)}"]
+                    + [f"{min(lost)} to {max(lost)}" if lost else "-"]
+                    + [f"{unfinished} of {len(mine)}" if sender == "melissa" else "n/a"]
+                )
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# Output
+# --------------------------------------------------------------------------------------------
+
+
+def _size(size: int) -> str:
+    return f"{size // MIB} MiB" if size >= MIB else f"{size // KIB} KiB"
+
+
+def _gbs(cell: Cell, rate: float) -> str:
+    return f"{rate * cell.size / 1e9:.2f}"
+
+
+def _rate(rate: float) -> str:
+    return f"{rate:,.0f}" if rate >= 100 else f"{rate:.3g}"
+
+
+def throughput_table(cells: list[Cell], with_files: bool) -> None:
+    headers = [
+        "size",
+        "clients",
+        "melissa GB/s",
+        "melissa msg/s",
+        "raw GB/s",
+        "raw msg/s",
+        "melissa / raw",
+    ]
+    if with_files:
+        headers += ["files GB/s", "files msg/s", "melissa / files"]
+    headers.append("CPU to others / stolen")
+    rows = []
+    for cell in cells:
+        ours, raw = cell.rate("melissa", "ipc"), cell.rate("raw", "ipc")
+        row = [
+            _size(cell.size),
+            str(cell.clients),
+            _gbs(cell, ours),
+            _rate(ours),
+            _gbs(cell, raw),
+            _rate(raw),
+            f"{cell.paired('ipc'):.2f}",
+        ]
+        if with_files:
+            files = cell.files_rate()
+            row += [_gbs(cell, files), _rate(files), f"{cell.over_files():.2f}"]
+        row.append(" / ".join(re.findall(r"\d+%", cell.noise)) or "?")
+        rows.append(row)
+    print_table(headers, rows)
+
+
+def tcp_table(cells: list[Cell]) -> None:
+    headers = ["size", "clients", "melissa GB/s", "raw GB/s", "melissa / raw", "melissa tcp / ipc"]
+    rows = []
+    for cell in cells:
+        ours, raw = cell.rate("melissa", "tcp"), cell.rate("raw", "tcp")
+        over_ipc = statistics.median(
+            ipc / tcp
+            for ipc, tcp in zip(
+                cell.seconds("melissa", "ipc"), cell.seconds("melissa", "tcp"), strict=True
+            )
+        )
+        rows.append(
+            [
+                _size(cell.size),
+                str(cell.clients),
+                _gbs(cell, ours),
+                _gbs(cell, raw),
+                f"{cell.paired('tcp'):.2f}",
+                f"{over_ipc:.2f}",
+            ]
+        )
+    print_table(headers, rows)
+
+
+def cost_table(cells: list[Cell], link: str) -> None:
+    headers = [
+        "size",
+        "clients",
+        "melissa",
+        "raw",
+        "melissa - raw",
+        "melissa CPU",
+        "raw CPU",
+        "CPU melissa - raw",
+    ]
+    rows = []
+    for cell in cells:
+        if cell.size > SMALL:
+            continue
+        cpu = {
+            s: [cell.per_message_us(s, link, w) for w in ("client_cpu", "server_cpu")]
+            for s in ("melissa", "raw")
+        }
+        rows.append(
+            [_size(cell.size), str(cell.clients)]
+            + [f"{cell.per_message_us(s, link):.2f}" for s in ("melissa", "raw")]
+            + [f"{cell.extra_us(link):+.2f}"]
+            + [f"{cpu[s][0]:.2f} + {cpu[s][1]:.2f}" for s in ("melissa", "raw")]
+            + [f"{sum(cpu['melissa']) - sum(cpu['raw']):+.2f}"]
+        )
+    print_table(headers, rows)
+
+
+def startup_line(cells: list[Cell], link: str) -> str:
+    """The time from the release to the first delivery, median over all runs of each sender."""
+    first = {
+        s: statistics.median(r["first"] for c in cells for r in c.runs[(s, link)]) * 1e3
+        for s in ("melissa", "raw")
+    }
+    return (
+        f"Time from the release to the first delivery over {link}, median over all runs: "
+        f"melissa {first['melissa']:.1f} ms (handshake, then connection), raw ZeroMQ "
+        f"{first['raw']:.1f} ms (connection); it is part of every run's time."
+    )
+
+
+def verdict(cells: list[Cell], links: Sequence[str]) -> list[str]:
+    judged = [c for c in cells if c.size >= TARGET_FROM]
+    if not judged:
+        return [f"- target not judged: no message size of {_size(TARGET_FROM)} or more"]
+    lines = []
+    for link in links:
+        ratios = [c.paired(link) for c in judged]
+        worst = min(judged, key=lambda c: c.paired(link))
+        below = sum(r < TARGET_RATIO for r in ratios)
+        ok = below == 0
+        lines.append(
+            f"- melissa >= {TARGET_RATIO}x raw ZeroMQ from {_size(TARGET_FROM)} up, over {link}: "
+            f"**{'met' if ok else 'NOT met'}**: worst {worst.paired(link):.2f}x (at "
+            f"{_size(worst.size)} with {worst.clients} client{'s' * (worst.clients > 1)}), "
+            f"median {statistics.median(ratios):.2f}x, {below} of {len(ratios)} cells below "
+            f"{TARGET_RATIO}x"
+        )
+    return lines
+
+
+def _zmq_version() -> str:
+    try:
+        lib = ctypes.CDLL("libzmq.so.5")
+    except OSError:
+        return "?"
+    major, minor, patch = ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
+    lib.zmq_version(ctypes.byref(major), ctypes.byref(minor), ctypes.byref(patch))
+    return f"{major.value}.{minor.value}.{patch.value}"
+
+
+def _filesystem(path: Path) -> str:
+    """The device and type of the file system holding `path`, from /proc/mounts."""
+    path, best = path.resolve(), ("?", "?", "")
+    try:
+        with open("/proc/mounts") as f:
+            for line in f:
+                device, mount, kind = line.split()[:3]
+                if path.is_relative_to(mount) and len(mount) >= len(best[2]):
+                    best = (device, kind, mount)
+    except OSError:
+        pass
+    return f"{best[1]} on {best[0]} (mounted at {best[2]})"
+
+
+def header(args: argparse.Namespace, argv: Sequence[str]) -> None:
+    now = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    print(f"### Transport throughput: the output of one {'quick' if args.quick else 'full'} run\n")
+    print(f"- date: {now}")
+    print(f"- machine: {_cpu()}, {os.cpu_count()} CPUs, Linux {platform.release()}")
+    print(f"- libzmq {_zmq_version()}, numpy {np.__version__}, Python {platform.python_version()}")
+    print(f"- command: `{shlex.join(['bench/transport_bench.sh', *argv])}`")
+    print(
+        f"- files written under {args.files_dir} ({_filesystem(args.files_dir)}); Unix sockets "
+        f"in {args.ipc_dir}"
+    )
+    print(
+        f"- {args.repeats} repeat{'s' * (args.repeats > 1)} per cell; medians; ratios paired "
+        "within a repeat\n"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--program", type=Path, required=True, help="the built transport_bench")
+    parser.add_argument("--quick", action="store_true", help="a smoke test of a few seconds")
+    parser.add_argument("--sizes", type=int, nargs="+", help="message sizes in bytes")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--links", nargs="+", default=["ipc", "tcp"], choices=["ipc", "tcp"])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--volume", type=int, default=256, help="MiB per run (default 256)")
+    parser.add_argument("--max-messages", type=int, default=20000, help="per run")
+    parser.add_argument("--max-files", type=int, default=500, help="per run of the files")
+    parser.add_argument("--no-files", action="store_true", help="skip the file-based workflow")
+    parser.add_argument("--loss-repeats", type=int, default=5, help="0 skips the loss check")
+    parser.add_argument("--files-dir", type=Path, help="default: next to the program")
+    parser.add_argument("--ipc-dir", type=Path, default=Path("/tmp"))
+    given = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(given)
+    if "ipc" not in args.links:
+        parser.error("--links must include ipc: the main table and the target are over ipc")
+    if args.quick:
+        args.sizes = args.sizes or [KIB, 64 * KIB, MIB]
+        args.clients, args.repeats, args.loss_repeats = [1, 2], 1, 1
+        args.volume, args.max_messages, args.max_files = 16, 2000, 200
+    args.sizes = args.sizes or list(SIZES)
+    args.files_dir = (args.files_dir or args.program.parent / "files").resolve()
+    if args.files_dir.exists():
+        shutil.rmtree(args.files_dir)
+    args.files_dir.mkdir(parents=True)
+    shown = [a for a in given if not a.startswith("--program") and a != str(args.program)]
+
+    started = time.perf_counter()
+    cells = [measure_cell(s, k, args) for s in args.sizes for k in args.clients]
+    losses = loss_check(args) if args.loss_repeats > 0 else []
+    shutil.rmtree(args.files_dir)
+
+    header(args, shown)
+    print("#### melissa, raw ZeroMQ and files (ipc: the link melissa picks on one host)\n")
+    throughput_table(cells, with_files=not args.no_files)
+    print("\n".join(verdict(cells, args.links)) + "\n")
+    print("#### Per-message cost of small messages (ipc; us per message, all clients together)\n")
+    cost_table(cells, "ipc")
+    print(startup_line(cells, "ipc") + "\n")
+    if "tcp" in args.links:
+        print("#### Over tcp loopback (MELISSA_TRANSPORT=tcp)\n")
+        tcp_table(cells)
+    if losses:
+        print(
+            "#### Messages lost when a client closes right after its last send (1 KiB, 2000 "
+            "messages per run)\n"
+        )
+        print_table(
+            [
+                "sender",
+                "link",
+                "clients",
+                "runs that lost messages",
+                "messages lost",
+                "simulations never seen finished",
+            ],
+            losses,
+        )
+    print(f"Measured in {time.perf_counter() - started:.0f} s.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,408 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""The training server of a deep-surrogate study: a neural network learns from the simulations
+while they run.
+
+    mpirun -np M python -m melissa.server.training OUTPUT_DIR
+
+Started by the launcher. Whole time steps arrive round robin at the server ranks, whose C++
+receivers fill replay buffers (melissa._core.ReplayBuffer) on their own threads; the ranks train
+one model together with torch.distributed (DDP: gloo on CPUs, NCCL on GPUs), each drawing its
+share of every batch from its own buffer.
+
+To bring your own model, loss or optimizer, subclass TrainingServer and name it in the config as
+dl_config.server_class = "module:Class" (the module must be importable by the server, e.g. next
+to the config or on PYTHONPATH). Its hooks:
+
+    build_model(n_inputs, n_outputs)           the network (torch.nn.Module)
+    build_optimizer(model)                     its optimizer
+    make_tensors(parameters, time_steps, values)  a batch -> (inputs, targets) tensors
+    training_step(model, optimizer, inputs, targets)  one step; returns the loss (float)
+    validation_loss(model, inputs, targets)    the summed loss and the number of samples
+
+Without one, an MLP learns (parameters, time step) -> every field's values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from mpi4py import MPI
+from torch import nn
+
+from melissa import _core
+from melissa.config import Config, parse_config
+from melissa.server.common import Watch
+from melissa.server.receiver import open_receiver
+from melissa.study_files import StudyFiles, read_json, write_json
+
+log = logging.getLogger("melissa.server")
+
+IDLE_WAIT = 0.01  # seconds a rank sleeps when not every rank can draw a batch
+PLOTTED_SAMPLES = 6  # held-out fields saved beside their predictions, for plots
+
+
+class TrainingServer:
+    """The default surrogate and training loop; subclass it to change any hook."""
+
+    hidden_layers = (256, 256)
+
+    def __init__(self, config: Config, device: torch.device) -> None:
+        self.config = config
+        self.device = device
+        study = config.study_options
+        self.low = torch.tensor(study.l_bounds, dtype=torch.float32)
+        self.span = torch.tensor(study.u_bounds, dtype=torch.float32) - self.low
+        self.last_step = max(study.nb_time_steps - 1, 1)
+        # Targets are standardised by a scale fixed from the first batch, so that the loss has
+        # the same meaning all along and across a resumed run (it is checkpointed).
+        self.target_shift: float | None = None
+        self.target_scale: float | None = None
+
+    def build_model(self, n_inputs: int, n_outputs: int) -> nn.Module:
+        layers: list[nn.Module] = []
+        width = n_inputs
+        for hidden in self.hidden_layers:
+            layers += [nn.Linear(width, hidden), nn.ReLU()]
+            width = hidden
+        layers.append(nn.Linear(width, n_outputs))
+        return nn.Sequential(*layers)
+
+    def build_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        assert self.config.dl_config is not None
+        return torch.optim.Adam(model.parameters(), lr=self.config.dl_config.learning_rate)
+
+    def make_tensors(self, parameters: np.ndarray, time_steps: np.ndarray,
+                     values: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        x = (torch.as_tensor(parameters, dtype=torch.float32) - self.low) / self.span
+        t = torch.as_tensor(time_steps, dtype=torch.float32)[:, None] / self.last_step
+        y = torch.as_tensor(values)
+        if self.target_shift is None:
+            self.target_shift = float(y.mean())
+            self.target_scale = float(y.std()) or 1.0
+        y = (y - self.target_shift) / self.target_scale
+        return torch.cat([x, t], dim=1).to(self.device), y.to(self.device)
+
+    def training_step(self, model: nn.Module, optimizer: torch.optim.Optimizer,
+                      inputs: torch.Tensor, targets: torch.Tensor) -> float:
+        optimizer.zero_grad()
+        loss = nn.functional.mse_loss(model(inputs), targets)
+        loss.backward()
+        optimizer.step()
+        return float(loss)
+
+    def validation_loss(self, model: nn.Module, inputs: torch.Tensor,
+                        targets: torch.Tensor) -> tuple[float, int]:
+        with torch.no_grad():
+            error = nn.functional.mse_loss(model(inputs), targets, reduction="none")
+            return float(error.mean(dim=1).sum()), len(targets)
+
+    def predict(self, model: nn.Module, inputs: torch.Tensor) -> np.ndarray:
+        """Predictions in the fields' own units."""
+        with torch.no_grad():
+            out = model(inputs.to(self.device)).cpu()
+        return (out * (self.target_scale or 1.0) + (self.target_shift or 0.0)).numpy()
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the server besides the model and the optimizer."""
+        return {"target_shift": self.target_shift, "target_scale": self.target_scale}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.target_shift = state["target_shift"]
+        self.target_scale = state["target_scale"]
+
+
+def load_server_class(name: str | None, config_dir: Path) -> type[TrainingServer]:
+    if name is None:
+        return TrainingServer
+    module_name, _, class_name = name.partition(":")
+    if not class_name:
+        raise ValueError(f"dl_config.server_class must be 'module:Class', got {name!r}")
+    sys.path.insert(0, str(config_dir))
+    cls = getattr(importlib.import_module(module_name), class_name)
+    if not (isinstance(cls, type) and issubclass(cls, TrainingServer)):
+        raise TypeError(f"{name} is not a subclass of melissa.server.training.TrainingServer")
+    return cls
+
+
+def init_distributed(comm: Any, device: torch.device) -> None:
+    """One process group over the server's MPI ranks: rank 0 picks the rendezvous."""
+    if comm.rank == 0:
+        with socket.socket() as probe:
+            probe.bind(("", 0))
+            port = probe.getsockname()[1]
+        address = (socket.gethostname(), port)
+    else:
+        address = None
+    host, port = comm.bcast(address)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend, init_method=f"tcp://{host}:{port}", rank=comm.rank,
+                            world_size=comm.size)
+
+
+class Trainer:
+    """One rank's training loop, in lockstep with the other ranks."""
+
+    def __init__(self, config: Config, study: dict[str, Any], files: StudyFiles, comm: Any,
+                 receiver: _core.Receiver, buffer: _core.ReplayBuffer, server: TrainingServer,
+                 device: torch.device, writer: Any) -> None:
+        assert config.dl_config is not None
+        self.config, self.dl = config, config.dl_config
+        self.parameters = np.asarray(study["parameters"], dtype=np.float32)
+        self.resuming = bool(study.get("resume"))
+        self.files, self.comm, self.receiver = files, comm, receiver
+        self.buffer, self.server = buffer, server
+        self.device, self.writer = device, writer
+        self.local_batch = config.per_rank(self.dl.batch_size)
+        self.model: nn.Module | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.batches = 0
+        self.samples = 0
+        self.train_losses: list[float] = []
+        self.started = time.monotonic()
+        self.last_checkpoint = time.monotonic()
+
+    # -- agreement between ranks -----------------------------------------------------------
+
+    def all_ranks(self, flags: list[bool]) -> list[bool]:
+        """Each flag ANDed over the ranks (one small allreduce)."""
+        tensor = torch.tensor([int(f) for f in flags], dtype=torch.int32)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
+        return [bool(v) for v in tensor.tolist()]
+
+    def any_rank(self, flag: bool) -> bool:
+        return not self.all_ranks([not flag])[0]
+
+    # -- the model ---------------------------------------------------------------------------
+
+    def ensure_model(self) -> None:
+        """Built once every rank holds a sample: only then is the output size known."""
+        if self.model is not None:
+            return
+        cells = torch.tensor([self.buffer.sample_cells], dtype=torch.int64)
+        dist.all_reduce(cells, op=dist.ReduceOp.MAX)
+        n_inputs = self.config.study_options.nb_parameters + 1
+        model = self.server.build_model(n_inputs, int(cells)).to(self.device)
+        self.optimizer = self.server.build_optimizer(model)
+        self.model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        checkpoint = self.files.checkpoint
+        if self.resuming and checkpoint.exists():
+            self.resume(checkpoint)
+        log.info("model: %s", model)
+
+    # -- one step ----------------------------------------------------------------------------
+
+    def step(self, batch: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> None:
+        """One training step on a batch drawn from the buffer, or on `batch`."""
+        assert self.model is not None and self.optimizer is not None
+        ids, steps, values = batch or self.buffer.batch(self.local_batch, 0.0)
+        inputs, targets = self.server.make_tensors(self.parameters[ids], steps, values)
+        loss = self.server.training_step(self.model, self.optimizer, inputs, targets)
+        self.train_losses.append(loss)
+        global_count = torch.tensor([len(ids)], dtype=torch.int64)
+        dist.all_reduce(global_count)
+        self.batches += 1
+        self.samples += int(global_count)
+        if self.writer is not None:
+            self.writer.add_scalar("loss/train", loss, self.batches)
+        if self.batches % self.dl.nb_batches_update == 0:
+            self.validate()
+        if time.monotonic() - self.last_checkpoint > self.dl.checkpoint_interval:
+            self.checkpoint()
+
+    def validate(self) -> None:
+        assert self.model is not None
+        ids, steps, values = self.buffer.validation_samples()
+        total = torch.zeros(2, dtype=torch.float64)
+        if len(ids):
+            inputs, targets = self.server.make_tensors(self.parameters[ids], steps, values)
+            loss_sum, count = self.server.validation_loss(self.model.module, inputs, targets)
+            total += torch.tensor([loss_sum, count], dtype=torch.float64)
+        dist.all_reduce(total)
+        validation = float(total[0] / total[1]) if total[1] > 0 else None
+        elapsed = time.monotonic() - self.started
+        train = float(np.mean(self.train_losses)) if self.train_losses else None
+        self.train_losses.clear()
+        stats = self.buffer.stats()
+        line = {"batches": self.batches, "samples": self.samples, "train_loss": train,
+                "validation_loss": validation, "samples_per_second": self.samples / elapsed,
+                "buffer_size": stats["size"], "seconds": elapsed}
+        log.info("validation: %s", line)
+        if self.comm.rank == 0:
+            with open(self.files.output_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(line) + "\n")
+            if self.writer is not None:
+                if validation is not None:
+                    self.writer.add_scalar("loss/validation", validation, self.batches)
+                self.writer.add_scalar("samples_per_second", line["samples_per_second"],
+                                       self.batches)
+                self.writer.add_scalar("buffer/size", stats["size"], self.batches)
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def checkpoint(self) -> None:
+        """Model, optimizer, the server's state and where training stands, from rank 0."""
+        assert self.model is not None and self.optimizer is not None
+        self.last_checkpoint = time.monotonic()
+        finished = sorted({sim for rank in
+                           self.comm.allgather(self.receiver.finished_simulations())
+                           for sim in rank})
+        if self.comm.rank != 0:
+            return
+        self.files.checkpoint.parent.mkdir(exist_ok=True)
+        state = {"model": self.model.module.state_dict(),
+                 "optimizer": self.optimizer.state_dict(), "server": self.server.state(),
+                 "batches": self.batches, "samples": self.samples,
+                 "finished_simulations": finished, "buffer": self.buffer.stats()}
+        partial = self.files.checkpoint.with_suffix(".partial")
+        torch.save(state, partial)
+        partial.replace(self.files.checkpoint)
+        log.info("checkpoint at batch %d", self.batches)
+
+    def resume(self, path: Path) -> None:
+        assert self.model is not None and self.optimizer is not None
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        self.model.module.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.server.load_state(state["server"])
+        self.batches, self.samples = state["batches"], state["samples"]
+        log.info("resumed from %s at batch %d", path, self.batches)
+
+    def save_model(self) -> None:
+        """The final model, and a few held-out fields beside their predictions for plots."""
+        assert self.model is not None
+        ids, steps, values = self.buffer.validation_samples()
+        keep = np.lexsort((steps, ids))[:PLOTTED_SAMPLES]
+        predicted = np.empty((0, values.shape[1] if values.ndim == 2 else 0), np.float32)
+        if len(keep):
+            inputs, _ = self.server.make_tensors(self.parameters[ids[keep]], steps[keep],
+                                                 values[keep])
+            predicted = self.server.predict(self.model.module, inputs)
+        gathered = self.comm.gather((ids[keep], steps[keep], values[keep], predicted))
+        if self.comm.rank != 0:
+            return
+        torch.save({"model": self.model.module.state_dict(), "server": self.server.state(),
+                    "batches": self.batches, "samples": self.samples,
+                    "config": self.config.model_dump(mode="json")}, self.files.model)
+        parts = [part for part in gathered if len(part[0])]
+        if parts:
+            columns = [np.concatenate([part[k] for part in parts]) for k in range(4)]
+            keep = np.lexsort((columns[1], columns[0]))[:PLOTTED_SAMPLES]
+            np.savez(self.files.predictions,
+                     **{name: column[keep] for name, column in
+                        zip(("simulation", "time_step", "simulated", "predicted"), columns,
+                            strict=True)})
+
+
+def leftovers(trainer: Trainer) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """What the ranks still hold once one has nothing left, dealt out again so that every rank
+    takes the same number of full batches (ranks train in lockstep). Fewer than one global batch
+    of samples stays unused."""
+    held = trainer.buffer.batch(2**62, 0.0)
+    every = [part for part in trainer.comm.allgather(held) if len(part[0])]
+    if not every:
+        return []
+    ids, steps, values = (np.concatenate([part[k] for part in every]) for k in range(3))
+    # The same permutation on every rank: a shuffle, and a disjoint share for each.
+    order = np.random.default_rng(trainer.batches).permutation(len(ids))
+    world, size = trainer.comm.size, trainer.local_batch
+    batches = []
+    for start in range(0, len(ids) - world * size + 1, world * size):
+        mine = order[start + trainer.comm.rank * size: start + (trainer.comm.rank + 1) * size]
+        batches.append((ids[mine], steps[mine], values[mine]))
+    return batches
+
+
+def train(trainer: Trainer, watch: Watch, buffer: _core.ReplayBuffer) -> None:
+    """Trains while data comes; once the launcher says the study is over, drains the buffers."""
+    draining = False
+    while True:
+        watch.report_progress()
+        if not draining and watch.study_over() is not None:
+            buffer.drain()
+            draining = True
+        can, everyone_draining = trainer.all_ranks([buffer.has_batch(trainer.local_batch),
+                                                    draining])
+        if everyone_draining and not can and trainer.any_rank(buffer.exhausted()):
+            break
+        if not can:
+            time.sleep(IDLE_WAIT)
+            continue
+        trainer.ensure_model()
+        trainer.step()
+    if trainer.model is not None:
+        for batch in leftovers(trainer):
+            trainer.step(batch)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("output_dir", type=Path)
+    args = parser.parse_args(argv)
+    comm = MPI.COMM_WORLD
+    files = StudyFiles(args.output_dir)
+    logging.basicConfig(
+        filename=files.server_log(comm.rank), level=logging.INFO,
+        format=f"%(asctime)s [server {comm.rank}] %(levelname)s %(message)s")
+    study = read_json(files.study)
+    if study is None:
+        log.error("%s is missing: the server must be started by the launcher", files.study)
+        return 2
+    config = parse_config(study["config"])
+    dl = config.dl_config
+    assert dl is not None
+    device = (torch.device("cuda", comm.rank % torch.cuda.device_count())
+              if torch.cuda.is_available() else torch.device("cpu"))
+    server_class = load_server_class(dl.server_class, Path(study["config_dir"]))
+    # The first simulations: they run first, so validation means something from the start.
+    validation = list(range(dl.validation_simulations))
+    buffer = _core.ReplayBuffer(dl.buffer, config.per_rank(dl.buffer_size),
+                                dl.per_server_watermark, len(config.study_options.field_names),
+                                validation, config.study_options.seed * 1000 + comm.rank)
+    routing = "whole_by_time_step" if dl.routing == "time_step" else "whole_by_simulation"
+    receiver, address = open_receiver(comm, config.study_options.field_names,
+                                      int(study["token"], 16), buffer, routing=routing)
+    init_distributed(comm, device)
+    writer = None
+    if comm.rank == 0:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(files.output_dir / "tensorboard"))
+        write_json(files.server, {"address": address, "ranks": comm.size})
+        log.info("clients connect to %s; training on %s", address, device)
+    trainer = Trainer(config, study, files, comm, receiver, buffer,
+                      server_class(config, device), device, writer)
+    watch = Watch(files, comm.rank, receiver, config.launcher_config.timeouts.shutdown)
+    train(trainer, watch, buffer)
+    if trainer.model is None:
+        log.error("no training happened: the buffers never reached the watermark on every rank")
+        return 1
+    trainer.validate()
+    trainer.checkpoint()
+    trainer.save_model()
+    log.info("training done: %d batches, %d samples; buffer %s", trainer.batches,
+             trainer.samples, buffer.stats())
+    receiver.stop()
+    if writer is not None:
+        writer.close()
+    dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except Exception:
+        logging.getLogger("melissa.server").exception("server failed")
+        MPI.COMM_WORLD.Abort(1)
