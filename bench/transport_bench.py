@@ -72,10 +72,16 @@ class Cell:
         """Messages per second, from the median run."""
         return self.messages(sender, link) / statistics.median(self.seconds(sender, link))
 
-    def paired(self, link: str) -> float:
-        """melissa's throughput over raw ZeroMQ's: the median of the ratios within a repeat."""
+    def ratios(self, link: str) -> list[float]:
+        """melissa's throughput over raw ZeroMQ's, within each repeat."""
         pairs = zip(self.seconds("raw", link), self.seconds("melissa", link), strict=True)
-        return statistics.median(raw / ours for raw, ours in pairs)
+        return [raw / ours for raw, ours in pairs]
+
+    def paired(self, link: str) -> float:
+        return statistics.median(self.ratios(link))
+
+    def spread(self, link: str) -> str:
+        return f"{min(self.ratios(link)):.2f} to {max(self.ratios(link)):.2f}"
 
     def per_message_us(self, sender: str, link: str, what: str = "seconds") -> float:
         runs = self.runs[(sender, link)]
@@ -95,11 +101,11 @@ class Cell:
         return statistics.median(n / (w + r) for w, r, n in self.files)
 
     def over_files(self) -> float:
-        """melissa (ipc) over files, messages per second, paired by repeat."""
+        """melissa (ipc) over files, messages per second, paired by repeat (the first ones)."""
         melissa = self.runs[("melissa", "ipc")]
         return statistics.median(
             (run["messages"] / run["seconds"]) / (n / (w + r))
-            for run, (w, r, n) in zip(melissa, self.files, strict=True)
+            for run, (w, r, n) in zip(melissa[: len(self.files)], self.files, strict=True)
         )
 
 
@@ -189,7 +195,7 @@ def measure_cell(size: int, clients: int, args: argparse.Namespace) -> Cell:
             cell.runs.setdefault((str(run["sender"]), str(run["link"])), []).append(
                 {k: float(v) for k, v in run.items() if k in NUMBERS}
             )
-        if not args.no_files:
+        if repeat < args.file_repeats:
             cell.files.append(files_run(args.files_dir / "run", size, clients, file_messages))
     cell.noise = monitor.report()
     return cell
@@ -243,6 +249,7 @@ def throughput_table(cells: list[Cell], with_files: bool) -> None:
         "raw GB/s",
         "raw msg/s",
         "melissa / raw",
+        "range",
     ]
     if with_files:
         headers += ["files GB/s", "files msg/s", "melissa / files"]
@@ -258,6 +265,7 @@ def throughput_table(cells: list[Cell], with_files: bool) -> None:
             _gbs(cell, raw),
             _rate(raw),
             f"{cell.paired('ipc'):.2f}",
+            cell.spread("ipc"),
         ]
         if with_files:
             files = cell.files_rate()
@@ -268,7 +276,8 @@ def throughput_table(cells: list[Cell], with_files: bool) -> None:
 
 
 def tcp_table(cells: list[Cell]) -> None:
-    headers = ["size", "clients", "melissa GB/s", "raw GB/s", "melissa / raw", "melissa tcp / ipc"]
+    headers = ["size", "clients", "melissa GB/s", "raw GB/s", "melissa / raw", "range"]
+    headers.append("melissa tcp / ipc")
     rows = []
     for cell in cells:
         ours, raw = cell.rate("melissa", "tcp"), cell.rate("raw", "tcp")
@@ -285,6 +294,7 @@ def tcp_table(cells: list[Cell]) -> None:
                 _gbs(cell, ours),
                 _gbs(cell, raw),
                 f"{cell.paired('tcp'):.2f}",
+                cell.spread("tcp"),
                 f"{over_ipc:.2f}",
             ]
         )
@@ -389,8 +399,8 @@ def header(args: argparse.Namespace, argv: Sequence[str]) -> None:
         f"in {args.ipc_dir}"
     )
     print(
-        f"- {args.repeats} repeat{'s' * (args.repeats > 1)} per cell; medians; ratios paired "
-        "within a repeat\n"
+        f"- {args.repeats} repeats per cell ({args.file_repeats} for the files); medians; ratios "
+        "paired within a repeat\n"
     )
 
 
@@ -401,11 +411,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--sizes", type=int, nargs="+", help="message sizes in bytes")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--links", nargs="+", default=["ipc", "tcp"], choices=["ipc", "tcp"])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--volume", type=int, default=256, help="MiB per run (default 256)")
     parser.add_argument("--max-messages", type=int, default=20000, help="per run")
     parser.add_argument("--max-files", type=int, default=500, help="per run of the files")
-    parser.add_argument("--no-files", action="store_true", help="skip the file-based workflow")
+    parser.add_argument("--file-repeats", type=int, default=3, help="0 skips the files")
     parser.add_argument("--loss-repeats", type=int, default=5, help="0 skips the loss check")
     parser.add_argument("--files-dir", type=Path, help="default: next to the program")
     parser.add_argument("--ipc-dir", type=Path, default=Path("/tmp"))
@@ -415,7 +425,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error("--links must include ipc: the main table and the target are over ipc")
     if args.quick:
         args.sizes = args.sizes or [KIB, 64 * KIB, MIB]
-        args.clients, args.repeats, args.loss_repeats = [1, 2], 1, 1
+        args.clients, args.repeats, args.file_repeats, args.loss_repeats = [1, 2], 1, 1, 1
         args.volume, args.max_messages, args.max_files = 16, 2000, 200
     args.sizes = args.sizes or list(SIZES)
     args.files_dir = (args.files_dir or args.program.parent / "files").resolve()
@@ -431,7 +441,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     header(args, shown)
     print("#### melissa, raw ZeroMQ and files (ipc: the link melissa picks on one host)\n")
-    throughput_table(cells, with_files=not args.no_files)
+    throughput_table(cells, with_files=args.file_repeats > 0)
     print("\n".join(verdict(cells, args.links)) + "\n")
     print("#### Per-message cost of small messages (ipc; us per message, all clients together)\n")
     cost_table(cells, "ipc")

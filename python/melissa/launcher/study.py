@@ -73,6 +73,14 @@ class StudyRun:
         self.solver = resolve_solver(self.config, self.config_path.parent)
         self.files = StudyFiles(output_dir)
         self.training = self.config.dl_config is not None
+        if self.config.dl_config is not None and self.config.dl_config.server_class:
+            # Found and checked now, before anything starts, as the server will load it.
+            from melissa.server.training import load_server_class
+
+            try:
+                load_server_class(self.config.dl_config.server_class, self.config_path.parent)
+            except (ImportError, AttributeError, TypeError, ValueError) as error:
+                raise ConfigError(f"dl_config.server_class: {error}") from None
         self.product = self.files.model if self.training else self.files.results
         self.resume = resume
         self.parameters = draw_parameters(self.config.study_options, self.config.sobol)
@@ -236,8 +244,10 @@ class StudyRun:
     def finish_server(self, outcome: Outcome) -> None:
         """Tells the server what completed; waits for it to write the results."""
         assert self.server is not None
-        write_json(self.files.stop, {"completed": sorted(outcome.completed),
-                                     "failed": sorted(outcome.failed)})
+        # The servers wait for the data of "completed": those of this run only.
+        write_json(self.files.stop, {
+            "completed": sorted(set(outcome.completed) - self.done_before),
+            "completed_before": sorted(self.done_before), "failed": sorted(outcome.failed)})
         shutdown = self.config.launcher_config.timeouts.shutdown
         state = self.server.wait(shutdown + 30.0)
         if state is JobState.RUNNING:

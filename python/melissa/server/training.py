@@ -165,6 +165,7 @@ class Trainer:
         self.device, self.writer = device, writer
         self.local_batch = config.per_rank(self.dl.batch_size)
         self.model: nn.Module | None = None
+        self.sample_cells = 0
         self.optimizer: torch.optim.Optimizer | None = None
         self.batches = 0
         self.samples = 0
@@ -186,20 +187,33 @@ class Trainer:
     # -- the model ---------------------------------------------------------------------------
 
     def ensure_model(self) -> None:
-        """Built once every rank holds a sample: only then is the output size known."""
+        """Built once every rank holds a sample: only then is the output size known (or at
+        start from the checkpoint, when resuming). Collective."""
         if self.model is not None:
             return
         cells = torch.tensor([self.buffer.sample_cells], dtype=torch.int64)
         dist.all_reduce(cells, op=dist.ReduceOp.MAX)
+        self.build(int(cells))
+
+    def build(self, cells: int) -> None:
         n_inputs = self.config.study_options.nb_parameters + 1
-        model = self.server.build_model(n_inputs, int(cells)).to(self.device)
+        model = self.server.build_model(n_inputs, cells).to(self.device)
         self.optimizer = self.server.build_optimizer(model)
         self.model = nn.parallel.DistributedDataParallel(
             model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        checkpoint = self.files.checkpoint
-        if self.resuming and checkpoint.exists():
-            self.resume(checkpoint)
+        self.sample_cells = cells
         log.info("model: %s", model)
+
+    def resume(self) -> None:
+        """Builds the model of the checkpoint and takes up training where it stood."""
+        state = torch.load(self.files.checkpoint, map_location=self.device, weights_only=False)
+        self.build(state["sample_cells"])
+        assert self.model is not None and self.optimizer is not None
+        self.model.module.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.server.load_state(state["server"])
+        self.batches, self.samples = state["batches"], state["samples"]
+        log.info("resumed from %s at batch %d", self.files.checkpoint, self.batches)
 
     # -- one step ----------------------------------------------------------------------------
 
@@ -210,15 +224,19 @@ class Trainer:
         inputs, targets = self.server.make_tensors(self.parameters[ids], steps, values)
         loss = self.server.training_step(self.model, self.optimizer, inputs, targets)
         self.train_losses.append(loss)
-        global_count = torch.tensor([len(ids)], dtype=torch.int64)
-        dist.all_reduce(global_count)
+        # One allreduce for the batch's size and for rank 0's clock: every rank checkpoints at
+        # the same step, since a checkpoint is collective.
+        due = self.comm.rank == 0 and (time.monotonic() - self.last_checkpoint
+                                       > self.dl.checkpoint_interval)
+        agreed = torch.tensor([len(ids), int(due)], dtype=torch.int64)
+        dist.all_reduce(agreed)
         self.batches += 1
-        self.samples += int(global_count)
+        self.samples += int(agreed[0])
         if self.writer is not None:
             self.writer.add_scalar("loss/train", loss, self.batches)
         if self.batches % self.dl.nb_batches_update == 0:
             self.validate()
-        if time.monotonic() - self.last_checkpoint > self.dl.checkpoint_interval:
+        if agreed[1]:
             self.checkpoint()
 
     def validate(self) -> None:
@@ -261,7 +279,7 @@ class Trainer:
         if self.comm.rank != 0:
             return
         self.files.checkpoint.parent.mkdir(exist_ok=True)
-        state = {"model": self.model.module.state_dict(),
+        state = {"model": self.model.module.state_dict(), "sample_cells": self.sample_cells,
                  "optimizer": self.optimizer.state_dict(), "server": self.server.state(),
                  "batches": self.batches, "samples": self.samples,
                  "finished_simulations": finished, "buffer": self.buffer.stats()}
@@ -269,15 +287,6 @@ class Trainer:
         torch.save(state, partial)
         partial.replace(self.files.checkpoint)
         log.info("checkpoint at batch %d", self.batches)
-
-    def resume(self, path: Path) -> None:
-        assert self.model is not None and self.optimizer is not None
-        state = torch.load(path, map_location=self.device, weights_only=False)
-        self.model.module.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.server.load_state(state["server"])
-        self.batches, self.samples = state["batches"], state["samples"]
-        log.info("resumed from %s at batch %d", path, self.batches)
 
     def save_model(self) -> None:
         """The final model, and a few held-out fields beside their predictions for plots."""
@@ -384,6 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     trainer = Trainer(config, study, files, comm, receiver, buffer,
                       server_class(config, device), device, writer)
     watch = Watch(files, comm.rank, receiver, config.launcher_config.timeouts.shutdown)
+    if trainer.resuming:
+        trainer.resume()
     train(trainer, watch, buffer)
     if trainer.model is None:
         log.error("no training happened: the buffers never reached the watermark on every rank")
@@ -400,9 +411,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def run() -> None:
     try:
         sys.exit(main())
     except Exception:
+        # One failing rank must not leave the others waiting in a collective (mpi4py's advice).
         logging.getLogger("melissa.server").exception("server failed")
         MPI.COMM_WORLD.Abort(1)
+
+
+if __name__ == "__main__":
+    # The importable module runs, not this __main__ copy of it: a user's server class derives
+    # from melissa.server.training.TrainingServer, which must be the class checked against.
+    from melissa.server import training
+
+    training.run()
