@@ -14,8 +14,9 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 @pytest.mark.parametrize(
     "command",
-    [["bench_stats.py", "--quick"], ["quantile_accuracy.py", "--cells", "50"]],
-    ids=["bench_stats", "quantile_accuracy"],
+    [["bench_stats.py", "--quick"], ["quantile_accuracy.py", "--cells", "50"],
+     ["bench_training.py", "--quick"]],
+    ids=["bench_stats", "quantile_accuracy", "bench_training"],
 )
 def test_benchmark_runs(command: list[str]) -> None:
     done = subprocess.run(
