@@ -330,15 +330,7 @@ class CountingConsumer final : public server::Consumer {
 class MelissaServer final : public Server {
   public:
     MelissaServer(const Cell &cell, Tally &tally)
-        : Server(tally), receiver_(server::ReceiverConfig{{kField},
-                                                          kToken,
-                                                          0,
-                                                          1,
-                                                          wire::Routing::Cells,
-                                                          transport::host_name(),
-                                                          cell.ipc_dir,
-                                                          kHighWaterMark},
-                                   std::make_shared<CountingConsumer>(tally)),
+        : Server(tally), receiver_(config(cell), std::make_shared<CountingConsumer>(tally)),
           control_(receiver_.serve_handshakes({receiver_.endpoint()})), clients_(cell.clients) {}
 
     std::string address(Link) const override { return control_; } // MELISSA_TRANSPORT picks
@@ -372,6 +364,17 @@ class MelissaServer final : public Server {
     }
 
   private:
+    /// One rank, one field, melissa's defaults otherwise.
+    static server::ReceiverConfig config(const Cell &cell) {
+        server::ReceiverConfig config;
+        config.field_names = {kField};
+        config.token = kToken;
+        config.host = transport::host_name();
+        config.ipc_dir = cell.ipc_dir;
+        config.high_water_mark = kHighWaterMark;
+        return config;
+    }
+
     int finished() const { return static_cast<int>(receiver_.finished_simulations().size()); }
 
     server::Receiver receiver_;
@@ -401,11 +404,12 @@ class RawServer final : public Server {
     }
 
     std::optional<Clock::time_point> wait(Clock::time_point deadline) override {
+        // Set once, not per message, so that the loop does what melissa's does: receive.
+        const auto left =
+            std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+        socket_.set(zmq::sockopt::rcvtimeo, static_cast<int>(std::max<long>(left.count(), 1)));
         zmq::message_t header, payload;
         for (std::uint64_t m = 0; m < tally_.expected(); ++m) {
-            const auto left =
-                std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-            socket_.set(zmq::sockopt::rcvtimeo, static_cast<int>(std::max<long>(left.count(), 1)));
             if (!socket_.recv(header) || !header.more() || !socket_.recv(payload))
                 return std::nullopt;
             int client = -1;

@@ -80,6 +80,19 @@ class Cell:
     def paired(self, link: str) -> float:
         return statistics.median(self.ratios(link))
 
+    def cpu_ratio(self, link: str) -> float:
+        """raw ZeroMQ's CPU time (clients and server) over melissa's, per repeat, median.
+
+        Far less sensitive than wall time to other processes on the machine: a process's CPU time
+        does not count while it waits for a core.
+        """
+        pairs = zip(self.runs[("raw", link)], self.runs[("melissa", link)], strict=True)
+        cpu = [
+            (r["client_cpu"] + r["server_cpu"]) / (m["client_cpu"] + m["server_cpu"])
+            for r, m in pairs
+        ]
+        return statistics.median(cpu)
+
     def spread(self, link: str) -> str:
         return f"{min(self.ratios(link)):.2f} to {max(self.ratios(link)):.2f}"
 
@@ -185,13 +198,18 @@ def transport_messages(size: int, args: argparse.Namespace) -> int:
 
 
 def measure_cell(size: int, clients: int, args: argparse.Namespace) -> Cell:
+    """All repeats of one cell; appends every run's JSON line to args.save if given."""
     cell = Cell(size, clients)
     monitor = OwnAndChildrenMonitor()
     messages = transport_messages(size, args)
     file_messages = max(4, min(messages, args.max_files) // 4 * 4)
     for repeat in range(args.repeats):
         options = program_options(args, size, clients, messages, "--rotate", str(repeat))
-        for run in run_program(args.program, options):
+        runs = run_program(args.program, options)
+        if args.save:
+            with open(args.save, "a") as f:
+                f.writelines(json.dumps(run) + "\n" for run in runs)
+        for run in runs:
             cell.runs.setdefault((str(run["sender"]), str(run["link"])), []).append(
                 {k: float(v) for k, v in run.items() if k in NUMBERS}
             )
@@ -250,9 +268,10 @@ def throughput_table(cells: list[Cell], with_files: bool) -> None:
         "raw msg/s",
         "melissa / raw",
         "range",
+        "CPU: raw / melissa",
     ]
     if with_files:
-        headers += ["files GB/s", "files msg/s", "melissa / files"]
+        headers += ["files GB/s", "melissa / files"]
     headers.append("CPU to others / stolen")
     rows = []
     for cell in cells:
@@ -266,10 +285,10 @@ def throughput_table(cells: list[Cell], with_files: bool) -> None:
             _rate(raw),
             f"{cell.paired('ipc'):.2f}",
             cell.spread("ipc"),
+            f"{cell.cpu_ratio('ipc'):.2f}",
         ]
         if with_files:
-            files = cell.files_rate()
-            row += [_gbs(cell, files), _rate(files), f"{cell.over_files():.2f}"]
+            row += [_gbs(cell, cell.files_rate()), f"{cell.over_files():.2f}"]
         row.append(" / ".join(re.findall(r"\d+%", cell.noise)) or "?")
         rows.append(row)
     print_table(headers, rows)
@@ -277,7 +296,7 @@ def throughput_table(cells: list[Cell], with_files: bool) -> None:
 
 def tcp_table(cells: list[Cell]) -> None:
     headers = ["size", "clients", "melissa GB/s", "raw GB/s", "melissa / raw", "range"]
-    headers.append("melissa tcp / ipc")
+    headers += ["CPU: raw / melissa", "melissa tcp / ipc"]
     rows = []
     for cell in cells:
         ours, raw = cell.rate("melissa", "tcp"), cell.rate("raw", "tcp")
@@ -295,6 +314,7 @@ def tcp_table(cells: list[Cell]) -> None:
                 _gbs(cell, raw),
                 f"{cell.paired('tcp'):.2f}",
                 cell.spread("tcp"),
+                f"{cell.cpu_ratio('tcp'):.2f}",
                 f"{over_ipc:.2f}",
             ]
         )
@@ -360,6 +380,14 @@ def verdict(cells: list[Cell], links: Sequence[str]) -> list[str]:
             f"median {statistics.median(ratios):.2f}x, {below} of {len(ratios)} cells below "
             f"{TARGET_RATIO}x"
         )
+        cpu = [c.cpu_ratio(link) for c in judged]
+        least = min(judged, key=lambda c: c.cpu_ratio(link))
+        lines.append(
+            f"  - CPU time per message, raw over melissa, over {link}: lowest "
+            f"{least.cpu_ratio(link):.2f} (at {_size(least.size)} with {least.clients} "
+            f"client{'s' * (least.clients > 1)}), median {statistics.median(cpu):.2f}, "
+            f"{sum(r < TARGET_RATIO for r in cpu)} of {len(cpu)} cells below {TARGET_RATIO}"
+        )
     return lines
 
 
@@ -389,7 +417,7 @@ def _filesystem(path: Path) -> str:
 
 def header(args: argparse.Namespace, argv: Sequence[str]) -> None:
     now = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-    print(f"### Transport throughput: the output of one {'quick' if args.quick else 'full'} run\n")
+    print(f"## Transport throughput: the output of one {'quick' if args.quick else 'full'} run\n")
     print(f"- date: {now}")
     print(f"- machine: {_cpu()}, {os.cpu_count()} CPUs, Linux {platform.release()}")
     print(f"- libzmq {_zmq_version()}, numpy {np.__version__}, Python {platform.python_version()}")
@@ -399,7 +427,7 @@ def header(args: argparse.Namespace, argv: Sequence[str]) -> None:
         f"in {args.ipc_dir}"
     )
     print(
-        f"- {args.repeats} repeats per cell ({args.file_repeats} for the files); medians; ratios "
+        f"- repeats per cell: {args.repeats} ({args.file_repeats} for the files); medians; ratios "
         "paired within a repeat\n"
     )
 
@@ -419,6 +447,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--loss-repeats", type=int, default=5, help="0 skips the loss check")
     parser.add_argument("--files-dir", type=Path, help="default: next to the program")
     parser.add_argument("--ipc-dir", type=Path, default=Path("/tmp"))
+    parser.add_argument("--save", type=Path, help="also write every run's JSON line there")
     given = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(given)
     if "ipc" not in args.links:
@@ -432,6 +461,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.files_dir.exists():
         shutil.rmtree(args.files_dir)
     args.files_dir.mkdir(parents=True)
+    if args.save:
+        args.save.write_text("")
     shown = [a for a in given if not a.startswith("--program") and a != str(args.program)]
 
     started = time.perf_counter()
@@ -440,18 +471,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     shutil.rmtree(args.files_dir)
 
     header(args, shown)
-    print("#### melissa, raw ZeroMQ and files (ipc: the link melissa picks on one host)\n")
+    print("### melissa, raw ZeroMQ and files (ipc: the link melissa picks on one host)\n")
     throughput_table(cells, with_files=args.file_repeats > 0)
     print("\n".join(verdict(cells, args.links)) + "\n")
-    print("#### Per-message cost of small messages (ipc; us per message, all clients together)\n")
+    print("### Per-message cost of small messages (ipc; us per message, all clients together)\n")
     cost_table(cells, "ipc")
     print(startup_line(cells, "ipc") + "\n")
     if "tcp" in args.links:
-        print("#### Over tcp loopback (MELISSA_TRANSPORT=tcp)\n")
+        print("### Over tcp loopback (MELISSA_TRANSPORT=tcp)\n")
         tcp_table(cells)
     if losses:
         print(
-            "#### Messages lost when a client closes right after its last send (1 KiB, 2000 "
+            "### Messages lost when a client closes right after its last send (1 KiB, 2000 "
             "messages per run)\n"
         )
         print_table(

@@ -31,6 +31,7 @@ py::dict endpoint_dict(const wire::ServerEndpoint &e) {
     d["host"] = e.host;
     d["tcp"] = e.tcp;
     d["ipc"] = e.ipc;
+    d["control"] = e.control;
     return d;
 }
 
@@ -232,8 +233,10 @@ void register_server(py::module_ &m) {
             [](server::Receiver &self, const std::vector<py::dict> &layout) {
                 std::vector<wire::ServerEndpoint> endpoints;
                 for (const auto &e : layout)
-                    endpoints.push_back({e["host"].cast<std::string>(), e["tcp"].cast<std::string>(),
-                                         e["ipc"].cast<std::string>()});
+                    endpoints.push_back({e["host"].cast<std::string>(),
+                                         e["tcp"].cast<std::string>(),
+                                         e["ipc"].cast<std::string>(),
+                                         e["control"].cast<std::string>()});
                 return self.serve_handshakes(std::move(endpoints));
             },
             py::arg("layout"))

@@ -142,6 +142,7 @@ void Client::init(const std::string &field, std::uint64_t local_size) {
         servers_ = welcome.servers;
         routing_ = welcome.routing;
         senders_.resize(servers_.size());
+        sent_.assign(servers_.size(), 0);
     }
     Field f{welcome.field_id, local_size, offset, global_size, std::nullopt, 0, {}};
     if (routing_ == wire::Routing::Cells) {
@@ -170,6 +171,45 @@ transport::Sender &Client::sender(std::uint32_t server) {
         }
     }
     return *s;
+}
+
+void Client::send_to(std::uint32_t server, const wire::Header &header, const void *values,
+                     std::size_t bytes, const std::string &call) {
+    try {
+        sender(server).send(wire::encode(header), values, bytes);
+    } catch (const transport::TimeoutError &e) {
+        throw Error(MELISSA_ERR_TIMEOUT, call + ": " + e.what());
+    }
+    ++sent_[server];
+}
+
+void Client::flush(std::uint32_t server) {
+    wire::Flush request{settings_.token, settings_.simulation_id,
+                        static_cast<std::uint32_t>(comm_->rank()), sent_[server]};
+    const std::string &address = servers_[server].control;
+    std::vector<std::byte> reply;
+    try {
+        reply = transport_->request(address, wire::encode_flush(request), settings_.timeout);
+    } catch (const transport::TimeoutError &) {
+        throw Error(MELISSA_ERR_TIMEOUT,
+                    "melissa_finalize: server rank " + std::to_string(server) + " at " + address +
+                        " did not confirm holding this rank's " + std::to_string(sent_[server]) +
+                        " messages within the timeout; some were lost");
+    } catch (const transport::TransportError &e) {
+        throw Error(MELISSA_ERR_TRANSPORT, std::string("melissa_finalize: ") + e.what());
+    }
+    try {
+        const wire::Flushed flushed = wire::decode_flushed(reply.data(), reply.size());
+        if (flushed.received < sent_[server])
+            throw Error(MELISSA_ERR_REJECTED, "melissa_finalize: server rank " +
+                                                  std::to_string(server) + " holds none of this "
+                                                  "study's messages (wrong study token?)");
+    } catch (const wire::MalformedMessage &e) {
+        throw Error(MELISSA_ERR_TRANSPORT, "melissa_finalize: server rank " +
+                                               std::to_string(server) +
+                                               " answered something that is not melissa's: " +
+                                               e.what());
+    }
 }
 
 wire::Header Client::header_for(const Field &field, wire::Kind kind) const {
@@ -202,15 +242,13 @@ void Client::send(const std::string &name, const void *values, wire::DType dtype
     field.dtype = dtype;
     const std::size_t value_size = wire::dtype_size(dtype);
     wire::Header h = header_for(field, wire::Kind::Data);
+    const std::string call = "melissa_send(\"" + name + "\")";
     auto send_piece = [&](std::uint32_t server, std::uint64_t offset, std::uint64_t count) {
         h.offset = offset;
         h.count = count;
-        const auto *bytes = static_cast<const std::byte *>(values) + (offset - field.offset) * value_size;
-        try {
-            sender(server).send(wire::encode(h), bytes, count * value_size);
-        } catch (const transport::TimeoutError &e) {
-            throw Error(MELISSA_ERR_TIMEOUT, std::string("melissa_send(\"") + name + "\"): " + e.what());
-        }
+        const auto *bytes =
+            static_cast<const std::byte *>(values) + (offset - field.offset) * value_size;
+        send_to(server, h, bytes, count * value_size, call);
     };
     if (routing_ == wire::Routing::Cells) {
         for (const Piece &p : field.pieces)
@@ -234,13 +272,14 @@ void Client::finalize() {
                 wire::Header h = header_for(field, wire::Kind::End);
                 h.count = field.time_step;
                 h.offset = fields_.size();
-                try {
-                    sender(s).send(wire::encode(h), nullptr, 0);
-                } catch (const transport::TimeoutError &e) {
-                    throw Error(MELISSA_ERR_TIMEOUT, std::string("melissa_finalize: ") + e.what());
-                }
+                send_to(s, h, nullptr, 0, "melissa_finalize");
             }
     }
+    // Nothing is closed before every server rank holds what this rank sent it: closing a
+    // connection may drop what it still queues.
+    for (std::uint32_t s = 0; s < sent_.size(); ++s)
+        if (sent_[s] > 0)
+            flush(s);
     senders_.clear();
 }
 

@@ -74,6 +74,9 @@ class Client {
 
     wire::Welcome handshake(const std::string &field, std::uint64_t global_size);
     transport::Sender &sender(std::uint32_t server);
+    void send_to(std::uint32_t server, const wire::Header &header, const void *values,
+                 std::size_t bytes, const std::string &call);
+    void flush(std::uint32_t server);
     wire::Header header_for(const Field &field, wire::Kind kind) const;
 
     Settings settings_;
@@ -82,6 +85,7 @@ class Client {
     std::vector<wire::ServerEndpoint> servers_;
     wire::Routing routing_ = wire::Routing::Cells;
     std::vector<std::unique_ptr<transport::Sender>> senders_; // by server rank, connected lazily
+    std::vector<std::uint64_t> sent_;                          // messages sent to each server rank
     std::map<std::string, Field> fields_;
 };
 

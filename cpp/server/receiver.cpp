@@ -30,6 +30,15 @@ struct Receiver::Simulation {
     std::uint64_t fields = 0;                        // how many fields the simulation sends
 };
 
+struct Receiver::PendingFlush {
+    transport::ControlRequest request;
+    wire::Flush flush;
+    std::chrono::steady_clock::time_point since;
+};
+
+// A flush whose messages never come (they were lost with a dead client) is forgotten after this.
+constexpr auto kForgetFlushAfter = std::chrono::minutes(10);
+
 Receiver::Receiver(ReceiverConfig config, std::shared_ptr<Consumer> consumer)
     : config_(std::move(config)), consumer_(std::move(consumer)),
       transport_(transport::make_zmq_transport()) {
@@ -39,7 +48,11 @@ Receiver::Receiver(ReceiverConfig config, std::shared_ptr<Consumer> consumer)
     options.name = std::to_string(config_.rank);
     options.high_water_mark = config_.high_water_mark;
     inbox_ = transport_->bind(options);
+    responder_ = transport_->respond(config_.host);
+    endpoint_ = inbox_->endpoint();
+    endpoint_.control = responder_->address();
     receiver_thread_ = std::thread([this] { receive_loop(); });
+    control_thread_ = std::thread([this] { control_loop(); });
 }
 
 Receiver::~Receiver() { stop(); }
@@ -52,24 +65,57 @@ void Receiver::stop() {
         control_thread_.join();
 }
 
-const wire::ServerEndpoint &Receiver::endpoint() const { return inbox_->endpoint(); }
-
 std::string Receiver::serve_handshakes(std::vector<wire::ServerEndpoint> layout) {
-    if (responder_)
-        throw std::logic_error("serve_handshakes: already serving");
     if (layout.size() != config_.n_ranks)
         throw std::invalid_argument("serve_handshakes: the layout lists " +
                                     std::to_string(layout.size()) + " ranks, the server has " +
                                     std::to_string(config_.n_ranks));
+    std::lock_guard<std::mutex> lock(mutex_);
     layout_ = std::move(layout);
-    responder_ = transport_->respond(config_.host);
-    control_thread_ = std::thread([this] {
-        while (!stopping_)
-            responder_->serve_one(kPollInterval, [this](const auto &request) {
-                return answer(request);
-            });
-    });
-    return responder_->address();
+    return endpoint_.control;
+}
+
+void Receiver::control_loop() {
+    std::vector<PendingFlush> pending;
+    while (!stopping_) {
+        // While flushes wait, look often: the client is blocked until its answer.
+        const auto wait = pending.empty() ? kPollInterval : std::chrono::milliseconds(2);
+        if (auto request = responder_->receive(wait)) {
+            try {
+                if (wire::request_kind(request->body.data(), request->body.size()) ==
+                    wire::Request::Hello) {
+                    responder_->reply(*request, answer(request->body));
+                } else {
+                    const wire::Flush flush =
+                        wire::decode_flush(request->body.data(), request->body.size());
+                    pending.push_back({std::move(*request), flush, std::chrono::steady_clock::now()});
+                }
+            } catch (const wire::MalformedMessage &) {
+                // Not ours: no answer, as to anything else that is not melissa's.
+            }
+        }
+        const auto now = std::chrono::steady_clock::now();
+        for (auto p = pending.begin(); p != pending.end();) {
+            if (auto reply = answer_flush(p->flush)) {
+                responder_->reply(p->request, *reply);
+                p = pending.erase(p);
+            } else if (now - p->since > kForgetFlushAfter) {
+                p = pending.erase(p);
+            } else {
+                ++p;
+            }
+        }
+    }
+}
+
+std::optional<std::vector<std::byte>> Receiver::answer_flush(const wire::Flush &flush) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const auto found = arrived_.find({flush.simulation_id, flush.client_rank});
+    const std::uint64_t received = found == arrived_.end() ? 0 : found->second;
+    // Another study's client learns at once that nothing of it is here.
+    if (received < flush.messages && flush.token == config_.token)
+        return std::nullopt;
+    return wire::encode_flushed({flush.token == config_.token ? received : 0});
 }
 
 std::vector<std::byte> Receiver::answer(const std::vector<std::byte> &request) {
@@ -88,6 +134,13 @@ std::vector<std::byte> Receiver::answer(const std::vector<std::byte> &request) {
     } catch (const wire::MalformedMessage &e) {
         return refuse(std::string("malformed handshake: ") + e.what());
     }
+    std::vector<wire::ServerEndpoint> layout;
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        layout = layout_;
+    }
+    if (layout.empty())
+        return refuse("this server rank does not take handshakes (rank 0 does)");
     if (hello.token != config_.token)
         return refuse("wrong study token: this client belongs to another study");
     const auto found =
@@ -110,7 +163,7 @@ std::vector<std::byte> Receiver::answer(const std::vector<std::byte> &request) {
                           std::to_string(hello.field_size) + " in this one");
         ++counters_.handshakes;
     }
-    welcome.servers = layout_;
+    welcome.servers = std::move(layout);
     return wire::encode_welcome(welcome);
 }
 
@@ -163,6 +216,7 @@ void Receiver::handle(std::unique_ptr<transport::Message> message) {
     const wire::Header &h = *decoded;
     if (h.token != config_.token)
         return drop("wrong study token");
+    ++arrived_[{h.simulation_id, h.client_rank}];
     if (h.field_id >= config_.field_names.size())
         return drop("unknown field");
     if (!check_field_size(h.field_id, h.field_size))

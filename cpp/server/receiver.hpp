@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -66,7 +67,8 @@ class MELISSA_EXPORT Receiver {
     Receiver(ReceiverConfig config, std::shared_ptr<Consumer> consumer);
     ~Receiver();
 
-    const wire::ServerEndpoint &endpoint() const;
+    /// Where this rank receives data and control requests.
+    const wire::ServerEndpoint &endpoint() const { return endpoint_; }
 
     /// Rank 0: answers handshakes with the layout of all ranks (from an allgather of endpoint()).
     /// Returns the control address the clients need (MELISSA_SERVER_ADDRESS).
@@ -88,9 +90,14 @@ class MELISSA_EXPORT Receiver {
     struct Assembly;
     struct Simulation;
 
+    struct PendingFlush;
+
     void receive_loop();
+    void control_loop();
     void handle(std::unique_ptr<transport::Message> message);
     std::vector<std::byte> answer(const std::vector<std::byte> &request);
+    /// The answer to a flush, or nothing while messages it waits for are still on their way.
+    std::optional<std::vector<std::byte>> answer_flush(const wire::Flush &flush);
     void drop(const std::string &reason);
     bool check_field_size(std::uint32_t field, std::uint64_t size);
     std::pair<std::uint64_t, std::uint64_t> owned_range(const wire::Header &h) const;
@@ -103,10 +110,13 @@ class MELISSA_EXPORT Receiver {
     std::unique_ptr<transport::Transport> transport_;
     std::unique_ptr<transport::Inbox> inbox_;
     std::unique_ptr<transport::Responder> responder_;
-    std::vector<wire::ServerEndpoint> layout_;
+    wire::ServerEndpoint endpoint_;
 
     mutable std::mutex mutex_; // guards what the two threads and the caller share, below
     Counters counters_;
+    std::vector<wire::ServerEndpoint> layout_; // empty until serve_handshakes (rank 0 only)
+    // Messages that arrived from each (simulation, client rank): what a flush waits for.
+    std::map<std::pair<std::uint32_t, std::uint32_t>, std::uint64_t> arrived_;
     std::map<std::uint32_t, std::uint64_t> field_sizes_;
     std::map<std::uint32_t, Simulation> simulations_;
     std::set<std::uint32_t> finished_;

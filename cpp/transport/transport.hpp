@@ -8,8 +8,8 @@
 
 #include <chrono>
 #include <cstddef>
-#include <functional>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -59,16 +59,21 @@ class Inbox {
     virtual std::unique_ptr<Message> receive(std::chrono::milliseconds timeout) = 0;
 };
 
-/// Server rank 0's side of the control channel.
+/// A control request received by a server rank, to be answered (maybe later) by reply().
+struct ControlRequest {
+    std::vector<std::byte> peer; // who to answer: opaque to the caller
+    std::vector<std::byte> body;
+};
+
+/// A server rank's side of the control channel. Not thread-safe: one thread receives and
+/// replies.
 class Responder {
   public:
     virtual ~Responder() = default;
     virtual const std::string &address() const = 0;
-    /// Waits up to `timeout` for a request; calls answer(request) and sends back what it returns.
-    /// Returns whether a request was served.
-    virtual bool serve_one(std::chrono::milliseconds timeout,
-                           const std::function<std::vector<std::byte>(const std::vector<std::byte> &)>
-                               &answer) = 0;
+    /// The next request, or nothing after `timeout`.
+    virtual std::optional<ControlRequest> receive(std::chrono::milliseconds timeout) = 0;
+    virtual void reply(const ControlRequest &request, const std::vector<std::byte> &answer) = 0;
 };
 
 struct SendOptions {

@@ -194,6 +194,8 @@ namespace {
 // Tags the two control messages, so that one is never read as the other.
 constexpr std::uint32_t kHelloTag = 0x4C45'4C48;   // "HLEL"
 constexpr std::uint32_t kWelcomeTag = 0x4D4F'4357; // "WCOM"
+constexpr std::uint32_t kFlushTag = 0x4855'4C46;   // "FLUH"
+constexpr std::uint32_t kFlushedTag = 0x4445'4C46; // "FLED"
 
 void expect_tag(Reader &r, std::uint32_t tag) {
     if (r.u32() != tag || r.u32() != kVersion)
@@ -232,7 +234,7 @@ std::vector<std::byte> encode_welcome(const Welcome &welcome) {
     w.u32(welcome.field_id).u32(static_cast<std::uint32_t>(welcome.routing));
     w.u32(static_cast<std::uint32_t>(welcome.servers.size()));
     for (const auto &s : welcome.servers)
-        w.str(s.host).str(s.tcp).str(s.ipc);
+        w.str(s.host).str(s.tcp).str(s.ipc).str(s.control);
     return w.bytes();
 }
 
@@ -248,19 +250,64 @@ Welcome decode_welcome(const void *data, std::size_t size) {
         throw MalformedMessage("unknown routing");
     welcome.routing = static_cast<Routing>(routing);
     const std::uint32_t n = r.u32();
-    // Each endpoint takes at least 12 bytes: a count beyond what is left is a lie, not a reason
+    // Each endpoint takes at least 16 bytes: a count beyond what is left is a lie, not a reason
     // to allocate.
-    if (n > size / 12)
+    if (n > size / 16)
         throw MalformedMessage("control message lists more servers than it holds");
     for (std::uint32_t i = 0; i < n; ++i) {
         ServerEndpoint s;
         s.host = r.str();
         s.tcp = r.str();
         s.ipc = r.str();
+        s.control = r.str();
         welcome.servers.push_back(std::move(s));
     }
     expect_end(r);
     return welcome;
+}
+
+Request request_kind(const void *data, std::size_t size) {
+    Reader r(data, size);
+    const std::uint32_t tag = r.u32();
+    if (tag == kHelloTag)
+        return Request::Hello;
+    if (tag == kFlushTag)
+        return Request::Flush;
+    throw MalformedMessage("not a melissa control request");
+}
+
+std::vector<std::byte> encode_flush(const Flush &f) {
+    Writer w;
+    w.u32(kFlushTag).u32(kVersion).u64(f.token).u32(f.simulation_id).u32(f.client_rank);
+    w.u64(f.messages);
+    return w.bytes();
+}
+
+Flush decode_flush(const void *data, std::size_t size) {
+    Reader r(data, size);
+    expect_tag(r, kFlushTag);
+    Flush f;
+    f.token = r.u64();
+    f.simulation_id = r.u32();
+    f.client_rank = r.u32();
+    f.messages = r.u64();
+    expect_end(r);
+    return f;
+}
+
+std::vector<std::byte> encode_flushed(const Flushed &f) {
+    Writer w;
+    w.u32(kFlushedTag).u32(kVersion).u64(f.received);
+    return w.bytes();
+}
+
+Flushed decode_flushed(const void *data, std::size_t size) {
+    Reader r(data, size);
+    expect_tag(r, kFlushedTag);
+    Flushed f;
+    f.received = r.u64();
+    expect_end(r);
+    return f;
 }
 
 } // namespace melissa::wire

@@ -123,9 +123,9 @@ struct Hello {
     std::uint32_t n_client_ranks = 0;
 };
 
-/// Where a server rank receives data.
+/// Where a server rank receives data, and answers requests (handshakes on rank 0, flushes).
 struct ServerEndpoint {
-    std::string host, tcp, ipc;
+    std::string host, tcp, ipc, control;
 };
 
 /// Server rank 0's answer: status 0 and the layout, or an error and why.
@@ -141,5 +141,29 @@ MELISSA_EXPORT std::vector<std::byte> encode_hello(const Hello &hello);
 MELISSA_EXPORT Hello decode_hello(const void *data, std::size_t size);
 MELISSA_EXPORT std::vector<std::byte> encode_welcome(const Welcome &welcome);
 MELISSA_EXPORT Welcome decode_welcome(const void *data, std::size_t size);
+
+/// What a client rank asks each server rank it sent to before it closes its connections: to
+/// answer once it holds every message the client rank sent it. Closing a connection may drop
+/// what is still queued (ZeroMQ over Unix sockets does), so nothing is closed before that.
+struct Flush {
+    std::uint64_t token = 0;
+    std::uint32_t simulation_id = 0, client_rank = 0;
+    std::uint64_t messages = 0;
+};
+
+/// A server rank's answer: how many of the client rank's messages it holds.
+struct Flushed {
+    std::uint64_t received = 0;
+};
+
+/// A control request: a handshake or a flush.
+enum class Request { Hello, Flush };
+
+/// Which control request `data` holds; throws MalformedMessage if neither.
+MELISSA_EXPORT Request request_kind(const void *data, std::size_t size);
+MELISSA_EXPORT std::vector<std::byte> encode_flush(const Flush &flush);
+MELISSA_EXPORT Flush decode_flush(const void *data, std::size_t size);
+MELISSA_EXPORT std::vector<std::byte> encode_flushed(const Flushed &flushed);
+MELISSA_EXPORT Flushed decode_flushed(const void *data, std::size_t size);
 
 } // namespace melissa::wire

@@ -97,11 +97,15 @@ class ZmqInbox final : public Inbox {
     const wire::ServerEndpoint &endpoint() const override { return endpoint_; }
 
     std::unique_ptr<Message> receive(std::chrono::milliseconds timeout) override {
-        zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
-        if (zmq::poll(&item, 1, timeout) == 0)
-            return nullptr;
         zmq::message_t header, payload;
-        (void)socket_.recv(header);
+        // Polling only when nothing is waiting: a poll per message costs about 1 us, a third of
+        // a small message's whole cost on the server.
+        if (!socket_.recv(header, zmq::recv_flags::dontwait)) {
+            zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
+            if (zmq::poll(&item, 1, timeout) == 0)
+                return nullptr;
+            (void)socket_.recv(header);
+        }
         bool extra = false;
         if (header.more()) {
             (void)socket_.recv(payload);
@@ -134,12 +138,10 @@ class ZmqResponder final : public Responder {
 
     const std::string &address() const override { return address_; }
 
-    bool serve_one(std::chrono::milliseconds timeout,
-                   const std::function<std::vector<std::byte>(const std::vector<std::byte> &)>
-                       &answer) override {
+    std::optional<ControlRequest> receive(std::chrono::milliseconds timeout) override {
         zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
         if (zmq::poll(&item, 1, timeout) == 0)
-            return false;
+            return std::nullopt;
         // A REQ peer's envelope: identity, empty delimiter, body. Anything else is dropped whole.
         std::vector<zmq::message_t> frames;
         do {
@@ -147,14 +149,17 @@ class ZmqResponder final : public Responder {
             (void)socket_.recv(frames.back());
         } while (frames.back().more());
         if (frames.size() != 3 || frames[1].size() != 0)
-            return true;
+            return std::nullopt;
+        const auto *peer = frames[0].data<std::byte>();
         const auto *body = frames[2].data<std::byte>();
-        const std::vector<std::byte> reply =
-            answer(std::vector<std::byte>(body, body + frames[2].size()));
-        socket_.send(frames[0], zmq::send_flags::sndmore);
+        return ControlRequest{{peer, peer + frames[0].size()}, {body, body + frames[2].size()}};
+    }
+
+    void reply(const ControlRequest &request, const std::vector<std::byte> &answer) override {
+        socket_.send(zmq::message_t(request.peer.data(), request.peer.size()),
+                     zmq::send_flags::sndmore);
         socket_.send(zmq::message_t(), zmq::send_flags::sndmore);
-        socket_.send(zmq::message_t(reply.data(), reply.size()), zmq::send_flags::none);
-        return true;
+        socket_.send(zmq::message_t(answer.data(), answer.size()), zmq::send_flags::none);
     }
 
   private:

@@ -105,23 +105,33 @@ TEST(WireFuzz, ControlDecodersThrowOrSucceed) {
     std::size_t thrown = 0;
     for (int round = 0; round < 100000; ++round) {
         std::vector<std::byte> bytes;
-        const bool hello = rng() % 2;
-        if (hello) {
+        const int kind = static_cast<int>(rng() % 4);
+        if (kind == 0) {
             wire::Hello h{rng(), static_cast<std::uint32_t>(rng()), "temperature", rng(), 3};
             bytes = wire::encode_hello(h);
-        } else {
+        } else if (kind == 1) {
             wire::Welcome w;
             w.message = "a reason";
-            w.servers = {{"node1", "tcp://node1:1", "ipc:///tmp/a"}, {"node2", "tcp://node2:2", ""}};
+            w.servers = {{"node1", "tcp://node1:1", "ipc:///tmp/a", "tcp://node1:2"},
+                         {"node2", "tcp://node2:2", "", "tcp://node2:3"}};
             bytes = wire::encode_welcome(w);
+        } else if (kind == 2) {
+            bytes = wire::encode_flush({rng(), 3, 1, rng()});
+        } else {
+            bytes = wire::encode_flushed({rng()});
         }
         for (int k = 0, n = 1 + static_cast<int>(rng() % 3); k < n; ++k)
             mutate(bytes, rng);
         try {
-            if (hello)
+            (void)wire::request_kind(bytes.data(), bytes.size());
+            if (kind == 0)
                 (void)wire::decode_hello(bytes.data(), bytes.size());
-            else
+            else if (kind == 1)
                 (void)wire::decode_welcome(bytes.data(), bytes.size());
+            else if (kind == 2)
+                (void)wire::decode_flush(bytes.data(), bytes.size());
+            else
+                (void)wire::decode_flushed(bytes.data(), bytes.size());
         } catch (const wire::MalformedMessage &) {
             ++thrown;
         }

@@ -182,6 +182,12 @@ SCENARIOS = {
     # A field of fewer cells than server ranks: server rank 0 owns none of its cells, so it
     # must count the simulation finished on its END alone, with no time step routed to it.
     "c-tiny-field-1x3": Scenario(3, (Simulation(SERIAL, (2,), mpi=False),), deadline=5),
+    # Many 1 KiB messages over Unix sockets, finalize right after the last: closing a ZeroMQ
+    # ipc connection drops what it still queues (libzmq#4660), so finalize must wait for the
+    # server to confirm it holds everything. Without that, every such run lost its tail.
+    "small-messages-ipc-finalize": Scenario(1, tuple(
+        Simulation(SERIAL, (128,), simulation=k, steps=1500, mpi=False) for k in range(4)),
+        concurrent=True),
 }
 
 
