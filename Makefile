@@ -62,8 +62,12 @@ $(INSTALLED): $(SOURCES) $(VENV_READY) | system-packages
 	  || { cat $(LOGS)/install.log; exit 1; }
 	@touch $@
 
+# The heat-equation study: 56 runs of the C solver (2 MPI ranks each) streaming to a 2-rank
+# server that computes every statistic and the Sobol indices, then the plots.
 demo: install
-	@$(PYTHON) examples/stats_demo.py
+	@examples/heat/build.sh build/examples/heat
+	@$(VENV)/bin/melissa run examples/heat/config_c.json --overwrite
+	@$(VENV)/bin/melissa plot build/demo/heat-c
 
 test: ctest pytest
 

@@ -207,8 +207,9 @@ def main() -> None:
     print(f"- command: `python bench/bench_training.py --samples {args.samples} --cells "
           f"{args.cells} --batch {args.batch} --target {args.target} --max-samples "
           f"{args.max_samples}`")
-    print(f"- {args.samples} samples of {args.cells} cells ({args.samples * args.cells * 4 / 1e6:.0f}"
-          f" MB); writing them as files took {writing:.1f} s (not counted below)\n")
+    megabytes = args.samples * args.cells * 4 / 1e6
+    print(f"- {args.samples} samples of {args.cells} cells ({megabytes:.0f} MB); writing them "
+          f"as files took {writing:.1f} s (not counted below)\n")
     online = rows[0][1][0]
     print(f"| feed | samples/s | online / this | seconds to validation loss < {args.target:g} "
           "| samples used |")

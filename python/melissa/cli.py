@@ -101,8 +101,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.cmakedir or args.pkgconfigdir:
         return _print_dir(cmake_dir() if args.cmakedir else pkgconfig_dir())
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
-                        stream=sys.stderr)
+    # The console gets progress, warnings and errors; every event goes to logs/launcher.log.
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    console.addFilter(lambda record: record.levelno >= logging.WARNING
+                      or record.name == "melissa.progress")
+    logging.basicConfig(level=logging.INFO, handlers=[console])
     if args.command == "run":
         return _run(args.config, args.overwrite, args.resume)
     if args.command == "schema":

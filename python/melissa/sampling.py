@@ -14,7 +14,8 @@ from melissa.config import StudyOptions
 __all__ = ["draw_parameters", "group_member"]
 
 
-def _unit_sample(sampler: str, n: int, dimensions: int, seed: int) -> npt.NDArray[np.float64]:
+def _unit_sample(sampler: str, n: int, dimensions: int,
+                 seed: int | np.random.SeedSequence) -> npt.NDArray[np.float64]:
     rng = np.random.default_rng(seed)
     if sampler == "random":
         return rng.random((n, dimensions))
@@ -35,15 +36,18 @@ def draw_parameters(study: StudyOptions, sobol: bool) -> npt.NDArray[np.float64]
     """The parameters of every simulation, shape (n_simulations, nb_parameters), by id.
 
     With Sobol indices, simulation g * (p + 2) + j is member j of group g: j = 0 is A, j = 1 is
-    B, j = k + 2 is C_k (A with parameter k taken from B). A and B come from one sample of 2p
-    dimensions, so that they are independent draws of the same sampler.
+    B, j = k + 2 is C_k (A with parameter k taken from B). A and B come from two independently
+    seeded engines: the two halves of one 2p-dimensional low-discrepancy sample come out
+    correlated for small samples (at 8 points of 10 Sobol' dimensions, matching columns
+    correlate up to 0.8), which biases the indices.
     """
     p, n = study.nb_parameters, study.parameter_sweep_size
-    unit = _unit_sample(study.sampler, n, 2 * p if sobol else p, study.seed)
     low, high = np.asarray(study.l_bounds), np.asarray(study.u_bounds)
     if not sobol:
-        return qmc.scale(unit, low, high)
-    a, b = qmc.scale(unit[:, :p], low, high), qmc.scale(unit[:, p:], low, high)
+        return qmc.scale(_unit_sample(study.sampler, n, p, study.seed), low, high)
+    seed_a, seed_b = np.random.SeedSequence(study.seed).spawn(2)
+    a = qmc.scale(_unit_sample(study.sampler, n, p, seed_a), low, high)
+    b = qmc.scale(_unit_sample(study.sampler, n, p, seed_b), low, high)
     groups = np.repeat(a[:, None, :], p + 2, axis=1)
     groups[:, 1] = b
     for k in range(p):

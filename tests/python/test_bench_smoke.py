@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
+MPI_ROOT = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
 
 
 @pytest.mark.parametrize(
@@ -25,3 +27,11 @@ def test_benchmark_runs(command: list[str]) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "|" in done.stdout  # a markdown table was printed
+
+
+def test_transport_benchmark_runs() -> None:
+    """bench/transport_bench.sh builds its C++ program first, then runs a few seconds."""
+    done = subprocess.run([str(BENCH / "transport_bench.sh"), "--quick"], capture_output=True,
+                          text=True, timeout=300, env={**os.environ, **MPI_ROOT})
+    assert done.returncode == 0, done.stderr
+    assert "melissa / raw" in done.stdout

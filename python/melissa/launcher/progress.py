@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as RichProgress
 
-log = logging.getLogger("melissa.launcher")
+log = logging.getLogger("melissa.progress")
 
 # Seconds between progress lines when no terminal shows a live display.
 LINE_INTERVAL = 10.0
