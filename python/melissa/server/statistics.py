@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import resource
 import signal
 import sys
 import time
@@ -120,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
              consumer.pending_groups())
     receiver.stop()
     write_results(comm, config, study["config"], files, receiver, consumer, study, outcome)
-    log.info("results written to %s", files.results)
+    log.info("results written to %s; peak memory %d kB", files.results,
+             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
     return 0
 
 
