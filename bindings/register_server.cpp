@@ -74,6 +74,50 @@ py::tuple batch_arrays(server::Batch batch, std::size_t cells) {
                           owned(std::move(batch.values), {n, static_cast<py::ssize_t>(cells)}));
 }
 
+/// Writes checkpointed state arrays back through an accumulator's state views.
+void load_state(std::vector<melissa::stats::StateArray> arrays, const py::dict &saved,
+                const char *kernel) {
+    for (const auto &a : arrays) {
+        if (!saved.contains(a.name.c_str()))
+            throw py::value_error(std::string("checkpoint: ") + kernel + " state has no " + a.name);
+        std::size_t n = 1;
+        for (std::size_t d : a.shape)
+            n *= d;
+        if (a.type == melissa::stats::StateArray::Type::Float64) {
+            auto values = saved[a.name.c_str()].cast<py::array_t<double, py::array::c_style |
+                                                                          py::array::forcecast>>();
+            if (static_cast<std::size_t>(values.size()) != n)
+                throw py::value_error(std::string("checkpoint: ") + kernel + "." + a.name +
+                                      " has the wrong size");
+            std::copy_n(values.data(), n, static_cast<double *>(a.data));
+        } else {
+            auto values =
+                saved[a.name.c_str()]
+                    .cast<py::array_t<std::uint64_t, py::array::c_style | py::array::forcecast>>();
+            if (static_cast<std::size_t>(values.size()) != n)
+                throw py::value_error(std::string("checkpoint: ") + kernel + "." + a.name +
+                                      " has the wrong size");
+            std::copy_n(values.data(), n, static_cast<std::uint64_t *>(a.data));
+        }
+    }
+}
+
+/// Every kernel of one (field, time step): their state arrays, copied.
+py::dict accumulator_states(server::Accumulators &a) {
+    py::dict states;
+    if (a.moments)
+        states["moments"] = state_copy(a.moments->state());
+    if (a.extrema)
+        states["extrema"] = state_copy(a.extrema->state());
+    if (a.exceedance)
+        states["exceedance"] = state_copy(a.exceedance->state());
+    if (a.quantiles)
+        states["quantiles"] = state_copy(a.quantiles->state());
+    if (a.sobol)
+        states["sobol"] = state_copy(a.sobol->state());
+    return states;
+}
+
 server::BufferPolicy policy_from(const std::string &name) {
     if (name == "FIFO")
         return server::BufferPolicy::Fifo;
@@ -126,23 +170,63 @@ void register_server(py::module_ &m) {
             [](server::FieldStatistics &self) {
                 py::list out;
                 self.visit([&](std::uint32_t field, std::uint32_t step, server::Accumulators &a) {
-                    py::dict states;
-                    if (a.moments)
-                        states["moments"] = state_copy(a.moments->state());
-                    if (a.extrema)
-                        states["extrema"] = state_copy(a.extrema->state());
-                    if (a.exceedance)
-                        states["exceedance"] = state_copy(a.exceedance->state());
-                    if (a.quantiles)
-                        states["quantiles"] = state_copy(a.quantiles->state());
-                    if (a.sobol)
-                        states["sobol"] = state_copy(a.sobol->state());
-                    out.append(py::make_tuple(field, step, a.offset, a.cells, states));
+                    out.append(py::make_tuple(field, step, a.offset, a.cells,
+                                              accumulator_states(a)));
                 });
                 return out;
             },
             "[(field_id, time_step, offset, cells, {statistic: state arrays})] for every "
-            "(field, time step) seen, copied under the lock.");
+            "(field, time step) seen, copied under the lock.")
+        .def(
+            "groups",
+            [](server::FieldStatistics &self) {
+                py::list out;
+                self.visit_groups([&](const server::FieldStatistics::GroupKey &key,
+                                      server::FieldStatistics::Group &g) {
+                    const auto rows = static_cast<py::ssize_t>(g.arrived.size());
+                    py::array_t<double> values({rows, static_cast<py::ssize_t>(
+                                                          g.values.size() / g.arrived.size())});
+                    std::copy(g.values.begin(), g.values.end(), values.mutable_data());
+                    out.append(py::make_tuple(std::get<0>(key), std::get<1>(key),
+                                              std::get<2>(key), values,
+                                              std::vector<bool>(g.arrived)));
+                });
+                return out;
+            },
+            "[(field_id, time_step, group, values (n_params + 2, cells), arrived)] of the Sobol "
+            "groups in flight.")
+        .def(
+            "restore",
+            [](server::FieldStatistics &self, std::uint32_t field, std::uint32_t step,
+               std::uint64_t offset, std::uint64_t cells, const py::dict &states) {
+                server::Accumulators &a = self.accumulators_at(field, step, offset, cells);
+                auto load = [&](auto &kernel, const char *name) {
+                    if (kernel && states.contains(name))
+                        load_state(kernel->state(), states[name].cast<py::dict>(), name);
+                };
+                load(a.moments, "moments");
+                load(a.extrema, "extrema");
+                load(a.exceedance, "exceedance");
+                load(a.quantiles, "quantiles");
+                load(a.sobol, "sobol");
+            },
+            py::arg("field"), py::arg("time_step"), py::arg("offset"), py::arg("cells"),
+            py::arg("states"), "Takes up a checkpointed (field, time step), as states() gave it.")
+        .def(
+            "restore_group",
+            [](server::FieldStatistics &self, std::uint32_t field, std::uint32_t step,
+               std::uint32_t group,
+               const py::array_t<double, py::array::c_style | py::array::forcecast> &values,
+               std::vector<bool> arrived) {
+                server::FieldStatistics::Group g;
+                g.values.assign(values.data(), values.data() + values.size());
+                g.n_arrived = static_cast<std::size_t>(
+                    std::count(arrived.begin(), arrived.end(), true));
+                g.arrived = std::move(arrived);
+                self.restore_group({field, step, group}, std::move(g));
+            },
+            py::arg("field"), py::arg("time_step"), py::arg("group"), py::arg("values"),
+            py::arg("arrived"));
 
     py::class_<server::ReplayBuffer, server::Consumer, std::shared_ptr<server::ReplayBuffer>>(
         m, "ReplayBuffer")
@@ -262,5 +346,48 @@ void register_server(py::module_ &m) {
         .def("finished_simulations", &server::Receiver::finished_simulations)
         .def("field_sizes", &server::Receiver::field_sizes)
         .def("discard_partial", &server::Receiver::discard_partial, py::arg("simulation_id"))
+        .def(
+            "checkpoint",
+            [](server::Receiver &self, server::FieldStatistics &statistics) {
+                // The receiver thread waits between two messages: both states agree.
+                std::unique_lock<std::mutex> paused;
+                {
+                    py::gil_scoped_release release;
+                    paused = self.pause();
+                }
+                const server::DeliveryState delivery = self.delivery_state();
+                py::list delivered;
+                for (const auto &[key, steps] : delivery.delivered)
+                    delivered.append(py::make_tuple(key.first, key.second, steps));
+                py::dict out;
+                out["finished"] = delivery.finished;
+                out["delivered"] = delivered;
+                out["field_sizes"] = delivery.field_sizes;
+                out["states"] = py::module_::import("melissa._core")
+                                    .attr("FieldStatistics")
+                                    .attr("states")(py::cast(&statistics));
+                out["groups"] = py::module_::import("melissa._core")
+                                    .attr("FieldStatistics")
+                                    .attr("groups")(py::cast(&statistics));
+                return out;
+            },
+            py::arg("statistics"),
+            "A consistent snapshot of this rank: the receiver's delivery state and the "
+            "statistics' accumulators and groups in flight.")
+        .def(
+            "restore",
+            [](server::Receiver &self, const py::dict &checkpoint) {
+                server::DeliveryState state;
+                state.finished = checkpoint["finished"].cast<std::vector<std::uint32_t>>();
+                state.field_sizes =
+                    checkpoint["field_sizes"].cast<std::map<std::uint32_t, std::uint64_t>>();
+                for (const auto &entry : checkpoint["delivered"].cast<py::list>()) {
+                    const auto t = entry.cast<py::tuple>();
+                    state.delivered[{t[0].cast<std::uint32_t>(), t[1].cast<std::uint32_t>()}] =
+                        t[2].cast<std::vector<std::uint32_t>>();
+                }
+                self.restore(state);
+            },
+            py::arg("checkpoint"), "Takes up the delivery state of checkpoint().")
         .def("stop", &server::Receiver::stop, py::call_guard<py::gil_scoped_release>());
 }

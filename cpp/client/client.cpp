@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
+#include <random>
 
 namespace melissa::client {
 namespace {
@@ -73,7 +74,8 @@ Settings Settings::from_environment() {
 
 Client::Client(Settings settings, std::unique_ptr<Communicator> comm)
     : settings_(std::move(settings)), comm_(std::move(comm)),
-      transport_(transport::make_zmq_transport()) {}
+      transport_(transport::make_zmq_transport()),
+      run_(static_cast<std::uint32_t>(std::random_device{}())) {}
 
 // Senders close (flushing what they hold, at most the timeout) before the transport ends.
 Client::~Client() {
@@ -185,7 +187,7 @@ void Client::send_to(std::uint32_t server, const wire::Header &header, const voi
 
 void Client::flush(std::uint32_t server) {
     wire::Flush request{settings_.token, settings_.simulation_id,
-                        static_cast<std::uint32_t>(comm_->rank()), sent_[server]};
+                        static_cast<std::uint32_t>(comm_->rank()), run_, sent_[server]};
     const std::string &address = servers_[server].control;
     std::vector<std::byte> reply;
     try {
@@ -223,6 +225,7 @@ wire::Header Client::header_for(const Field &field, wire::Kind kind) const {
     h.client_rank = static_cast<std::uint32_t>(comm_->rank());
     h.n_client_ranks = static_cast<std::uint32_t>(comm_->size());
     h.field_size = field.global_size;
+    h.run = run_;
     return h;
 }
 

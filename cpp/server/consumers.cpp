@@ -45,6 +45,22 @@ template <class T> void update_all(Accumulators &a, const T *values) {
 }
 } // namespace
 
+Accumulators &FieldStatistics::accumulators_at(std::uint32_t field, std::uint32_t step,
+                                               std::uint64_t offset, std::uint64_t cells) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    Delivery d;
+    d.field_id = field;
+    d.time_step = step;
+    d.offset = offset;
+    d.count = cells;
+    return accumulators_for(d);
+}
+
+void FieldStatistics::restore_group(const GroupKey &key, Group group) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    groups_[key] = std::move(group);
+}
+
 Accumulators &FieldStatistics::accumulators_for(const Delivery &d) {
     auto [found, created] = accumulators_.try_emplace({d.field_id, d.time_step});
     Accumulators &a = found->second;

@@ -71,26 +71,37 @@ class MELISSA_EXPORT FieldStatistics final : public Consumer {
             visit(key.first, key.second, accumulators);
     }
 
-    /// Groups of which some members have arrived, for every (field, time step): what is in
-    /// flight, and what failed simulations left incomplete.
-    std::size_t pending_groups();
-
-  private:
     /// The members of one group at one (field, time step) that have arrived so far.
     struct Group {
         std::vector<double> values; // (n_params + 2, cells)
         std::vector<bool> arrived;
         std::size_t n_arrived = 0;
     };
+    using GroupKey = std::tuple<std::uint32_t, std::uint32_t, std::uint32_t>; // field, step, group
 
+    /// Groups of which some members have arrived, for every (field, time step): what is in
+    /// flight, and what failed simulations left incomplete.
+    std::size_t pending_groups();
+
+    /// For checkpoints: the accumulators of a (field, time step), created if new (to restore
+    /// them through their state()), and the groups in flight. Call under Receiver::pause().
+    Accumulators &accumulators_at(std::uint32_t field, std::uint32_t step, std::uint64_t offset,
+                                  std::uint64_t cells);
+    template <class Visit> void visit_groups(Visit &&visit) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        for (auto &[key, group] : groups_)
+            visit(key, group);
+    }
+    void restore_group(const GroupKey &key, Group group);
+
+  private:
     Accumulators &accumulators_for(const Delivery &delivery);
     void add_to_group(Accumulators &accumulators, const Delivery &delivery);
 
     StatisticsSpec spec_;
     std::mutex mutex_;
     std::map<std::pair<std::uint32_t, std::uint32_t>, Accumulators> accumulators_;
-    // (field, time step, group)
-    std::map<std::tuple<std::uint32_t, std::uint32_t, std::uint32_t>, Group> groups_;
+    std::map<GroupKey, Group> groups_;
 };
 
 } // namespace melissa::server

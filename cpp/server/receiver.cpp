@@ -110,7 +110,7 @@ void Receiver::control_loop() {
 
 std::optional<std::vector<std::byte>> Receiver::answer_flush(const wire::Flush &flush) {
     std::lock_guard<std::mutex> lock(mutex_);
-    const auto found = arrived_.find({flush.simulation_id, flush.client_rank});
+    const auto found = arrived_.find({flush.simulation_id, flush.client_rank, flush.run});
     const std::uint64_t received = found == arrived_.end() ? 0 : found->second;
     // Another study's client learns at once that nothing of it is here.
     if (received < flush.messages && flush.token == config_.token)
@@ -170,8 +170,51 @@ std::vector<std::byte> Receiver::answer(const std::vector<std::byte> &request) {
 void Receiver::receive_loop() {
     while (!stopping_) {
         std::unique_ptr<transport::Message> message = inbox_->receive(kPollInterval);
-        if (message)
+        if (message) {
+            std::lock_guard<std::mutex> handling(handling_);
             handle(std::move(message));
+        }
+    }
+}
+
+std::unique_lock<std::mutex> Receiver::pause() { return std::unique_lock<std::mutex>(handling_); }
+
+DeliveryState Receiver::delivery_state() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    DeliveryState state;
+    state.finished.assign(finished_.begin(), finished_.end());
+    state.field_sizes = field_sizes_;
+    for (const auto &[sim, simulation] : simulations_) {
+        if (finished_.count(sim))
+            continue;
+        for (const auto &[field, steps] : simulation.delivered) {
+            std::vector<std::uint32_t> &out = state.delivered[{sim, field}];
+            for (std::uint32_t t = 0; t < steps.size(); ++t)
+                if (steps[t])
+                    out.push_back(t);
+        }
+    }
+    return state;
+}
+
+void Receiver::restore(const DeliveryState &state) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    finished_.insert(state.finished.begin(), state.finished.end());
+    for (const auto &[field, size] : state.field_sizes)
+        field_sizes_[field] = size;
+    for (const auto &[key, steps] : state.delivered) {
+        Simulation &sim = simulations_[key.first];
+        std::vector<bool> &delivered = sim.delivered[key.second];
+        for (std::uint32_t t : steps) {
+            if (t >= kMaxTimeSteps)
+                throw std::invalid_argument("Receiver.restore: time step beyond 2^26");
+            if (delivered.size() <= t)
+                delivered.resize(t + 1, false);
+            if (!delivered[t]) {
+                delivered[t] = true;
+                ++sim.delivered_count[key.second];
+            }
+        }
     }
 }
 
@@ -216,11 +259,13 @@ void Receiver::handle(std::unique_ptr<transport::Message> message) {
     const wire::Header &h = *decoded;
     if (h.token != config_.token)
         return drop("wrong study token");
-    ++arrived_[{h.simulation_id, h.client_rank}];
+    ++arrived_[{h.simulation_id, h.client_rank, h.run}];
     if (h.field_id >= config_.field_names.size())
         return drop("unknown field");
     if (!check_field_size(h.field_id, h.field_size))
         return drop("field size differs from the handshake's");
+    if (finished_.count(h.simulation_id))
+        return drop("simulation already complete");
     Simulation &sim = simulations_[h.simulation_id];
 
     if (h.kind == wire::Kind::End) {

@@ -16,6 +16,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "../transport/transport.hpp"
@@ -62,6 +63,15 @@ struct Counters {
     std::map<std::uint32_t, PerSimulation> simulations;
 };
 
+/// What a checkpoint keeps of a receiver: which simulations are complete, and which time steps
+/// of the others were delivered, so that a resumed server counts nothing twice.
+struct DeliveryState {
+    std::vector<std::uint32_t> finished;
+    // (simulation, field) -> delivered time steps, for simulations not finished
+    std::map<std::pair<std::uint32_t, std::uint32_t>, std::vector<std::uint32_t>> delivered;
+    std::map<std::uint32_t, std::uint64_t> field_sizes;
+};
+
 class MELISSA_EXPORT Receiver {
   public:
     Receiver(ReceiverConfig config, std::shared_ptr<Consumer> consumer);
@@ -82,6 +92,13 @@ class MELISSA_EXPORT Receiver {
     /// Forgets a simulation's half-assembled time steps (after its failure); what was delivered
     /// stays delivered, so a restart's repeats are still dropped.
     void discard_partial(std::uint32_t simulation_id);
+
+    /// Holds the receiver thread between two messages while the returned lock lives: the
+    /// receiver's and its consumer's states are then consistent with each other (checkpoints).
+    std::unique_lock<std::mutex> pause();
+    DeliveryState delivery_state() const;
+    /// Takes up a checkpoint's state, before any client connects.
+    void restore(const DeliveryState &state);
 
     /// Stops the threads; idempotent. Called by the destructor.
     void stop();
@@ -112,11 +129,12 @@ class MELISSA_EXPORT Receiver {
     std::unique_ptr<transport::Responder> responder_;
     wire::ServerEndpoint endpoint_;
 
+    std::mutex handling_;      // held by the receiver thread while it handles a message
     mutable std::mutex mutex_; // guards what the two threads and the caller share, below
     Counters counters_;
     std::vector<wire::ServerEndpoint> layout_; // empty until serve_handshakes (rank 0 only)
-    // Messages that arrived from each (simulation, client rank): what a flush waits for.
-    std::map<std::pair<std::uint32_t, std::uint32_t>, std::uint64_t> arrived_;
+    // Messages that arrived from each (simulation, client rank, run): what a flush waits for.
+    std::map<std::tuple<std::uint32_t, std::uint32_t, std::uint32_t>, std::uint64_t> arrived_;
     std::map<std::uint32_t, std::uint64_t> field_sizes_;
     std::map<std::uint32_t, Simulation> simulations_;
     std::set<std::uint32_t> finished_;

@@ -32,7 +32,7 @@ template <class T> T get(const std::byte *bytes, std::size_t at) {
     return to_little(v);
 }
 
-// Field offsets in the header; bytes 60-63 are reserved (zero).
+// Field offsets in the header.
 enum Offset : std::size_t {
     kMagicAt = 0,
     kVersionAt = 4,
@@ -47,8 +47,9 @@ enum Offset : std::size_t {
     kFieldSizeAt = 36,
     kOffsetAt = 44,
     kCountAt = 52,
+    kRunAt = 60,
 };
-static_assert(kCountAt + 8 <= kHeaderSize);
+static_assert(kRunAt + 4 == kHeaderSize);
 
 } // namespace
 
@@ -67,6 +68,7 @@ HeaderBytes encode(const Header &h) {
     put(bytes, kFieldSizeAt, h.field_size);
     put(bytes, kOffsetAt, h.offset);
     put(bytes, kCountAt, h.count);
+    put(bytes, kRunAt, h.run);
     return bytes;
 }
 
@@ -124,6 +126,7 @@ std::optional<Header> decode(const void *data, std::size_t size, std::size_t pay
     h.field_size = get<std::uint64_t>(bytes, kFieldSizeAt);
     h.offset = get<std::uint64_t>(bytes, kOffsetAt);
     h.count = get<std::uint64_t>(bytes, kCountAt);
+    h.run = get<std::uint32_t>(bytes, kRunAt);
     if (h.client_rank >= h.n_client_ranks)
         return fail(Defect::BadRange);
     if (h.kind == Kind::Data) {
@@ -279,7 +282,7 @@ Request request_kind(const void *data, std::size_t size) {
 std::vector<std::byte> encode_flush(const Flush &f) {
     Writer w;
     w.u32(kFlushTag).u32(kVersion).u64(f.token).u32(f.simulation_id).u32(f.client_rank);
-    w.u64(f.messages);
+    w.u32(f.run).u64(f.messages);
     return w.bytes();
 }
 
@@ -290,6 +293,7 @@ Flush decode_flush(const void *data, std::size_t size) {
     f.token = r.u64();
     f.simulation_id = r.u32();
     f.client_rank = r.u32();
+    f.run = r.u32();
     f.messages = r.u64();
     expect_end(r);
     return f;

@@ -40,7 +40,10 @@ struct Header {
     std::uint32_t n_client_ranks = 0;
     std::uint64_t field_size = 0; // cells of the whole field, over all client ranks
     std::uint64_t offset = 0;     // first cell of this piece in the whole field
-    std::uint64_t count = 0;      // cells in this piece; for END: data messages sent to this rank
+    std::uint64_t count = 0;      // cells in this piece; for END: time steps sent
+    // Random per client process: tells a restarted simulation's messages from its earlier
+    // attempt's, whose flush counts must not mix.
+    std::uint32_t run = 0;
 
     std::size_t payload_bytes() const {
         return kind == Kind::Data ? static_cast<std::size_t>(count) * dtype_size(dtype) : 0;
@@ -147,7 +150,7 @@ MELISSA_EXPORT Welcome decode_welcome(const void *data, std::size_t size);
 /// what is still queued (ZeroMQ over Unix sockets does), so nothing is closed before that.
 struct Flush {
     std::uint64_t token = 0;
-    std::uint32_t simulation_id = 0, client_rank = 0;
+    std::uint32_t simulation_id = 0, client_rank = 0, run = 0;
     std::uint64_t messages = 0;
 };
 

@@ -59,6 +59,10 @@ class StudyFiles:
     def checkpoint(self) -> Path:
         return self.output_dir / "checkpoints" / "training.pt"
 
+    def statistics_checkpoint(self, rank: int) -> Path:
+        """A statistics server rank's accumulators and what it has received."""
+        return self.output_dir / "checkpoints" / f"statistics-{rank}.pkl"
+
     def server_log(self, rank: int) -> Path:
         return self.logs / f"server-{rank}.log"
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import signal
 import subprocess
 import sys
 import time
@@ -220,6 +222,48 @@ def test_restarted_simulation_is_never_counted_twice(tmp_path: Path) -> None:
         assert_close(ds["v_variance"], fields["v"].var(axis=0, ddof=1), "variance after restarts")
         counters = (tmp_path / "out" / "logs" / "server-0.log").read_text()
         assert "time step already received" in counters
+
+
+def test_server_crash_then_resume_from_checkpoint(tmp_path: Path) -> None:
+    """The server dies mid-study; `melissa run --resume` takes up its last checkpoint, runs
+    only what it lacked, and the results are those of every simulation, none counted twice."""
+    config = study_config(tmp_path, solver_options="--step-delay 0.3",
+                          sa={"mean": True, "variance": True, "min": True, "max": True,
+                              "checkpoint_interval": 0.5})
+    launcher = subprocess.Popen([sys.executable, "-m", "melissa", "run", str(config)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, **ROOT_MPI})
+    checkpoints = [tmp_path / "out" / "checkpoints" / f"statistics-{r}.pkl" for r in (0, 1)]
+
+    def finished_in_checkpoints() -> int:
+        try:
+            return min(len(pickle.loads(p.read_bytes())["finished"]) for p in checkpoints)
+        except (OSError, EOFError, pickle.UnpicklingError):
+            return 0
+
+    deadline = time.monotonic() + 60
+    while finished_in_checkpoints() < 3:
+        assert time.monotonic() < deadline and launcher.poll() is None, launcher.communicate()
+        time.sleep(0.1)
+    server = json.loads((tmp_path / "out" / ".melissa" / "server.json").read_text())
+    os.kill(server["pid"], signal.SIGKILL)
+    _, stderr = launcher.communicate(timeout=60)
+    assert launcher.returncode == 1
+    assert "the server stopped" in stderr
+
+    done = melissa("run", str(config), "--resume")
+    assert done.returncode == 0, done.stderr
+    assert "8/8 simulations completed" in done.stdout
+    log = (tmp_path / "out" / "logs" / "launcher.log").read_text()
+    rerun = [line for line in log[log.rindex("study "):].splitlines() if "started (attempt" in line]
+    assert len(rerun) < 8, "what the checkpoint held whole did not run again"
+    with xr.open_dataset(tmp_path / "out" / "results.nc") as ds:
+        assert (ds["u_count"].values == 8).all(), "every simulation once, none twice"
+        assert (ds["simulation_status"].values == 0).all()
+        fields = offline_fields(tmp_path, ds["parameters"].values)
+        assert_close(ds["u_mean"], fields["u"].mean(axis=0), "mean after the resume")
+        assert_close(ds["v_variance"], fields["v"].var(axis=0, ddof=1), "variance after resume")
+        assert_close(ds["u_max"], fields["u"].max(axis=0), "max after the resume")
 
 
 def test_schema_plot_and_launcher_alias(tmp_path: Path) -> None:

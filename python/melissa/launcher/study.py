@@ -101,19 +101,33 @@ class StudyRun:
         self.server: Job | None = None
 
     def finished_in_checkpoint(self) -> set[int]:
-        """Simulations a resumed training study need not run again."""
-        if not self.training:
-            raise ConfigError("--resume continues a training study (dl_config) from its "
-                              "checkpoint; a statistics study runs again whole")
-        if not self.files.checkpoint.exists():
-            raise ConfigError(f"--resume: {self.files.checkpoint} does not exist")
-        import torch
+        """Simulations a resumed study need not run again: those its checkpoint holds whole."""
+        if self.training:
+            if not self.files.checkpoint.exists():
+                raise ConfigError(f"--resume: {self.files.checkpoint} does not exist")
+            import torch
 
-        state = torch.load(self.files.checkpoint, map_location="cpu", weights_only=False)
-        done = set(state["finished_simulations"])
-        # Held-out simulations run again: their samples lived in the servers' memory.
-        assert self.config.dl_config is not None
-        return done - set(range(self.config.dl_config.validation_simulations))
+            state = torch.load(self.files.checkpoint, map_location="cpu", weights_only=False)
+            done = set(state["finished_simulations"])
+            # Held-out simulations run again: their samples lived in the servers' memory.
+            assert self.config.dl_config is not None
+            return done - set(range(self.config.dl_config.validation_simulations))
+        ranks = self.config.launcher_config.num_server_processes
+        paths = [self.files.statistics_checkpoint(rank) for rank in range(ranks)]
+        missing = [str(p) for p in paths if not p.exists()]
+        if missing:
+            raise ConfigError(f"--resume needs a checkpoint of each of the {ranks} server ranks "
+                              f"(launcher_config.num_server_processes); missing: "
+                              f"{', '.join(missing)}")
+        import pickle
+
+        finished: set[int] | None = None
+        for path in paths:
+            with open(path, "rb") as f:
+                here = set(pickle.load(f)["finished"])
+            # Complete only where every rank holds it whole: the ranks saved at their own pace.
+            finished = here if finished is None else finished & here
+        return finished or set()
 
     # -- the server ---------------------------------------------------------------------------
 

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import pickle
 import resource
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +51,44 @@ def make_consumer(config: Config) -> _core.FieldStatistics:
     )
 
 
-def serve(watch: Watch, interrupted: list[bool]) -> dict[str, Any]:
-    """Receives until the launcher's stop file says what completed and all of it is here."""
+def checkpoint(receiver: _core.Receiver, consumer: _core.FieldStatistics, files: StudyFiles,
+               rank: int) -> None:
+    """This rank's accumulators, Sobol groups in flight and delivery state, consistent with
+    each other (the receiver waits meanwhile), written atomically."""
+    state = receiver.checkpoint(consumer)
+    path = files.statistics_checkpoint(rank)
+    path.parent.mkdir(exist_ok=True)
+    partial = path.with_suffix(".partial")
+    with open(partial, "wb") as f:
+        pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)
+    partial.replace(path)
+    log.info("checkpoint: %d simulations complete, %d (field, time step) accumulators",
+             len(state["finished"]), len(state["states"]))
+
+
+def resume(receiver: _core.Receiver, consumer: _core.FieldStatistics, files: StudyFiles,
+           rank: int) -> None:
+    with open(files.statistics_checkpoint(rank), "rb") as f:
+        state = pickle.load(f)
+    for field, step, offset, cells, states in state["states"]:
+        consumer.restore(field, step, offset, cells, states)
+    for field, step, group, values, arrived in state["groups"]:
+        consumer.restore_group(field, step, group, values, arrived)
+    receiver.restore(state)
+    log.info("resumed from %s: %d simulations complete", files.statistics_checkpoint(rank),
+             len(state["finished"]))
+
+
+def serve(watch: Watch, interrupted: list[bool], save: Callable[[], None],
+          interval: float) -> dict[str, Any]:
+    """Receives until the launcher's stop file says what completed and all of it is here,
+    saving a checkpoint every `interval` seconds."""
+    last_checkpoint = time.monotonic()
     while True:
         watch.report_progress()
+        if time.monotonic() - last_checkpoint > interval:
+            save()
+            last_checkpoint = time.monotonic()
         outcome = watch.study_over()
         if outcome is not None:
             return outcome
@@ -74,9 +111,9 @@ def write_results(comm: Any, config: Config, raw_config: dict[str, Any], files: 
             log.warning("no data of field %s ever arrived: it is left out of the results", name)
     if comm.rank == 0:
         statuses = ["not_run"] * len(study["parameters"])
-        for state in ("completed", "failed"):
+        for state in ("completed", "completed_before", "failed"):
             for sim in outcome.get(state, []):
-                statuses[sim] = state
+                statuses[sim] = state.removesuffix("_before")
         results.create(files.results, config, sizes, study["parameters"], statuses, raw_config)
     comm.Barrier()
     states = consumer.states()
@@ -108,13 +145,18 @@ def main(argv: list[str] | None = None) -> int:
     receiver, address = open_receiver(comm, config.study_options.field_names,
                                       int(study["token"], 16), consumer)
     log.info("receiving at %s", receiver.endpoint)
+    if study.get("resume"):
+        resume(receiver, consumer, files, comm.rank)
     if comm.rank == 0:
-        write_json(files.server, {"address": address, "ranks": comm.size})
+        write_json(files.server, {"address": address, "ranks": comm.size, "pid": os.getpid()})
         log.info("clients connect to %s", address)
     interrupted = [False]
     signal.signal(signal.SIGTERM, lambda *_: interrupted.__setitem__(0, True))
     watch = Watch(files, comm.rank, receiver, config.launcher_config.timeouts.shutdown)
-    outcome = serve(watch, interrupted)
+    assert config.sa_config is not None
+    outcome = serve(watch, interrupted,
+                    lambda: checkpoint(receiver, consumer, files, comm.rank),
+                    config.sa_config.checkpoint_interval)
     counters = receiver.counters()
     log.info("received %d messages, %d bytes; dropped %s; Sobol groups left incomplete: %d",
              counters["messages"], counters["bytes"], counters["dropped"] or "nothing",

@@ -28,6 +28,7 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import socket
 import sys
 import time
@@ -388,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(files.output_dir / "tensorboard"))
-        write_json(files.server, {"address": address, "ranks": comm.size})
+        write_json(files.server, {"address": address, "ranks": comm.size, "pid": os.getpid()})
         log.info("clients connect to %s; training on %s", address, device)
     trainer = Trainer(config, study, files, comm, receiver, buffer,
                       server_class(config, device), device, writer)
