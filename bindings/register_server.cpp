@@ -23,7 +23,8 @@ wire::Routing routing_from(const std::string &name) {
     if (name == "whole_by_time_step")
         return wire::Routing::WholeByTimeStep;
     throw py::value_error("routing must be 'cells', 'whole_by_simulation' or "
-                          "'whole_by_time_step', got '" + name + "'");
+                          "'whole_by_time_step', got '" +
+                          name + "'");
 }
 
 py::dict endpoint_dict(const wire::ServerEndpoint &e) {
@@ -84,8 +85,9 @@ void load_state(std::vector<melissa::stats::StateArray> arrays, const py::dict &
         for (std::size_t d : a.shape)
             n *= d;
         if (a.type == melissa::stats::StateArray::Type::Float64) {
-            auto values = saved[a.name.c_str()].cast<py::array_t<double, py::array::c_style |
-                                                                          py::array::forcecast>>();
+            auto values =
+                saved[a.name.c_str()]
+                    .cast<py::array_t<double, py::array::c_style | py::array::forcecast>>();
             if (static_cast<std::size_t>(values.size()) != n)
                 throw py::value_error(std::string("checkpoint: ") + kernel + "." + a.name +
                                       " has the wrong size");
@@ -133,8 +135,8 @@ server::BufferPolicy policy_from(const std::string &name) {
 void register_server(py::module_ &m) {
     py::class_<server::Consumer, std::shared_ptr<server::Consumer>>(m, "Consumer");
 
-    py::class_<server::Collector, server::Consumer, std::shared_ptr<server::Collector>>(
-        m, "Collector")
+    py::class_<server::Collector, server::Consumer, std::shared_ptr<server::Collector>>(m,
+                                                                                        "Collector")
         .def(py::init<std::size_t>(), py::arg("capacity"))
         .def(
             "pop",
@@ -170,8 +172,8 @@ void register_server(py::module_ &m) {
             [](server::FieldStatistics &self) {
                 py::list out;
                 self.visit([&](std::uint32_t field, std::uint32_t step, server::Accumulators &a) {
-                    out.append(py::make_tuple(field, step, a.offset, a.cells,
-                                              accumulator_states(a)));
+                    out.append(
+                        py::make_tuple(field, step, a.offset, a.cells, accumulator_states(a)));
                 });
                 return out;
             },
@@ -184,12 +186,11 @@ void register_server(py::module_ &m) {
                 self.visit_groups([&](const server::FieldStatistics::GroupKey &key,
                                       server::FieldStatistics::Group &g) {
                     const auto rows = static_cast<py::ssize_t>(g.arrived.size());
-                    py::array_t<double> values({rows, static_cast<py::ssize_t>(
-                                                          g.values.size() / g.arrived.size())});
+                    py::array_t<double> values(
+                        {rows, static_cast<py::ssize_t>(g.values.size() / g.arrived.size())});
                     std::copy(g.values.begin(), g.values.end(), values.mutable_data());
-                    out.append(py::make_tuple(std::get<0>(key), std::get<1>(key),
-                                              std::get<2>(key), values,
-                                              std::vector<bool>(g.arrived)));
+                    out.append(py::make_tuple(std::get<0>(key), std::get<1>(key), std::get<2>(key),
+                                              values, std::vector<bool>(g.arrived)));
                 });
                 return out;
             },
@@ -220,8 +221,8 @@ void register_server(py::module_ &m) {
                std::vector<bool> arrived) {
                 server::FieldStatistics::Group g;
                 g.values.assign(values.data(), values.data() + values.size());
-                g.n_arrived = static_cast<std::size_t>(
-                    std::count(arrived.begin(), arrived.end(), true));
+                g.n_arrived =
+                    static_cast<std::size_t>(std::count(arrived.begin(), arrived.end(), true));
                 g.arrived = std::move(arrived);
                 self.restore_group({field, step, group}, std::move(g));
             },
@@ -242,8 +243,8 @@ void register_server(py::module_ &m) {
         .def(
             "push",
             [](server::ReplayBuffer &self, std::uint32_t simulation_id, std::uint32_t time_step,
-               std::uint32_t field_id, const py::array_t<float, py::array::c_style |
-                                                                  py::array::forcecast> &values) {
+               std::uint32_t field_id,
+               const py::array_t<float, py::array::c_style | py::array::forcecast> &values) {
                 server::Delivery d;
                 d.simulation_id = simulation_id;
                 d.field_id = field_id;
@@ -267,8 +268,8 @@ void register_server(py::module_ &m) {
                 server::Batch batch;
                 {
                     py::gil_scoped_release release;
-                    batch = self.batch(n, std::chrono::milliseconds(
-                                              static_cast<long long>(timeout * 1e3)));
+                    batch = self.batch(
+                        n, std::chrono::milliseconds(static_cast<long long>(timeout * 1e3)));
                 }
                 return batch_arrays(std::move(batch), self.sample_cells());
             },
@@ -301,25 +302,28 @@ void register_server(py::module_ &m) {
                          std::shared_ptr<server::Consumer> consumer) {
                  if (n_ranks == 0 || rank >= n_ranks)
                      throw py::value_error("Receiver: rank must lie in [0, n_ranks)");
-                 server::ReceiverConfig config{std::move(field_names), token,
-                                               rank,                   n_ranks,
-                                               routing_from(routing),  std::move(host),
-                                               std::move(ipc_dir),     high_water_mark};
+                 server::ReceiverConfig config{std::move(field_names),
+                                               token,
+                                               rank,
+                                               n_ranks,
+                                               routing_from(routing),
+                                               std::move(host),
+                                               std::move(ipc_dir),
+                                               high_water_mark};
                  return std::make_unique<server::Receiver>(std::move(config), std::move(consumer));
              }),
              py::arg("field_names"), py::arg("token"), py::arg("rank"), py::arg("n_ranks"),
              py::arg("routing"), py::arg("host"), py::arg("ipc_dir"), py::arg("high_water_mark"),
              py::arg("consumer"))
-        .def_property_readonly("endpoint",
-                               [](const server::Receiver &r) { return endpoint_dict(r.endpoint()); })
+        .def_property_readonly(
+            "endpoint", [](const server::Receiver &r) { return endpoint_dict(r.endpoint()); })
         .def(
             "serve_handshakes",
             [](server::Receiver &self, const std::vector<py::dict> &layout) {
                 std::vector<wire::ServerEndpoint> endpoints;
                 for (const auto &e : layout)
                     endpoints.push_back({e["host"].cast<std::string>(),
-                                         e["tcp"].cast<std::string>(),
-                                         e["ipc"].cast<std::string>(),
+                                         e["tcp"].cast<std::string>(), e["ipc"].cast<std::string>(),
                                          e["control"].cast<std::string>()});
                 return self.serve_handshakes(std::move(endpoints));
             },

@@ -49,9 +49,9 @@ std::string checked_name(const char *call, const char *field_name) {
 
 std::uint64_t checked_size(const char *call, int size) {
     if (size < 0)
-        throw Error(MELISSA_ERR_ARGUMENT,
-                    std::string(call) + ": the number of values is negative (" +
-                        std::to_string(size) + ")");
+        throw Error(MELISSA_ERR_ARGUMENT, std::string(call) +
+                                              ": the number of values is negative (" +
+                                              std::to_string(size) + ")");
     return static_cast<std::uint64_t>(size);
 }
 
@@ -62,13 +62,13 @@ int init(const char *call, const char *field_name, int size, MakeCommunicator &&
         const std::string name = checked_name(call, field_name);
         const std::uint64_t cells = checked_size(call, size);
         if (!client)
-            client = std::make_unique<Client>(melissa::client::Settings::from_environment(), make());
+            client =
+                std::make_unique<Client>(melissa::client::Settings::from_environment(), make());
         client->init(name, cells);
     });
 }
 
-int send(const char *call, const char *field_name, const void *values,
-         melissa::wire::DType dtype) {
+int send(const char *call, const char *field_name, const void *values, melissa::wire::DType dtype) {
     return guarded(call, [&] {
         const std::string name = checked_name(call, field_name);
         if (!client)

@@ -58,7 +58,8 @@ Settings Settings::from_environment() {
     s.server_address = required("MELISSA_SERVER_ADDRESS");
     s.simulation_id = static_cast<std::uint32_t>(
         parse_unsigned("MELISSA_SIMULATION_ID", required("MELISSA_SIMULATION_ID"), 10, UINT32_MAX));
-    s.token = parse_unsigned("MELISSA_STUDY_TOKEN", required("MELISSA_STUDY_TOKEN"), 16, UINT64_MAX);
+    s.token =
+        parse_unsigned("MELISSA_STUDY_TOKEN", required("MELISSA_STUDY_TOKEN"), 16, UINT64_MAX);
     if (const char *timeout = std::getenv("MELISSA_TIMEOUT")) {
         char *end = nullptr;
         const double seconds = std::strtod(timeout, &end);
@@ -93,8 +94,8 @@ wire::Welcome Client::handshake(const std::string &field, std::uint64_t global_s
             hello.field_name = field;
             hello.field_size = global_size;
             hello.n_client_ranks = static_cast<std::uint32_t>(comm_->size());
-            const auto reply = transport_->request(
-                settings_.server_address, wire::encode_hello(hello), settings_.timeout);
+            const auto reply = transport_->request(settings_.server_address,
+                                                   wire::encode_hello(hello), settings_.timeout);
             outcome = encode_outcome(MELISSA_OK, "", reply);
         } catch (const transport::TimeoutError &e) {
             outcome = encode_outcome(MELISSA_ERR_TIMEOUT, e.what(), {});
@@ -111,16 +112,16 @@ wire::Welcome Client::handshake(const std::string &field, std::uint64_t global_s
         throw Error(code, "melissa_init(\"" + field + "\"): " + message);
     wire::Welcome welcome;
     try {
-        welcome = wire::decode_welcome(outcome.data() + r.consumed(), outcome.size() - r.consumed());
+        welcome =
+            wire::decode_welcome(outcome.data() + r.consumed(), outcome.size() - r.consumed());
     } catch (const wire::MalformedMessage &e) {
-        throw Error(MELISSA_ERR_TRANSPORT, "melissa_init(\"" + field + "\"): the server at " +
-                                               settings_.server_address +
-                                               " answered something that is not melissa's: " +
-                                               e.what());
+        throw Error(MELISSA_ERR_TRANSPORT,
+                    "melissa_init(\"" + field + "\"): the server at " + settings_.server_address +
+                        " answered something that is not melissa's: " + e.what());
     }
     if (welcome.status != 0)
-        throw Error(MELISSA_ERR_REJECTED, "melissa_init(\"" + field +
-                                              "\"): the server refused: " + welcome.message);
+        throw Error(MELISSA_ERR_REJECTED,
+                    "melissa_init(\"" + field + "\"): the server refused: " + welcome.message);
     if (welcome.servers.empty())
         throw Error(MELISSA_ERR_TRANSPORT, "melissa_init: the server listed no data endpoint");
     return welcome;
@@ -128,7 +129,8 @@ wire::Welcome Client::handshake(const std::string &field, std::uint64_t global_s
 
 void Client::init(const std::string &field, std::uint64_t local_size) {
     if (fields_.count(field))
-        throw Error(MELISSA_ERR_STATE, "melissa_init: field '" + field + "' is already initialized");
+        throw Error(MELISSA_ERR_STATE,
+                    "melissa_init: field '" + field + "' is already initialized");
     const std::vector<std::uint64_t> sizes = comm_->allgather(local_size);
     std::uint64_t offset = 0, global_size = 0;
     for (int r = 0; r < comm_->size(); ++r) {
@@ -204,13 +206,13 @@ void Client::flush(std::uint32_t server) {
         const wire::Flushed flushed = wire::decode_flushed(reply.data(), reply.size());
         if (flushed.received < sent_[server])
             throw Error(MELISSA_ERR_REJECTED, "melissa_finalize: server rank " +
-                                                  std::to_string(server) + " holds none of this "
+                                                  std::to_string(server) +
+                                                  " holds none of this "
                                                   "study's messages (wrong study token?)");
     } catch (const wire::MalformedMessage &e) {
-        throw Error(MELISSA_ERR_TRANSPORT, "melissa_finalize: server rank " +
-                                               std::to_string(server) +
-                                               " answered something that is not melissa's: " +
-                                               e.what());
+        throw Error(MELISSA_ERR_TRANSPORT,
+                    "melissa_finalize: server rank " + std::to_string(server) +
+                        " answered something that is not melissa's: " + e.what());
     }
 }
 

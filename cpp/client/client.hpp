@@ -85,8 +85,8 @@ class Client {
     std::vector<wire::ServerEndpoint> servers_;
     wire::Routing routing_ = wire::Routing::Cells;
     std::vector<std::unique_ptr<transport::Sender>> senders_; // by server rank, connected lazily
-    std::vector<std::uint64_t> sent_;                          // messages sent to each server rank
-    std::uint32_t run_;                                        // tells this process's messages
+    std::vector<std::uint64_t> sent_;                         // messages sent to each server rank
+    std::uint32_t run_;                                       // tells this process's messages
     std::map<std::string, Field> fields_;
 };
 

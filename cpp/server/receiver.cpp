@@ -88,7 +88,8 @@ void Receiver::control_loop() {
                 } else {
                     const wire::Flush flush =
                         wire::decode_flush(request->body.data(), request->body.size());
-                    pending.push_back({std::move(*request), flush, std::chrono::steady_clock::now()});
+                    pending.push_back(
+                        {std::move(*request), flush, std::chrono::steady_clock::now()});
                 }
             } catch (const wire::MalformedMessage &) {
                 // Not ours: no answer, as to anything else that is not melissa's.
@@ -159,8 +160,8 @@ std::vector<std::byte> Receiver::answer(const std::vector<std::byte> &request) {
         auto [size, inserted] = field_sizes_.emplace(welcome.field_id, hello.field_size);
         if (!inserted && size->second != hello.field_size)
             return refuse("field '" + hello.field_name + "' has " + std::to_string(size->second) +
-                          " cells in the other simulations, " +
-                          std::to_string(hello.field_size) + " in this one");
+                          " cells in the other simulations, " + std::to_string(hello.field_size) +
+                          " in this one");
         ++counters_.handshakes;
     }
     welcome.servers = std::move(layout);
@@ -248,14 +249,14 @@ bool Receiver::routed_here(const wire::Header &h) const {
 void Receiver::handle(std::unique_ptr<transport::Message> message) {
     std::unique_lock<std::mutex> lock(mutex_);
     wire::Defect defect = wire::Defect::None;
-    const auto decoded =
-        message->has_extra_frames()
-            ? std::nullopt
-            : wire::decode(message->header(), message->header_size(), message->payload_size(),
-                           defect);
+    const auto decoded = message->has_extra_frames()
+                             ? std::nullopt
+                             : wire::decode(message->header(), message->header_size(),
+                                            message->payload_size(), defect);
     if (!decoded)
-        return drop(message->has_extra_frames() ? "malformed: extra frames"
-                                                : std::string("malformed: ") + wire::describe(defect));
+        return drop(message->has_extra_frames()
+                        ? "malformed: extra frames"
+                        : std::string("malformed: ") + wire::describe(defect));
     const wire::Header &h = *decoded;
     if (h.token != config_.token)
         return drop("wrong study token");
@@ -309,7 +310,10 @@ void Receiver::handle(std::unique_ptr<transport::Message> message) {
     const auto key = std::make_pair(h.field_id, h.time_step);
     auto found = sim.pending.find(key);
     if (found == sim.pending.end()) {
-        Assembly fresh{h.dtype, begin, end - begin, 0,
+        Assembly fresh{h.dtype,
+                       begin,
+                       end - begin,
+                       0,
                        std::make_shared<std::vector<std::byte>>((end - begin) * value_size),
                        std::vector<bool>(h.n_client_ranks, false)};
         found = sim.pending.emplace(key, std::move(fresh)).first;
@@ -327,8 +331,8 @@ void Receiver::handle(std::unique_ptr<transport::Message> message) {
     a.filled += h.count;
     if (a.filled < a.length)
         return;
-    Delivery delivery{h.simulation_id, h.field_id, h.time_step, a.begin, a.length,
-                      a.dtype,         a.buffer->data(), a.buffer};
+    Delivery delivery{h.simulation_id, h.field_id, h.time_step,      a.begin,
+                      a.length,        a.dtype,    a.buffer->data(), a.buffer};
     sim.pending.erase(found);
     lock.unlock();
     complete(h, std::move(delivery));

@@ -42,9 +42,9 @@ struct Batch {
 struct BufferConfig {
     BufferPolicy policy = BufferPolicy::Fifo;
     std::size_t capacity = 1000;
-    std::size_t watermark = 100; // samples held before the first batch
-    std::size_t n_fields = 1; // a sample is complete when all of them arrived
-    std::set<std::uint32_t> validation;      // simulations held out for validation
+    std::size_t watermark = 100;        // samples held before the first batch
+    std::size_t n_fields = 1;           // a sample is complete when all of them arrived
+    std::set<std::uint32_t> validation; // simulations held out for validation
     std::uint64_t seed = 0;
 };
 

@@ -78,7 +78,7 @@ class Responder {
 
 struct SendOptions {
     std::chrono::milliseconds timeout{60000};
-    int high_water_mark = 8;    // messages queued per connection before send blocks
+    int high_water_mark = 8;      // messages queued per connection before send blocks
     bool prefer_local_ipc = true; // a server on this host is reached through a Unix socket
 };
 

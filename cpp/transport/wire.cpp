@@ -109,7 +109,8 @@ std::optional<Header> decode(const void *data, std::size_t size, std::size_t pay
         return fail(Defect::BadVersion);
     Header h;
     const auto kind = get<std::uint8_t>(bytes, kKindAt);
-    if (kind != static_cast<std::uint8_t>(Kind::Data) && kind != static_cast<std::uint8_t>(Kind::End))
+    if (kind != static_cast<std::uint8_t>(Kind::Data) &&
+        kind != static_cast<std::uint8_t>(Kind::End))
         return fail(Defect::BadKind);
     h.kind = static_cast<Kind>(kind);
     const auto dtype = get<std::uint8_t>(bytes, kDTypeAt);

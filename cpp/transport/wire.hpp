@@ -70,8 +70,8 @@ MELISSA_EXPORT const char *describe(Defect defect);
 
 /// Decodes and checks what a header can say about itself (its size, magic, version, kind, dtype,
 /// range and the size of the values that came with it). Never reads past `size` bytes.
-MELISSA_EXPORT std::optional<Header> decode(const void *bytes, std::size_t size, std::size_t payload_size,
-                             Defect &defect);
+MELISSA_EXPORT std::optional<Header> decode(const void *bytes, std::size_t size,
+                                            std::size_t payload_size, Defect &defect);
 
 /// Builds a control message: fields appended in order, strings length-prefixed.
 class MELISSA_EXPORT Writer {

@@ -171,13 +171,13 @@ class ZmqTransport final : public Transport {
   public:
     std::unique_ptr<Sender> connect(const wire::ServerEndpoint &server,
                                     const SendOptions &options) override {
-        const bool local = options.prefer_local_ipc && !server.ipc.empty() &&
-                           server.host == host_name();
+        const bool local =
+            options.prefer_local_ipc && !server.ipc.empty() && server.host == host_name();
         try {
             return std::make_unique<ZmqSender>(context_, local ? server.ipc : server.tcp, options);
         } catch (const zmq::error_t &e) {
-            throw TransportError("cannot connect to " + (local ? server.ipc : server.tcp) +
-                                 ": " + e.what());
+            throw TransportError("cannot connect to " + (local ? server.ipc : server.tcp) + ": " +
+                                 e.what());
         }
     }
 

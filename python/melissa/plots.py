@@ -41,9 +41,13 @@ def _fields(ds: xr.Dataset) -> list[str]:
     return [str(name)[: -len("_count")] for name in ds.data_vars if str(name).endswith("_count")]
 
 
+def _cell_dimension(ds: xr.Dataset, variable: str) -> str:
+    return next(str(d) for d in ds[variable].dims if str(d).endswith("cell"))
+
+
 def plot_field(ds: xr.Dataset, field: str, path: Path) -> Path:
     cell = _focus_cell(ds, field)
-    cells = next(d for d in ds[f"{field}_{_first_statistic(ds, field)}"].dims if d.endswith("cell"))
+    cells = _cell_dimension(ds, f"{field}_{_first_statistic(ds, field)}")
     at = {cells: cell}
     time = ds["time"].values
     panels = []
@@ -62,7 +66,8 @@ def plot_field(ds: xr.Dataset, field: str, path: Path) -> Path:
             if f"{field}_variance" in ds:
                 std = np.sqrt(ds[f"{field}_variance"].isel(at).values)
                 ax.fill_between(time, mean - std, mean + std, alpha=0.3, label="mean ± std")
-            ax.plot(time, ds[f"{field}_mean"].mean(cells).values, "--",
+            ax.plot(time, ds[f"{field}_mean"].mean(_cell_dimension(ds, f"{field}_mean")).values,
+                    "--",
                     label="mean over cells")
             for name in ("min", "max"):
                 if f"{field}_{name}" in ds:

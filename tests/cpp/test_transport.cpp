@@ -31,9 +31,10 @@ struct TestServer {
     std::string address;
 
     explicit TestServer(wire::Routing routing = wire::Routing::Cells)
-        : receiver(server::ReceiverConfig{{"u", "v"}, kToken, 0, 1, routing,
-                                          transport::host_name(), "/tmp", 8},
-                   collector) {
+        : receiver(
+              server::ReceiverConfig{
+                  {"u", "v"}, kToken, 0, 1, routing, transport::host_name(), "/tmp", 8},
+              collector) {
         address = receiver.serve_handshakes({receiver.endpoint()});
     }
 

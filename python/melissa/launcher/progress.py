@@ -8,7 +8,7 @@ import time
 from types import TracebackType
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as RichProgress
 
 log = logging.getLogger("melissa.progress")
@@ -26,7 +26,7 @@ class Progress:
         self.start = time.monotonic()
         self._last_line = 0.0
         self._display: RichProgress | None = None
-        self._task = None
+        self._task: TaskID | None = None
 
     def __enter__(self) -> Progress:
         self.start = time.monotonic()

@@ -111,9 +111,9 @@ def write_results(comm: Any, config: Config, raw_config: dict[str, Any], files: 
             log.warning("no data of field %s ever arrived: it is left out of the results", name)
     if comm.rank == 0:
         statuses = ["not_run"] * len(study["parameters"])
-        for state in ("completed", "completed_before", "failed"):
-            for sim in outcome.get(state, []):
-                statuses[sim] = state.removesuffix("_before")
+        for outcome_name in ("completed", "completed_before", "failed"):
+            for sim in outcome.get(outcome_name, []):
+                statuses[sim] = outcome_name.removesuffix("_before")
         results.create(files.results, config, sizes, study["parameters"], statuses, raw_config)
     comm.Barrier()
     states = consumer.states()

@@ -88,7 +88,7 @@ class TrainingServer:
         x = (torch.as_tensor(parameters, dtype=torch.float32) - self.low) / self.span
         t = torch.as_tensor(time_steps, dtype=torch.float32)[:, None] / self.last_step
         y = torch.as_tensor(values)
-        if self.target_shift is None:
+        if self.target_shift is None or self.target_scale is None:
             self.target_shift = float(y.mean())
             self.target_scale = float(y.std()) or 1.0
         y = (y - self.target_shift) / self.target_scale
@@ -165,7 +165,8 @@ class Trainer:
         self.buffer, self.server = buffer, server
         self.device, self.writer = device, writer
         self.local_batch = config.per_rank(self.dl.batch_size)
-        self.model: nn.Module | None = None
+        self.model: nn.Module | None = None  # what trains: the network wrapped by DDP
+        self.network: nn.Module | None = None  # the network itself: what is saved
         self.sample_cells = 0
         self.optimizer: torch.optim.Optimizer | None = None
         self.batches = 0
@@ -200,6 +201,7 @@ class Trainer:
         n_inputs = self.config.study_options.nb_parameters + 1
         model = self.server.build_model(n_inputs, cells).to(self.device)
         self.optimizer = self.server.build_optimizer(model)
+        self.network = model
         self.model = nn.parallel.DistributedDataParallel(
             model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.sample_cells = cells
@@ -209,8 +211,8 @@ class Trainer:
         """Builds the model of the checkpoint and takes up training where it stood."""
         state = torch.load(self.files.checkpoint, map_location=self.device, weights_only=False)
         self.build(state["sample_cells"])
-        assert self.model is not None and self.optimizer is not None
-        self.model.module.load_state_dict(state["model"])
+        assert self.network is not None and self.optimizer is not None
+        self.network.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.server.load_state(state["server"])
         self.batches, self.samples = state["batches"], state["samples"]
@@ -241,12 +243,12 @@ class Trainer:
             self.checkpoint()
 
     def validate(self) -> None:
-        assert self.model is not None
+        assert self.network is not None
         ids, steps, values = self.buffer.validation_samples()
         total = torch.zeros(2, dtype=torch.float64)
         if len(ids):
             inputs, targets = self.server.make_tensors(self.parameters[ids], steps, values)
-            loss_sum, count = self.server.validation_loss(self.model.module, inputs, targets)
+            loss_sum, count = self.server.validation_loss(self.network, inputs, targets)
             total += torch.tensor([loss_sum, count], dtype=torch.float64)
         dist.all_reduce(total)
         validation = float(total[0] / total[1]) if total[1] > 0 else None
@@ -272,7 +274,7 @@ class Trainer:
 
     def checkpoint(self) -> None:
         """Model, optimizer, the server's state and where training stands, from rank 0."""
-        assert self.model is not None and self.optimizer is not None
+        assert self.network is not None and self.optimizer is not None
         self.last_checkpoint = time.monotonic()
         finished = sorted({sim for rank in
                            self.comm.allgather(self.receiver.finished_simulations())
@@ -280,7 +282,7 @@ class Trainer:
         if self.comm.rank != 0:
             return
         self.files.checkpoint.parent.mkdir(exist_ok=True)
-        state = {"model": self.model.module.state_dict(), "sample_cells": self.sample_cells,
+        state = {"model": self.network.state_dict(), "sample_cells": self.sample_cells,
                  "optimizer": self.optimizer.state_dict(), "server": self.server.state(),
                  "batches": self.batches, "samples": self.samples,
                  "finished_simulations": finished, "buffer": self.buffer.stats()}
@@ -291,28 +293,27 @@ class Trainer:
 
     def save_model(self) -> None:
         """The final model, and a few held-out fields beside their predictions for plots."""
-        assert self.model is not None
+        assert self.network is not None
         ids, steps, values = self.buffer.validation_samples()
         keep = np.lexsort((steps, ids))[:PLOTTED_SAMPLES]
         predicted = np.empty((0, values.shape[1] if values.ndim == 2 else 0), np.float32)
         if len(keep):
             inputs, _ = self.server.make_tensors(self.parameters[ids[keep]], steps[keep],
                                                  values[keep])
-            predicted = self.server.predict(self.model.module, inputs)
+            predicted = self.server.predict(self.network, inputs)
         gathered = self.comm.gather((ids[keep], steps[keep], values[keep], predicted))
         if self.comm.rank != 0:
             return
-        torch.save({"model": self.model.module.state_dict(), "server": self.server.state(),
+        torch.save({"model": self.network.state_dict(), "server": self.server.state(),
                     "batches": self.batches, "samples": self.samples,
                     "config": self.config.model_dump(mode="json")}, self.files.model)
         parts = [part for part in gathered if len(part[0])]
         if parts:
-            columns = [np.concatenate([part[k] for part in parts]) for k in range(4)]
-            keep = np.lexsort((columns[1], columns[0]))[:PLOTTED_SAMPLES]
-            np.savez(self.files.predictions,
-                     **{name: column[keep] for name, column in
-                        zip(("simulation", "time_step", "simulated", "predicted"), columns,
-                            strict=True)})
+            sims, steps, simulated, predicted = (
+                np.concatenate([part[k] for part in parts]) for k in range(4))
+            keep = np.lexsort((steps, sims))[:PLOTTED_SAMPLES]
+            np.savez(self.files.predictions, simulation=sims[keep], time_step=steps[keep],
+                     simulated=simulated[keep], predicted=predicted[keep])
 
 
 def leftovers(trainer: Trainer) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
