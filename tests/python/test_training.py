@@ -20,9 +20,10 @@ from melissa.server.training import TrainingServer
 SOLVER = Path(__file__).resolve().parents[1] / "studies" / "solver.py"
 ROOT_MPI = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
 
-# A bound measured with margin: predicting the mean gives 1 (targets are standardised); the
-# default MLP reaches about 0.002 on this study.
-VALIDATION_LOSS_BOUND = 0.05
+# A bound with margin: predicting the mean gives about 1 (targets are standardised); the default
+# MLP reached 0.0013 to 0.045 in 11 runs of this study (data arrive in a different order each
+# time, and the first batch, which fixes the targets' scale, differs with it).
+VALIDATION_LOSS_BOUND = 0.1
 
 
 def training_config(tmp_path: Path, **dl: Any) -> dict[str, Any]:

@@ -4,16 +4,71 @@ when the launcher says the study is over."""
 
 from __future__ import annotations
 
+import argparse
 import logging
+import os
+import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from mpi4py import MPI
+
 from melissa import _core
+from melissa.config import Config, parse_config
 from melissa.study_files import StudyFiles, read_json, write_json
 
 log = logging.getLogger("melissa.server")
 
 PROGRESS_INTERVAL = 1.0  # seconds between progress files: the launcher's view of the data flow
+
+
+@dataclass
+class Study:
+    """What a server rank starts from: its communicator, the study's files, and what the
+    launcher wrote there."""
+
+    comm: Any
+    files: StudyFiles
+    study: dict[str, Any]
+    config: Config
+
+    def publish(self, address: str) -> None:
+        """Rank 0: tells the launcher (and through it the clients) where to connect."""
+        if self.comm.rank == 0:
+            write_json(self.files.server, {"address": address, "ranks": self.comm.size,
+                                           "pid": os.getpid()})
+            log.info("clients connect to %s", address)
+
+
+def start(argv: list[str] | None, description: str) -> Study | None:
+    """Parses `python -m melissa.server.X OUTPUT_DIR`, logs to the rank's log file and reads
+    the study the launcher wrote; None (logged) if it did not."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("output_dir", type=Path)
+    args = parser.parse_args(argv)
+    comm = MPI.COMM_WORLD
+    files = StudyFiles(args.output_dir)
+    logging.basicConfig(
+        filename=files.server_log(comm.rank), level=logging.INFO,
+        format=f"%(asctime)s [server {comm.rank}] %(levelname)s %(message)s")
+    study = read_json(files.study)
+    if study is None:
+        log.error("%s is missing: the server must be started by the launcher", files.study)
+        return None
+    return Study(comm, files, study, parse_config(study["config"]))
+
+
+def run_rank(main: Callable[[], int]) -> None:
+    """Runs a server rank's main; any failure aborts every rank, so that none is left waiting
+    in a collective (mpi4py's advice)."""
+    try:
+        sys.exit(main())
+    except Exception:
+        log.exception("server failed")
+        MPI.COMM_WORLD.Abort(1)
 
 
 class Watch:

@@ -12,27 +12,22 @@ OUTPUT_DIR/results.nc together.
 
 from __future__ import annotations
 
-import argparse
 import logging
-import os
 import pickle
 import resource
 import signal
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import netCDF4
-from mpi4py import MPI
 
 from melissa import _core
-from melissa.config import Config, parse_config
+from melissa.config import Config
 from melissa.server import results
-from melissa.server.common import Watch
+from melissa.server.common import Watch, run_rank, start
 from melissa.server.receiver import open_receiver
-from melissa.study_files import StudyFiles, read_json, write_json
+from melissa.study_files import StudyFiles, read_json
 
 log = logging.getLogger("melissa.server")
 
@@ -128,28 +123,17 @@ def write_results(comm: Any, config: Config, raw_config: dict[str, Any], files: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("output_dir", type=Path)
-    args = parser.parse_args(argv)
-    comm = MPI.COMM_WORLD
-    files = StudyFiles(args.output_dir)
-    logging.basicConfig(
-        filename=files.server_log(comm.rank), level=logging.INFO,
-        format=f"%(asctime)s [server {comm.rank}] %(levelname)s %(message)s")
-    study = read_json(files.study)
-    if study is None:
-        log.error("%s is missing: the server must be started by the launcher", files.study)
+    started = start(argv, __doc__.splitlines()[0])
+    if started is None:
         return 2
-    config = parse_config(study["config"])
+    comm, files, study, config = started.comm, started.files, started.study, started.config
     consumer = make_consumer(config)
     receiver, address = open_receiver(comm, config.study_options.field_names,
                                       int(study["token"], 16), consumer)
     log.info("receiving at %s", receiver.endpoint)
     if study.get("resume"):
         resume(receiver, consumer, files, comm.rank)
-    if comm.rank == 0:
-        write_json(files.server, {"address": address, "ranks": comm.size, "pid": os.getpid()})
-        log.info("clients connect to %s", address)
+    started.publish(address)
     interrupted = [False]
     signal.signal(signal.SIGTERM, lambda *_: interrupted.__setitem__(0, True))
     watch = Watch(files, comm.rank, receiver, config.launcher_config.timeouts.shutdown)
@@ -169,9 +153,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except Exception:
-        # One failing rank must not leave the others waiting in a collective (mpi4py's advice).
-        logging.getLogger("melissa.server").exception("server failed")
-        MPI.COMM_WORLD.Abort(1)
+    run_rank(main)

@@ -24,11 +24,9 @@ Without one, an MLP learns (parameters, time step) -> every field's values.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import json
 import logging
-import os
 import socket
 import sys
 import time
@@ -38,14 +36,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from mpi4py import MPI
 from torch import nn
 
 from melissa import _core
-from melissa.config import Config, parse_config
-from melissa.server.common import Watch
+from melissa.config import Config
+from melissa.server.common import Watch, run_rank, start
 from melissa.server.receiver import open_receiver
-from melissa.study_files import StudyFiles, read_json, write_json
+from melissa.study_files import StudyFiles
 
 log = logging.getLogger("melissa.server")
 
@@ -100,7 +97,7 @@ class TrainingServer:
         loss = nn.functional.mse_loss(model(inputs), targets)
         loss.backward()
         optimizer.step()
-        return float(loss)
+        return loss.item()
 
     def validation_loss(self, model: nn.Module, inputs: torch.Tensor,
                         targets: torch.Tensor) -> tuple[float, int]:
@@ -165,6 +162,7 @@ class Trainer:
         self.buffer, self.server = buffer, server
         self.device, self.writer = device, writer
         self.local_batch = config.per_rank(self.dl.batch_size)
+        self.synchronised = False  # whether the servers' states came from rank 0
         self.model: nn.Module | None = None  # what trains: the network wrapped by DDP
         self.network: nn.Module | None = None  # the network itself: what is saved
         self.sample_cells = 0
@@ -199,6 +197,8 @@ class Trainer:
 
     def build(self, cells: int) -> None:
         n_inputs = self.config.study_options.nb_parameters + 1
+        # The study's seed fixes the initial weights (DDP copies rank 0's to the others).
+        torch.manual_seed(self.config.study_options.seed)
         model = self.server.build_model(n_inputs, cells).to(self.device)
         self.optimizer = self.server.build_optimizer(model)
         self.network = model
@@ -215,6 +215,7 @@ class Trainer:
         self.network.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.server.load_state(state["server"])
+        self.synchronised = True
         self.batches, self.samples = state["batches"], state["samples"]
         log.info("resumed from %s at batch %d", self.files.checkpoint, self.batches)
 
@@ -225,6 +226,12 @@ class Trainer:
         assert self.model is not None and self.optimizer is not None
         ids, steps, values = batch or self.buffer.batch(self.local_batch, 0.0)
         inputs, targets = self.server.make_tensors(self.parameters[ids], steps, values)
+        if not self.synchronised:
+            # The first batch fixed each rank's normalisation from its own samples: every rank
+            # takes rank 0's, or the ranks would fit the model to targets in different units.
+            self.server.load_state(self.comm.bcast(self.server.state()))
+            self.synchronised = True
+            inputs, targets = self.server.make_tensors(self.parameters[ids], steps, values)
         loss = self.server.training_step(self.model, self.optimizer, inputs, targets)
         self.train_losses.append(loss)
         # One allreduce for the batch's size and for rank 0's clock: every rank checkpoints at
@@ -329,8 +336,8 @@ def leftovers(trainer: Trainer) -> list[tuple[np.ndarray, np.ndarray, np.ndarray
     order = np.random.default_rng(trainer.batches).permutation(len(ids))
     world, size = trainer.comm.size, trainer.local_batch
     batches = []
-    for start in range(0, len(ids) - world * size + 1, world * size):
-        mine = order[start + trainer.comm.rank * size: start + (trainer.comm.rank + 1) * size]
+    for first in range(0, len(ids) - world * size + 1, world * size):
+        mine = order[first + trainer.comm.rank * size: first + (trainer.comm.rank + 1) * size]
         batches.append((ids[mine], steps[mine], values[mine]))
     return batches
 
@@ -358,19 +365,10 @@ def train(trainer: Trainer, watch: Watch, buffer: _core.ReplayBuffer) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("output_dir", type=Path)
-    args = parser.parse_args(argv)
-    comm = MPI.COMM_WORLD
-    files = StudyFiles(args.output_dir)
-    logging.basicConfig(
-        filename=files.server_log(comm.rank), level=logging.INFO,
-        format=f"%(asctime)s [server {comm.rank}] %(levelname)s %(message)s")
-    study = read_json(files.study)
-    if study is None:
-        log.error("%s is missing: the server must be started by the launcher", files.study)
+    started = start(argv, __doc__.splitlines()[0])
+    if started is None:
         return 2
-    config = parse_config(study["config"])
+    comm, files, study, config = started.comm, started.files, started.study, started.config
     dl = config.dl_config
     assert dl is not None
     device = (torch.device("cuda", comm.rank % torch.cuda.device_count())
@@ -390,8 +388,8 @@ def main(argv: list[str] | None = None) -> int:
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(files.output_dir / "tensorboard"))
-        write_json(files.server, {"address": address, "ranks": comm.size, "pid": os.getpid()})
-        log.info("clients connect to %s; training on %s", address, device)
+    log.info("training on %s", device)
+    started.publish(address)
     trainer = Trainer(config, study, files, comm, receiver, buffer,
                       server_class(config, device), device, writer)
     watch = Watch(files, comm.rank, receiver, config.launcher_config.timeouts.shutdown)
@@ -413,18 +411,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run() -> None:
-    try:
-        sys.exit(main())
-    except Exception:
-        # One failing rank must not leave the others waiting in a collective (mpi4py's advice).
-        logging.getLogger("melissa.server").exception("server failed")
-        MPI.COMM_WORLD.Abort(1)
-
-
 if __name__ == "__main__":
     # The importable module runs, not this __main__ copy of it: a user's server class derives
     # from melissa.server.training.TrainingServer, which must be the class checked against.
     from melissa.server import training
 
-    training.run()
+    run_rank(training.main)
