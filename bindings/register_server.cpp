@@ -75,32 +75,29 @@ py::tuple batch_arrays(server::Batch batch, std::size_t cells) {
                           owned(std::move(batch.values), {n, static_cast<py::ssize_t>(cells)}));
 }
 
+/// Copies a saved array of n values of type T into `into`, checking its size.
+template <class T>
+void copy_saved(const py::handle &saved, void *into, std::size_t n, const std::string &what) {
+    auto values = saved.cast<py::array_t<T, py::array::c_style | py::array::forcecast>>();
+    if (static_cast<std::size_t>(values.size()) != n)
+        throw py::value_error("checkpoint: " + what + " has the wrong size");
+    std::copy_n(values.data(), n, static_cast<T *>(into));
+}
+
 /// Writes checkpointed state arrays back through an accumulator's state views.
 void load_state(std::vector<melissa::stats::StateArray> arrays, const py::dict &saved,
                 const char *kernel) {
     for (const auto &a : arrays) {
+        const std::string what = std::string(kernel) + "." + a.name;
         if (!saved.contains(a.name.c_str()))
-            throw py::value_error(std::string("checkpoint: ") + kernel + " state has no " + a.name);
+            throw py::value_error("checkpoint: " + what + " is missing");
         std::size_t n = 1;
         for (std::size_t d : a.shape)
             n *= d;
-        if (a.type == melissa::stats::StateArray::Type::Float64) {
-            auto values =
-                saved[a.name.c_str()]
-                    .cast<py::array_t<double, py::array::c_style | py::array::forcecast>>();
-            if (static_cast<std::size_t>(values.size()) != n)
-                throw py::value_error(std::string("checkpoint: ") + kernel + "." + a.name +
-                                      " has the wrong size");
-            std::copy_n(values.data(), n, static_cast<double *>(a.data));
-        } else {
-            auto values =
-                saved[a.name.c_str()]
-                    .cast<py::array_t<std::uint64_t, py::array::c_style | py::array::forcecast>>();
-            if (static_cast<std::size_t>(values.size()) != n)
-                throw py::value_error(std::string("checkpoint: ") + kernel + "." + a.name +
-                                      " has the wrong size");
-            std::copy_n(values.data(), n, static_cast<std::uint64_t *>(a.data));
-        }
+        if (a.type == melissa::stats::StateArray::Type::Float64)
+            copy_saved<double>(saved[a.name.c_str()], a.data, n, what);
+        else
+            copy_saved<std::uint64_t>(saved[a.name.c_str()], a.data, n, what);
     }
 }
 
