@@ -379,42 +379,33 @@ def _sobol_its(adapter: Increments, acc: ms.Sobol) -> list[tuple[Array, Array]]:
     ]
 
 
+def moments_kernel(order: int, its_ok: bool, ot_ok: bool) -> Kernel:
+    return Kernel(
+        f"Moments(order={order})",
+        state_bytes=order * 8,
+        fields_per_update=1,
+        unit="fields",
+        melissa=lambda n: ms.Moments(n, order),
+        numpy=lambda n: NumpyMoments(n, order),
+        iterative_stats=(
+            lambda n: Increments(its_moments.IterativeMoments(max_order=order, dim=n))
+        )
+        if its_ok
+        else None,
+        openturns=(lambda n: Increments(ot.IterativeMoments(order, n))) if ot_ok else None,
+        args=one_field,
+        batch=field_batch,
+        check_its=_moments_its(order),
+        check_ot=_moments_ot(order),
+    )
+
+
 def make_kernels() -> list[Kernel]:
     its_ok, ot_ok = its_moments is not None, ot is not None
     n_thr, n_prob, group = len(THRESHOLDS), len(PROBABILITIES), N_PARAMS + 2
     return [
-        Kernel(
-            "Moments(order=4)",
-            state_bytes=4 * 8,
-            fields_per_update=1,
-            unit="fields",
-            melissa=lambda n: ms.Moments(n, 4),
-            numpy=lambda n: NumpyMoments(n, 4),
-            iterative_stats=(lambda n: Increments(its_moments.IterativeMoments(max_order=4, dim=n)))
-            if its_ok
-            else None,
-            openturns=(lambda n: Increments(ot.IterativeMoments(4, n))) if ot_ok else None,
-            args=one_field,
-            batch=field_batch,
-            check_its=_moments_its(4),
-            check_ot=_moments_ot(4),
-        ),
-        Kernel(
-            "Moments(order=2)",
-            state_bytes=2 * 8,
-            fields_per_update=1,
-            unit="fields",
-            melissa=lambda n: ms.Moments(n, 2),
-            numpy=lambda n: NumpyMoments(n, 2),
-            iterative_stats=(lambda n: Increments(its_moments.IterativeMoments(max_order=2, dim=n)))
-            if its_ok
-            else None,
-            openturns=(lambda n: Increments(ot.IterativeMoments(2, n))) if ot_ok else None,
-            args=one_field,
-            batch=field_batch,
-            check_its=_moments_its(2),
-            check_ot=_moments_ot(2),
-        ),
+        moments_kernel(4, its_ok, ot_ok),
+        moments_kernel(2, its_ok, ot_ok),
         Kernel(
             "Extrema",
             state_bytes=2 * 8,

@@ -117,6 +117,28 @@ py::dict accumulator_states(server::Accumulators &a) {
     return states;
 }
 
+py::list statistics_states(server::FieldStatistics &statistics) {
+    py::list out;
+    statistics.visit([&](std::uint32_t field, std::uint32_t step, server::Accumulators &a) {
+        out.append(py::make_tuple(field, step, a.offset, a.cells, accumulator_states(a)));
+    });
+    return out;
+}
+
+py::list statistics_groups(server::FieldStatistics &statistics) {
+    py::list out;
+    statistics.visit_groups(
+        [&](const server::FieldStatistics::GroupKey &key, server::FieldStatistics::Group &g) {
+            const auto rows = static_cast<py::ssize_t>(g.arrived.size());
+            py::array_t<double> values(
+                {rows, static_cast<py::ssize_t>(g.values.size() / g.arrived.size())});
+            std::copy(g.values.begin(), g.values.end(), values.mutable_data());
+            out.append(py::make_tuple(std::get<0>(key), std::get<1>(key), std::get<2>(key), values,
+                                      std::vector<bool>(g.arrived)));
+        });
+    return out;
+}
+
 server::BufferPolicy policy_from(const std::string &name) {
     if (name == "FIFO")
         return server::BufferPolicy::Fifo;
@@ -164,35 +186,12 @@ void register_server(py::module_ &m) {
              py::arg("thresholds") = std::vector<double>{},
              py::arg("probabilities") = std::vector<double>{}, py::arg("sobol_params") = 0)
         .def("pending_groups", &server::FieldStatistics::pending_groups)
-        .def(
-            "states",
-            [](server::FieldStatistics &self) {
-                py::list out;
-                self.visit([&](std::uint32_t field, std::uint32_t step, server::Accumulators &a) {
-                    out.append(
-                        py::make_tuple(field, step, a.offset, a.cells, accumulator_states(a)));
-                });
-                return out;
-            },
-            "[(field_id, time_step, offset, cells, {statistic: state arrays})] for every "
-            "(field, time step) seen, copied under the lock.")
-        .def(
-            "groups",
-            [](server::FieldStatistics &self) {
-                py::list out;
-                self.visit_groups([&](const server::FieldStatistics::GroupKey &key,
-                                      server::FieldStatistics::Group &g) {
-                    const auto rows = static_cast<py::ssize_t>(g.arrived.size());
-                    py::array_t<double> values(
-                        {rows, static_cast<py::ssize_t>(g.values.size() / g.arrived.size())});
-                    std::copy(g.values.begin(), g.values.end(), values.mutable_data());
-                    out.append(py::make_tuple(std::get<0>(key), std::get<1>(key), std::get<2>(key),
-                                              values, std::vector<bool>(g.arrived)));
-                });
-                return out;
-            },
-            "[(field_id, time_step, group, values (n_params + 2, cells), arrived)] of the Sobol "
-            "groups in flight.")
+        .def("states", &statistics_states,
+             "[(field_id, time_step, offset, cells, {statistic: state arrays})] for every "
+             "(field, time step) seen, copied under the lock.")
+        .def("groups", &statistics_groups,
+             "[(field_id, time_step, group, values (n_params + 2, cells), arrived)] of the Sobol "
+             "groups in flight.")
         .def(
             "restore",
             [](server::FieldStatistics &self, std::uint32_t field, std::uint32_t step,
@@ -346,7 +345,6 @@ void register_server(py::module_ &m) {
              })
         .def("finished_simulations", &server::Receiver::finished_simulations)
         .def("field_sizes", &server::Receiver::field_sizes)
-        .def("discard_partial", &server::Receiver::discard_partial, py::arg("simulation_id"))
         .def(
             "checkpoint",
             [](server::Receiver &self, server::FieldStatistics &statistics) {
@@ -364,12 +362,8 @@ void register_server(py::module_ &m) {
                 out["finished"] = delivery.finished;
                 out["delivered"] = delivered;
                 out["field_sizes"] = delivery.field_sizes;
-                out["states"] = py::module_::import("melissa._core")
-                                    .attr("FieldStatistics")
-                                    .attr("states")(py::cast(&statistics));
-                out["groups"] = py::module_::import("melissa._core")
-                                    .attr("FieldStatistics")
-                                    .attr("groups")(py::cast(&statistics));
+                out["states"] = statistics_states(statistics);
+                out["groups"] = statistics_groups(statistics);
                 return out;
             },
             py::arg("statistics"),

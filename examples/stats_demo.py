@@ -14,6 +14,8 @@ import time
 
 import numpy as np
 
+from melissa.config import StudyOptions
+from melissa.sampling import draw_parameters
 from melissa.stats import Moments, Quantiles, Sobol
 
 N_FIELDS = 200_000
@@ -66,16 +68,13 @@ def sobol_demo(rng: np.random.Generator) -> None:
     cells = [(7.0, 0.1), (5.0, 0.05), (2.0, 0.3)]
     n_params = 3
     sobol = Sobol(len(cells), n_params)
-    for _ in range(N_GROUPS // BATCH):
-        a = rng.uniform(-math.pi, math.pi, (BATCH, n_params))
-        b = rng.uniform(-math.pi, math.pi, (BATCH, n_params))
-        # Inputs of a group: A, B, then C_k = A with parameter k taken from B.
-        inputs = np.repeat(a[:, None, :], n_params + 2, axis=1)
-        inputs[:, 1] = b
-        for k in range(n_params):
-            inputs[:, k + 2, k] = b[:, k]
-        groups = np.stack([ishigami(inputs, ca, cb) for ca, cb in cells], axis=-1)
-        sobol.update(groups)
+    # The launcher's own pick-freeze groups: A, B, then C_k = A with parameter k taken from B.
+    study = StudyOptions(parameter_sweep_size=N_GROUPS, nb_parameters=n_params,
+                         l_bounds=[-math.pi] * n_params, u_bounds=[math.pi] * n_params,
+                         field_names=["y"], nb_time_steps=1, seed=int(rng.integers(2**31)))
+    inputs = draw_parameters(study, sobol=True).reshape(N_GROUPS, n_params + 2, n_params)
+    for batch in np.split(inputs, N_GROUPS // BATCH):
+        sobol.update(np.stack([ishigami(batch, ca, cb) for ca, cb in cells], axis=-1))
 
     first, total = sobol.first_order(), sobol.total_order()
     intervals = sobol.confidence_intervals(0.95)

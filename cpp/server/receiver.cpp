@@ -382,11 +382,4 @@ std::map<std::uint32_t, std::uint64_t> Receiver::field_sizes() const {
     return field_sizes_;
 }
 
-void Receiver::discard_partial(std::uint32_t simulation_id) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    const auto found = simulations_.find(simulation_id);
-    if (found != simulations_.end())
-        found->second.pending.clear();
-}
-
 } // namespace melissa::server

@@ -89,10 +89,6 @@ class MELISSA_EXPORT Receiver {
     std::vector<std::uint32_t> finished_simulations() const;
     /// Sizes of the fields seen so far (by handshake on rank 0, by data elsewhere), by field id.
     std::map<std::uint32_t, std::uint64_t> field_sizes() const;
-    /// Forgets a simulation's half-assembled time steps (after its failure); what was delivered
-    /// stays delivered, so a restart's repeats are still dropped.
-    void discard_partial(std::uint32_t simulation_id);
-
     /// Holds the receiver thread between two messages while the returned lock lives: the
     /// receiver's and its consumer's states are then consistent with each other (checkpoints).
     std::unique_lock<std::mutex> pause();

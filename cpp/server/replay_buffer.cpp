@@ -34,8 +34,17 @@ void ReplayBuffer::deliver(const Delivery &d, const std::atomic<bool> &stopping)
             return;
         complete.simulation_id = d.simulation_id;
         complete.time_step = d.time_step;
-        for (auto &[field, part] : found->second) // in field id order
-            complete.values.insert(complete.values.end(), part.begin(), part.end());
+        auto &parts = found->second;
+        if (parts.size() == 1) {
+            complete.values = std::move(parts.begin()->second); // one field: no second copy
+        } else {
+            std::size_t cells = 0;
+            for (const auto &[field, part] : parts)
+                cells += part.size();
+            complete.values.reserve(cells);
+            for (const auto &[field, part] : parts) // in field id order
+                complete.values.insert(complete.values.end(), part.begin(), part.end());
+        }
         partial_.erase(found);
         if (sample_cells_ == 0)
             sample_cells_ = complete.values.size();

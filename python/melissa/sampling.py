@@ -11,7 +11,7 @@ from scipy.stats import qmc
 
 from melissa.config import StudyOptions
 
-__all__ = ["draw_parameters", "group_member"]
+__all__ = ["draw_parameters"]
 
 
 def _unit_sample(sampler: str, n: int, dimensions: int,
@@ -56,7 +56,3 @@ def draw_parameters(study: StudyOptions, sobol: bool) -> npt.NDArray[np.float64]
         groups[:, k + 2, k] = b[:, k]
     return groups.reshape(n * (p + 2), p)
 
-
-def group_member(simulation_id: int, n_parameters: int) -> tuple[int, int]:
-    """(group, member) of a simulation of a Sobol study."""
-    return divmod(simulation_id, n_parameters + 2)

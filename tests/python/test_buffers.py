@@ -143,3 +143,8 @@ def test_a_full_fifo_holds_the_receiver_back_and_loses_nothing() -> None:
 def test_unknown_policy_is_refused(policy: str) -> None:
     with pytest.raises(ValueError, match="buffer must be 'FIFO', 'FIRO' or 'Reservoir'"):
         _core.ReplayBuffer(policy, capacity=5, watermark=1, n_fields=1)
+
+
+def test_a_buffer_of_no_sample_is_refused() -> None:
+    with pytest.raises(ValueError, match="the capacity must be at least 1"):
+        _core.ReplayBuffer("FIFO", capacity=0, watermark=1, n_fields=1)

@@ -21,3 +21,10 @@ def test_heat_solvers_agree_across_languages_and_ranks(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=300,
                           env={**os.environ, **MPI_ROOT})
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_statistics_demo_prints_estimates_beside_exact_values() -> None:
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / "stats_demo.py")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "Sobol indices of the Ishigami function" in done.stdout

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from melissa.config import StudyOptions
-from melissa.sampling import draw_parameters, group_member
+from melissa.sampling import draw_parameters
 
 SAMPLERS = ["random", "halton", "sobol", "lhs"]
 
@@ -43,4 +43,3 @@ def test_pick_freeze_groups(sampler: str) -> None:
     # Independent pairs: low-discrepancy halves paired point by point correlated up to 0.9.
     correlations = [abs(np.corrcoef(a[:, k], b[:, k])[0, 1]) for k in range(3)]
     assert max(correlations) < 0.35, correlations
-    assert group_member(7, 3) == (1, 2)

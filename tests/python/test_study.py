@@ -172,6 +172,19 @@ def test_bad_config_launches_nothing(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
+def test_resume_without_checkpoint_launches_nothing(tmp_path: Path) -> None:
+    done = melissa("run", str(study_config(tmp_path)), "--resume")
+    assert done.returncode == 2
+    assert "--resume needs a checkpoint of each of the 2 server ranks" in done.stderr
+    assert not (tmp_path / "out" / "results.nc").exists()
+
+
+def test_plot_without_results_says_so(tmp_path: Path) -> None:
+    done = melissa("plot", str(tmp_path))
+    assert done.returncode == 2
+    assert "run the study first" in done.stderr
+
+
 def test_missing_solver_launches_nothing(tmp_path: Path) -> None:
     done = melissa("run", str(study_config(tmp_path, command="./no-such-solver --x 1")))
     assert done.returncode == 2

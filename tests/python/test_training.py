@@ -145,8 +145,16 @@ def test_bad_dl_config_is_refused(tmp_path: Path, change: dict[str, Any], messag
         parse_config(config)
 
 
-def test_missing_server_class_launches_nothing(tmp_path: Path) -> None:
-    done = run(tmp_path, training_config(tmp_path, server_class="no_such_module:Model"))
+@pytest.mark.parametrize(
+    ("server_class", "message"),
+    [("no_such_module:Model", "No module named 'no_such_module'"),
+     ("json:JSONDecoder", "json:JSONDecoder is not a subclass of "
+      "melissa.server.training.TrainingServer"),
+     ("narrow", "must be 'module:Class'")],
+)
+def test_bad_server_class_launches_nothing(tmp_path: Path, server_class: str,
+                                           message: str) -> None:
+    done = run(tmp_path, training_config(tmp_path, server_class=server_class))
     assert done.returncode == 2
-    assert "dl_config.server_class: No module named 'no_such_module'" in done.stderr
+    assert f"dl_config.server_class: {message}" in done.stderr
     assert not (tmp_path / "out").exists()

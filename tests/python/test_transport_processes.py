@@ -283,3 +283,14 @@ def test_server_killed_mid_run(processes: Processes, test_programs: dict[str, li
     # The send that finds no server fails after `timeout`; mpirun then takes about 1 s to end a
     # job one of whose ranks failed.
     assert time.monotonic() - killed < timeout + 3, str(finished)
+
+
+def test_unknown_routing_is_refused() -> None:
+    from mpi4py import MPI
+
+    from melissa import _core
+    from melissa.server import open_receiver
+
+    with pytest.raises(ValueError, match="routing must be 'cells', 'whole_by_simulation' or "
+                                         "'whole_by_time_step', got 'diagonal'"):
+        open_receiver(MPI.COMM_WORLD, ["u"], 1, _core.Collector(2), routing="diagonal")

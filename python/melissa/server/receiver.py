@@ -11,8 +11,6 @@ from typing import Any
 
 from melissa import _core
 
-ROUTINGS = ("cells", "whole_by_simulation", "whole_by_time_step")
-
 
 def study_token() -> int:
     """A fresh random study token; clients get it as 16 hex digits in MELISSA_STUDY_TOKEN."""
@@ -36,8 +34,6 @@ def open_receiver(
     The host clients use is MELISSA_SERVER_HOST if set, else this host's name; Unix sockets for
     clients on this host go in MELISSA_IPC_DIR (default: the temporary directory).
     """
-    if routing not in ROUTINGS:
-        raise ValueError(f"routing must be one of {ROUTINGS}, got {routing!r}")
     host = os.environ.get("MELISSA_SERVER_HOST") or socket.gethostname()
     ipc_dir = os.environ.get("MELISSA_IPC_DIR") or tempfile.gettempdir()
     receiver = _core.Receiver(

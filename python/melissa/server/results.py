@@ -52,14 +52,17 @@ def statistics_of(config: Config, size: int, states: dict[str, dict[str, Array]]
     """Every asked statistic of one (field, time step) on `size` cells, from the C++ states."""
     sa = config.sa_config
     assert sa is not None
-    out: dict[str, Array] = {}
+    # Samples behind the statistics: every kernel but Sobol's counts the same (with Sobol
+    # indices, the A and B runs); Sobol's counts groups, and stands alone only without others.
+    counted = next(k for k in ("moments", "extrema", "exceedance", "quantiles", "sobol")
+                   if k in states)
+    out: dict[str, Array] = {"count": np.asarray(states[counted]["count"])}
     if "moments" in states:
         moments = stats.Moments(size, sa.moments_order)
         moments.load_state_dict({"size": size, "order": sa.moments_order, **states["moments"]})
         for name in ("mean", "variance", "skewness", "kurtosis"):
             if getattr(sa, name):
                 out[name] = getattr(moments, name)()
-        out["count"] = np.asarray(moments.count)
     if "extrema" in states:
         extrema = stats.Extrema(size)
         extrema.load_state_dict({"size": size, **states["extrema"]})
@@ -83,11 +86,10 @@ def statistics_of(config: Config, size: int, states: dict[str, dict[str, Array]]
         out.update(sobol_first=sobol.first_order(), sobol_total=sobol.total_order(),
                    sobol_first_lower=bounds.first_lower, sobol_first_upper=bounds.first_upper,
                    sobol_total_lower=bounds.total_lower, sobol_total_upper=bounds.total_upper)
-        out.setdefault("count", np.asarray(sobol.count))
     return out
 
 
-def cell_dimension(config: Config, field: str, sizes: dict[str, int]) -> str:
+def cell_dimension(field: str, sizes: dict[str, int]) -> str:
     """'cell' when every field has as many cells, else one dimension per field."""
     return "cell" if len(set(sizes.values())) <= 1 else f"{field}_cell"
 
@@ -118,7 +120,7 @@ def create(path: Path, config: Config, sizes: dict[str, int], parameters: Array,
             ds.createDimension("probability", len(sa.quantiles))
             ds.createVariable("probability", "f8", ("probability",))[:] = sa.quantiles
         for field, size in sizes.items():
-            cell = cell_dimension(config, field, sizes)
+            cell = cell_dimension(field, sizes)
             if cell not in ds.dimensions:
                 ds.createDimension(cell, size)
             # Integers stay integers in xarray without a fill value; nothing received is 0.

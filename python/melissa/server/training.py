@@ -125,7 +125,7 @@ def load_server_class(name: str | None, config_dir: Path) -> type[TrainingServer
         return TrainingServer
     module_name, _, class_name = name.partition(":")
     if not class_name:
-        raise ValueError(f"dl_config.server_class must be 'module:Class', got {name!r}")
+        raise ValueError(f"must be 'module:Class', got {name!r}")
     sys.path.insert(0, str(config_dir))
     cls = getattr(importlib.import_module(module_name), class_name)
     if not (isinstance(cls, type) and issubclass(cls, TrainingServer)):
