@@ -3,6 +3,7 @@
 #   make demo     the demonstration (installs what is missing first)
 #   make test     every test: ctest (C, C++, Fortran) and pytest
 #   make install  system packages (apt), .venv, build and install of melissa: only what is missing
+#   make wheel    a portable wheel (manylinux, libzmq inside, the site's MPI outside) in dist/
 #   make bench    the benchmarks in bench/
 #   make lint     ruff, mypy and clang-format checks
 #
@@ -22,9 +23,14 @@ APT_PACKAGES := g++ gfortran make pkg-config python3-venv openmpi-bin libopenmpi
                 libzmq3-dev cppzmq-dev libgtest-dev
 # torch first, pinned: this version lies on disk as a CPU build, while an unpinned torch would
 # download a multi-GB CUDA build. The build tools go in the venv so that builds are incremental
-# (--no-build-isolation) and need no network after the first install.
+# (--no-build-isolation) and need no network after the first install: pyproject.toml's build
+# requirements, read from it so that the two cannot disagree (one missing there fails the first
+# install, as it would on a user's machine), and cmake and ninja, which scikit-build-core asks for
+# only where the system has none.
 TORCH := torch==2.13.0
-BUILD_TOOLS := "scikit-build-core>=0.11" "pybind11>=3" "cmake>=3.24" ninja numpy
+BUILD_REQUIRES = $$($(PYTHON) -c 'import tomllib; \
+  print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"])')
+CMAKE_TOOLS := "cmake>=3.24" ninja
 
 SOURCES := CMakeLists.txt pyproject.toml $(shell find cpp include bindings fortran python cmake \
              -type f -not -name '*.pyc' 2>/dev/null)
@@ -32,7 +38,7 @@ VENV_READY := $(VENV)/.tools-installed
 INSTALLED := $(VENV)/.melissa-installed
 CTEST_BUILD := build/ctest
 
-.PHONY: install system-packages demo test ctest pytest bench lint clean
+.PHONY: install system-packages demo test ctest pytest wheel bench lint clean
 
 install: $(INSTALLED)
 
@@ -48,17 +54,18 @@ system-packages:
 	    > $(LOGS)/apt.log 2>&1 || { cat $(LOGS)/apt.log; exit 1; }; \
 	fi
 
-$(VENV_READY): | system-packages
+$(VENV_READY): pyproject.toml | system-packages
 	@echo "Creating $(VENV) with $(TORCH) and the build tools"
 	@mkdir -p $(LOGS)
-	@{ python3 -m venv $(VENV) && $(PIP) install $(TORCH) && $(PIP) install $(BUILD_TOOLS); } \
-	  > $(LOGS)/venv.log 2>&1 || { cat $(LOGS)/venv.log; exit 1; }
+	@{ python3 -m venv $(VENV) && $(PIP) install $(TORCH) && \
+	   $(PIP) install $(BUILD_REQUIRES) $(CMAKE_TOOLS); } > $(LOGS)/venv.log 2>&1 \
+	  || { cat $(LOGS)/venv.log; exit 1; }
 	@touch $@
 
-# mpi4py is built from source, against the system's MPI: a binary wheel may carry another MPI.
+# mpi4py comes as a binary wheel, which loads the system's Open MPI (README.md, Install).
 $(INSTALLED): $(SOURCES) $(VENV_READY) | system-packages
 	@echo "Building and installing melissa into $(VENV)"
-	@$(PIP) install --no-build-isolation --no-binary mpi4py ".[test]" > $(LOGS)/install.log 2>&1 \
+	@$(PIP) install --no-build-isolation ".[train,test]" > $(LOGS)/install.log 2>&1 \
 	  || { cat $(LOGS)/install.log; exit 1; }
 	@touch $@
 
@@ -82,8 +89,26 @@ ctest: install
 pytest: install
 	$(PYTHON) -m pytest
 
+# A wheel for other machines. Built as pip builds it anywhere: isolated, from pyproject.toml's
+# build requirements alone, with no cache. auditwheel then copies into it what a fresh machine may
+# lack (libzmq, the Fortran runtime), but not MPI: a site's own MPI must be used, the one its
+# mpirun starts and its network needs, so every library of Open MPI and MPICH stays outside.
+WHEEL_DIR := dist
+MPI_LIBRARIES := libmpi.so.40 libmpi_mpifh.so.40 libmpi_usempif08.so.40 \
+                 libmpi_usempi_ignore_tkr.so.40 libmpi.so.12 libmpifort.so.12
+wheel: install
+	@rm -rf build/wheel $(WHEEL_DIR)/raw $(WHEEL_DIR)/melissa_intransit-*.whl
+	@echo "Building the wheel (isolated, no pip cache)"
+	@PIP_NO_CACHE_DIR=1 $(PYTHON) -m pip wheel --disable-pip-version-check --quiet --no-deps \
+	  -Cbuild-dir=build/wheel -w $(WHEEL_DIR)/raw . > $(LOGS)/wheel.log 2>&1 \
+	  || { cat $(LOGS)/wheel.log; exit 1; }
+	@$(VENV)/bin/auditwheel repair $(addprefix --exclude ,$(MPI_LIBRARIES)) -w $(WHEEL_DIR) \
+	  $(WHEEL_DIR)/raw/*.whl >> $(LOGS)/wheel.log 2>&1 || { cat $(LOGS)/wheel.log; exit 1; }
+	@rm -rf $(WHEEL_DIR)/raw
+	@ls $(WHEEL_DIR)/*.whl
+
 bench: install
-	@$(PIP) install --no-build-isolation --no-binary mpi4py ".[test,bench]" > $(LOGS)/bench-install.log 2>&1 \
+	@$(PIP) install --no-build-isolation ".[train,test,bench]" > $(LOGS)/bench-install.log 2>&1 \
 	  || { cat $(LOGS)/bench-install.log; exit 1; }
 	$(PYTHON) bench/bench_stats.py
 
@@ -95,7 +120,7 @@ lint: install
 	@$(PIP) install ruff mypy clang-format > $(LOGS)/lint-install.log 2>&1 \
 	  || { cat $(LOGS)/lint-install.log; exit 1; }
 	$(VENV)/bin/ruff check python tests bench examples
-	$(VENV)/bin/mypy python/melissa
+	$(VENV)/bin/mypy python/melissa python/melissa_api
 	$(VENV)/bin/clang-format --dry-run --Werror $(CXX_SOURCES)
 
 clean:

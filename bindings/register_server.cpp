@@ -5,9 +5,9 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
-#include "../cpp/server/consumers.hpp"
-#include "../cpp/server/receiver.hpp"
-#include "../cpp/server/replay_buffer.hpp"
+#include "server/consumers.hpp"
+#include "server/receiver.hpp"
+#include "server/replay_buffer.hpp"
 
 namespace py = pybind11;
 namespace server = melissa::server;

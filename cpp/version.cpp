@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: BSD-3-Clause
-#include "melissa/version.h"
+#include "melissa/melissa_api.h"
 
 extern "C" int melissa_version(int *major, int *minor, int *patch) {
     if (major)

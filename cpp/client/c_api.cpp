@@ -2,6 +2,8 @@
 //
 // The C ABI: every entry point catches everything, so that no exception crosses into a C or
 // Fortran solver, and reports through an error code and melissa_last_error().
+#include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <mutex>
 #include <new>
@@ -77,6 +79,27 @@ int send(const char *call, const char *field_name, const void *values, melissa::
     });
 }
 
+/// What a legacy call does with an error code: nothing on success; otherwise the message on stderr
+/// and the end of the program. A rank that exits alone would leave the others of its simulation
+/// waiting in a collective, so MPI ends them all.
+void exit_on_error(int code) {
+    if (code == MELISSA_OK)
+        return;
+    std::fprintf(stderr, "melissa: %s\n", last_error.c_str());
+    std::fflush(stderr);
+    int initialized = 0, finalized = 0;
+    MPI_Initialized(&initialized);
+    MPI_Finalized(&finalized);
+    if (initialized && !finalized)
+        MPI_Abort(MPI_COMM_WORLD, EXIT_FAILURE);
+    std::exit(EXIT_FAILURE);
+}
+
+int null_argument(const char *call, const char *argument) {
+    last_error = std::string(call) + ": " + argument + " is NULL";
+    return MELISSA_ERR_ARGUMENT;
+}
+
 } // namespace
 
 extern "C" {
@@ -115,5 +138,28 @@ int melissa_finalize(void) {
 }
 
 const char *melissa_last_error(void) { return last_error.c_str(); }
+
+void melissa_legacy_init(const char *field_name, int local_vect_size, MPI_Comm comm) {
+    exit_on_error(melissa_init(field_name, local_vect_size, comm));
+}
+
+void melissa_legacy_init_f(const char *field_name, const int *local_vect_size,
+                           const MPI_Fint *comm) {
+    if (local_vect_size == nullptr)
+        exit_on_error(null_argument("melissa_init_f", "local_vect_size"));
+    if (comm == nullptr)
+        exit_on_error(null_argument("melissa_init_f", "comm"));
+    exit_on_error(melissa_init_f(field_name, *local_vect_size, *comm));
+}
+
+void melissa_legacy_init_no_mpi(const char *field_name, int vect_size) {
+    exit_on_error(melissa_init_no_mpi(field_name, vect_size));
+}
+
+void melissa_legacy_send(const char *field_name, const double *send_vect) {
+    exit_on_error(melissa_send(field_name, send_vect));
+}
+
+void melissa_legacy_finalize(void) { exit_on_error(melissa_finalize()); }
 
 } // extern "C"

@@ -13,9 +13,9 @@
 #include <string>
 #include <vector>
 
-#include "../transport/transport.hpp"
-#include "../transport/wire.hpp"
 #include "melissa/melissa_api.h"
+#include "transport/transport.hpp"
+#include "transport/wire.hpp"
 
 namespace melissa::client {
 

@@ -20,7 +20,7 @@ namespace melissa::server {
 
 /// A bounded queue: when it is full, the receiver waits, and so, through the transport's
 /// high-water marks, do the clients.
-class MELISSA_EXPORT Collector final : public Consumer {
+class Collector final : public Consumer {
   public:
     explicit Collector(std::size_t capacity) : capacity_(capacity) {}
     void deliver(const Delivery &delivery, const std::atomic<bool> &stopping) override;
@@ -59,7 +59,7 @@ struct Accumulators {
 };
 
 /// Updates the kernels straight from the receiver thread: no Python per message.
-class MELISSA_EXPORT FieldStatistics final : public Consumer {
+class FieldStatistics final : public Consumer {
   public:
     explicit FieldStatistics(StatisticsSpec spec) : spec_(std::move(spec)) {}
     void deliver(const Delivery &delivery, const std::atomic<bool> &stopping) override;

@@ -19,9 +19,8 @@
 #include <tuple>
 #include <vector>
 
-#include "../transport/transport.hpp"
-#include "../transport/wire.hpp"
-#include "melissa/export.h"
+#include "transport/transport.hpp"
+#include "transport/wire.hpp"
 
 namespace melissa::server {
 
@@ -35,7 +34,7 @@ struct Delivery {
     std::shared_ptr<const void> owner; // keeps `values` alive for whoever keeps it
 };
 
-class MELISSA_EXPORT Consumer {
+class Consumer {
   public:
     virtual ~Consumer() = default;
     /// Called on the receiver thread; may block (that slows the clients down: back-pressure).
@@ -72,7 +71,7 @@ struct DeliveryState {
     std::map<std::uint32_t, std::uint64_t> field_sizes;
 };
 
-class MELISSA_EXPORT Receiver {
+class Receiver {
   public:
     Receiver(ReceiverConfig config, std::shared_ptr<Consumer> consumer);
     ~Receiver();

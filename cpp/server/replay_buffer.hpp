@@ -15,7 +15,6 @@
 #include <set>
 #include <vector>
 
-#include "melissa/export.h"
 #include "receiver.hpp"
 
 namespace melissa::server {
@@ -57,7 +56,7 @@ struct BufferStats {
     bool draining = false;
 };
 
-class MELISSA_EXPORT ReplayBuffer final : public Consumer {
+class ReplayBuffer final : public Consumer {
   public:
     explicit ReplayBuffer(BufferConfig config);
     void deliver(const Delivery &delivery, const std::atomic<bool> &stopping) override;

@@ -14,18 +14,17 @@
 #include <string>
 #include <vector>
 
-#include "melissa/export.h"
 #include "wire.hpp"
 
 namespace melissa::transport {
 
 /// The peer did not answer, or did not take data, within the timeout.
-struct MELISSA_EXPORT TimeoutError : std::runtime_error {
+struct TimeoutError : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
 /// Anything else the transport could not do (bind, connect, a bad address).
-struct MELISSA_EXPORT TransportError : std::runtime_error {
+struct TransportError : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
@@ -102,9 +101,9 @@ class Transport {
     virtual std::unique_ptr<Responder> respond(const std::string &host) = 0;
 };
 
-MELISSA_EXPORT std::unique_ptr<Transport> make_zmq_transport();
+std::unique_ptr<Transport> make_zmq_transport();
 
 /// This host's name, as servers advertise it and clients compare it.
-MELISSA_EXPORT std::string host_name();
+std::string host_name();
 
 } // namespace melissa::transport

@@ -16,8 +16,6 @@
 #include <string>
 #include <vector>
 
-#include "melissa/export.h"
-
 namespace melissa::wire {
 
 constexpr std::uint32_t kMagic = 0x4153'4C4D; // "MLSA" in memory order
@@ -52,7 +50,7 @@ struct Header {
 
 using HeaderBytes = std::array<std::byte, kHeaderSize>;
 
-MELISSA_EXPORT HeaderBytes encode(const Header &header);
+HeaderBytes encode(const Header &header);
 
 /// Why a message was dropped.
 enum class Defect {
@@ -66,15 +64,15 @@ enum class Defect {
     BadPayloadSize, // the values frame does not hold count values
 };
 
-MELISSA_EXPORT const char *describe(Defect defect);
+const char *describe(Defect defect);
 
 /// Decodes and checks what a header can say about itself (its size, magic, version, kind, dtype,
 /// range and the size of the values that came with it). Never reads past `size` bytes.
-MELISSA_EXPORT std::optional<Header> decode(const void *bytes, std::size_t size,
-                                            std::size_t payload_size, Defect &defect);
+std::optional<Header> decode(const void *bytes, std::size_t size, std::size_t payload_size,
+                             Defect &defect);
 
 /// Builds a control message: fields appended in order, strings length-prefixed.
-class MELISSA_EXPORT Writer {
+class Writer {
   public:
     Writer &u32(std::uint32_t v);
     Writer &u64(std::uint64_t v);
@@ -86,7 +84,7 @@ class MELISSA_EXPORT Writer {
 };
 
 /// Reads a control message written by Writer; throws MalformedMessage on any shortfall.
-class MELISSA_EXPORT Reader {
+class Reader {
   public:
     Reader(const void *data, std::size_t size)
         : data_(static_cast<const std::byte *>(data)), size_(size) {}
@@ -102,7 +100,7 @@ class MELISSA_EXPORT Reader {
     std::size_t size_, at_ = 0;
 };
 
-struct MELISSA_EXPORT MalformedMessage : std::runtime_error {
+struct MalformedMessage : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
@@ -140,10 +138,10 @@ struct Welcome {
     std::vector<ServerEndpoint> servers;
 };
 
-MELISSA_EXPORT std::vector<std::byte> encode_hello(const Hello &hello);
-MELISSA_EXPORT Hello decode_hello(const void *data, std::size_t size);
-MELISSA_EXPORT std::vector<std::byte> encode_welcome(const Welcome &welcome);
-MELISSA_EXPORT Welcome decode_welcome(const void *data, std::size_t size);
+std::vector<std::byte> encode_hello(const Hello &hello);
+Hello decode_hello(const void *data, std::size_t size);
+std::vector<std::byte> encode_welcome(const Welcome &welcome);
+Welcome decode_welcome(const void *data, std::size_t size);
 
 /// What a client rank asks each server rank it sent to before it closes its connections: to
 /// answer once it holds every message the client rank sent it. Closing a connection may drop
@@ -163,10 +161,10 @@ struct Flushed {
 enum class Request { Hello, Flush };
 
 /// Which control request `data` holds; throws MalformedMessage if neither.
-MELISSA_EXPORT Request request_kind(const void *data, std::size_t size);
-MELISSA_EXPORT std::vector<std::byte> encode_flush(const Flush &flush);
-MELISSA_EXPORT Flush decode_flush(const void *data, std::size_t size);
-MELISSA_EXPORT std::vector<std::byte> encode_flushed(const Flushed &flushed);
-MELISSA_EXPORT Flushed decode_flushed(const void *data, std::size_t size);
+Request request_kind(const void *data, std::size_t size);
+std::vector<std::byte> encode_flush(const Flush &flush);
+Flush decode_flush(const void *data, std::size_t size);
+std::vector<std::byte> encode_flushed(const Flushed &flushed);
+Flushed decode_flushed(const void *data, std::size_t size);
 
 } // namespace melissa::wire

@@ -29,7 +29,6 @@
 #endif
 
 #include "melissa/export.h"
-#include "melissa/version.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -98,6 +97,45 @@ melissa_finalize(void);
  */
 MELISSA_EXPORT const char *
 melissa_last_error(void);
+
+/**
+ * Writes the version of the libmelissa loaded at run time. Not MPI-collective.
+ *
+ * major, minor, patch: where to write each part; any of them may be NULL to skip it.
+ * Returns 0 (it cannot fail; the code keeps the C ABI's convention).
+ */
+MELISSA_EXPORT int
+melissa_version(int *major, int *minor, int *patch);
+
+/*
+ * Inria Melissa's client calls, for solvers written against Melissa: <melissa/api.h> and
+ * <melissa/api_no_mpi.h> (also found as <melissa_api.h> and <melissa_api_no_mpi.h>) and the
+ * Fortran include file melissa/api.f90 give them Melissa's names. They behave as the calls above,
+ * except that on failure they print the error to stderr and end the program with a non-zero
+ * status (MPI_Abort on MPI_COMM_WORLD while MPI runs, so that no rank waits forever): a legacy
+ * solver never checks a return value, and must not look successful after a failure.
+ */
+#ifndef MELISSA_NO_MPI
+/** Melissa's melissa_init: melissa_init, exiting on failure. MPI-collective over comm. */
+MELISSA_EXPORT void
+melissa_legacy_init(const char *field_name, int local_vect_size, MPI_Comm comm);
+
+/** Melissa's melissa_init_f: the arguments by reference, as Fortran passes them. */
+MELISSA_EXPORT void
+melissa_legacy_init_f(const char *field_name, const int *local_vect_size, const MPI_Fint *comm);
+#endif
+
+/** Melissa's melissa_init_no_mpi: melissa_init_no_mpi, exiting on failure. */
+MELISSA_EXPORT void
+melissa_legacy_init_no_mpi(const char *field_name, int vect_size);
+
+/** Melissa's melissa_send (and melissa_send_no_mpi): melissa_send, exiting on failure. */
+MELISSA_EXPORT void
+melissa_legacy_send(const char *field_name, const double *send_vect);
+
+/** Melissa's melissa_finalize: melissa_finalize, exiting on failure. */
+MELISSA_EXPORT void
+melissa_legacy_finalize(void);
 
 #ifdef __cplusplus
 }

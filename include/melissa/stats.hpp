@@ -21,14 +21,14 @@
 #include <string>
 #include <vector>
 
-#include "melissa/export.h"
+#include "melissa/stats_export.h"
 
 namespace melissa::stats {
 
 /// Number of threads the kernels may use for one large update (default: MELISSA_NUM_THREADS, else
 /// the cores in the process's affinity mask). Small updates always run on the calling thread.
-MELISSA_EXPORT void set_num_threads(int n);
-MELISSA_EXPORT int get_num_threads();
+MELISSA_STATS_EXPORT void set_num_threads(int n);
+MELISSA_STATS_EXPORT int get_num_threads();
 
 /// A view of one array of an accumulator's state, for checkpoints: writing through `data` and
 /// reading it back must round-trip the accumulator exactly.
@@ -41,7 +41,7 @@ struct StateArray {
 };
 
 /// Mean and central moments up to `order` (1 to 4) by Welford's update and Pebay's pairwise merge.
-class MELISSA_EXPORT Moments {
+class MELISSA_STATS_EXPORT Moments {
   public:
     Moments(std::size_t size, int order = 4);
 
@@ -73,7 +73,7 @@ class MELISSA_EXPORT Moments {
 };
 
 /// Running minimum and maximum.
-class MELISSA_EXPORT Extrema {
+class MELISSA_STATS_EXPORT Extrema {
   public:
     explicit Extrema(std::size_t size);
 
@@ -98,7 +98,7 @@ class MELISSA_EXPORT Extrema {
 };
 
 /// For each threshold t, how many values of each cell were strictly greater than t.
-class MELISSA_EXPORT ThresholdExceedance {
+class MELISSA_STATS_EXPORT ThresholdExceedance {
   public:
     ThresholdExceedance(std::size_t size, std::vector<double> thresholds);
 
@@ -130,7 +130,7 @@ class MELISSA_EXPORT ThresholdExceedance {
 /// where sigma_n is the cell's running standard deviation (so the step has the data's units and
 /// scale), and the estimate returned is the running average of the iterates. The first value
 /// initialises every iterate. Not mergeable: the estimate depends on the order of the values.
-class MELISSA_EXPORT Quantiles {
+class MELISSA_STATS_EXPORT Quantiles {
   public:
     static constexpr double kStepScale = 3.0;
     static constexpr double kStepExponent = 0.6;
@@ -159,7 +159,7 @@ class MELISSA_EXPORT Quantiles {
 };
 
 /// Covariance and correlation of two fields, cell by cell.
-class MELISSA_EXPORT Covariance {
+class MELISSA_STATS_EXPORT Covariance {
   public:
     explicit Covariance(std::size_t size);
 
@@ -186,7 +186,7 @@ class MELISSA_EXPORT Covariance {
 ///
 /// A group holds n_params + 2 fields in this order: y_A, y_B, y_C1 ... y_Cp, where C_k equals A
 /// except for parameter k, taken from B. Then S_k = corr(y_B, y_Ck) and ST_k = 1 - corr(y_A, y_Ck).
-class MELISSA_EXPORT Sobol {
+class MELISSA_STATS_EXPORT Sobol {
   public:
     Sobol(std::size_t size, std::size_t n_params);
 

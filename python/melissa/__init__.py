@@ -1,8 +1,6 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """melissa: in-transit statistics and online training for large ensembles of simulations."""
 
-from importlib.metadata import PackageNotFoundError, version
-
 try:
     from melissa import _core
 except ImportError as err:  # pragma: no cover - only on a broken install
@@ -12,9 +10,7 @@ except ImportError as err:  # pragma: no cover - only on a broken install
         f"the source tree's python/ directory. Cause: {err}"
     ) from err
 
-try:
-    __version__ = version("melissa")
-except PackageNotFoundError:  # pragma: no cover - imported from a build tree
-    __version__ = ".".join(map(str, _core.library_version))
+# CMakeLists.txt's project version, the single source of the package's.
+__version__ = ".".join(map(str, _core.library_version))
 
 __all__ = ["__version__"]

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from melissa import _core
+from melissa import _client
 
 __all__ = ["ClientError", "finalize", "init", "send"]
 
@@ -53,7 +53,7 @@ class ClientError(RuntimeError):
 
 def _check(code: int) -> None:
     if code != 0:
-        raise ClientError(code, _core.client_last_error())
+        raise ClientError(code, _client.last_error())
 
 
 def init(field_name: str, local_size: int, comm: Any = None) -> None:
@@ -64,14 +64,14 @@ def init(field_name: str, local_size: int, comm: Any = None) -> None:
     if local_size < 0:
         raise ValueError(f"init: local_size must be >= 0, got {local_size}")
     handle = None if comm is None else comm.py2f()
-    _check(_core.client_init(field_name, int(local_size), handle))
+    _check(_client.init(field_name, int(local_size), handle))
     _local_sizes[field_name] = int(local_size)
 
 
 def send(field_name: str, values: npt.ArrayLike) -> None:
     """Sends the next time step of a field (float32 or float64, local_size values)."""
     if field_name not in _local_sizes:
-        _check(_core.client_send(field_name, np.empty(0)))  # the library's own error
+        _check(_client.send(field_name, np.empty(0)))  # the library's own error
     array = np.asarray(values)
     if array.dtype not in (np.float32, np.float64):
         raise TypeError(f"send({field_name!r}): values must be float32 or float64, "
@@ -80,12 +80,12 @@ def send(field_name: str, values: npt.ArrayLike) -> None:
     if array.size != expected:
         raise ValueError(f"send({field_name!r}): expected {expected} values (init's local_size), "
                          f"got {array.size}")
-    _check(_core.client_send(field_name, np.ascontiguousarray(array.reshape(-1))))
+    _check(_client.send(field_name, np.ascontiguousarray(array.reshape(-1))))
 
 
 def finalize() -> None:
     """Tells the server this simulation is complete (collective, before MPI finalizes)."""
     try:
-        _check(_core.client_finalize())
+        _check(_client.finalize())
     finally:
         _local_sizes.clear()

@@ -3,7 +3,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "melissa/version.h"
+/* melissa_version needs no MPI. */
+#define MELISSA_NO_MPI
+#include "melissa/melissa_api.h"
 
 int main(int argc, char **argv) {
     int major = -1, minor = -1, patch = -1;

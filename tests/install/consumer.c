@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 #include <stdio.h>
 
-#include <melissa/version.h>
+/* melissa_version needs no MPI. */
+#define MELISSA_NO_MPI
+#include <melissa/melissa_api.h>
 
 int main(void) {
     int major, minor, patch;

@@ -7,6 +7,7 @@ test_transport_processes.py; here they are built with pkg-config and MPI's compi
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -43,33 +44,45 @@ def test_cmake_find_package(tmp_path: Path) -> None:
     assert run([str(tmp_path / "consumer_cxx")]).split() == ["2", "20"]
 
 
-@pytest.mark.parametrize(
-    ("compiler", "source", "expected"),
-    [("cc", "consumer.c", None), ("c++", "consumer.cpp", "2 20"),
-     ("gfortran", "consumer.f90", None)],
-)
-def test_pkg_config(tmp_path: Path, compiler: str, source: str, expected: str | None) -> None:
+def pkg_config(package: str) -> list[str]:
     env = {**os.environ, "PKG_CONFIG_PATH": str(pkgconfig_dir())}
-    flags = run([venv_tool("pkg-config"), "--cflags", "--libs", "melissa"], env=env).split()
+    return run([venv_tool("pkg-config"), "--cflags", "--libs", package], env=env).split()
+
+
+@pytest.mark.parametrize(
+    ("compiler", "source", "package", "expected"),
+    [("cc", "consumer.c", "melissa", None), ("c++", "consumer.cpp", "melissa-stats", "2 20"),
+     ("gfortran", "consumer.f90", "melissa-fortran", None)],
+)
+def test_pkg_config(tmp_path: Path, compiler: str, source: str, package: str,
+                    expected: str | None) -> None:
     executable = tmp_path / "consumer"
-    run([venv_tool(compiler), str(CONSUMER / source), "-o", str(executable), *flags])
+    run([venv_tool(compiler), str(CONSUMER / source), "-o", str(executable), *pkg_config(package)])
     assert run([str(executable)]).strip() == (expected or melissa.__version__)
 
 
+def test_pkg_config_links_only_what_is_asked() -> None:
+    """A C solver does not link the Fortran library, nor a C++ user of the kernels MPI's."""
+    assert not any("fortran" in flag for flag in pkg_config("melissa"))
+    assert "-lmelissa_fortran" in pkg_config("melissa-fortran")
+    assert pkg_config("melissa-stats")[-1] == "-lmelissa_stats"
+    assert "-lmelissa" not in pkg_config("melissa-stats")
+
+
 @pytest.mark.parametrize(
-    ("compiler", "source", "defines"),
+    ("compiler", "source", "package", "defines"),
     # mpif90, not gfortran: the module `melissa` names mpi_f08's MPI_Comm, and the solver uses
     # mpi_f08 itself.
-    [("mpicc", "solver.c", []), ("mpif90", "solver.F90", ["-DMELISSA_TEST_F08"])],
+    [("mpicc", "solver.c", "melissa", []),
+     ("mpif90", "solver.F90", "melissa-fortran", ["-DMELISSA_TEST_F08"])],
 )
 def test_pkg_config_solver_streams(tmp_path: Path, processes: Processes, compiler: str,
-                                   source: str, defines: list[str]) -> None:
+                                   source: str, package: str, defines: list[str]) -> None:
     """A solver built with MPI's compiler wrapper and pkg-config's flags sends to a real server
     everything it should."""
-    env = {**os.environ, "PKG_CONFIG_PATH": str(pkgconfig_dir())}
-    flags = run([venv_tool("pkg-config"), "--cflags", "--libs", "melissa"], env=env).split()
     executable = tmp_path / "solver"
-    run([venv_tool(compiler), *defines, str(PROGRAMS / source), "-o", str(executable), *flags],
+    run([venv_tool(compiler), *defines, str(PROGRAMS / source), "-o", str(executable),
+         *pkg_config(package)],
         cwd=tmp_path)  # cwd: where mpif90 writes the program's own .mod files, if any
 
     fields, steps, simulation = ("u", "v"), 3, 4
@@ -82,3 +95,44 @@ def test_pkg_config_solver_streams(tmp_path: Path, processes: Processes, compile
         assert report["finished"] == [simulation]
         assert report["received"] == {f"{simulation}/{f}": list(range(steps))
                                       for f in range(len(fields))}
+
+
+INCLUDE = Path(__file__).resolve().parents[2] / "include"
+LIBRARIES = Path(melissa.__file__).resolve().parent / "lib"
+
+
+def declared_c_abi() -> set[str]:
+    """The functions melissa_api.h declares: `MELISSA_EXPORT type` on one line, `name(` on the
+    next (zfp's layout, which the header keeps)."""
+    header = (INCLUDE / "melissa" / "melissa_api.h").read_text()
+    return set(re.findall(r"^MELISSA_EXPORT [^\n]*\n\s*\**(\w+)\(", header, re.MULTILINE))
+
+
+def exported_functions(library: Path) -> set[str]:
+    table = run(["nm", "-D", "--defined-only", str(library)])
+    return {line.split()[-1] for line in table.splitlines() if line.split()[1] in "TWiu"}
+
+
+def needed(library: Path) -> list[str]:
+    dynamic = run(["readelf", "-d", str(library)])
+    return re.findall(r"\(NEEDED\)\s+Shared library: \[(.+?)\]", dynamic)
+
+
+def test_libmelissa_exports_exactly_its_c_abi() -> None:
+    declared = declared_c_abi()
+    # The header's layout is what the parse relies on: it must find the calls a solver makes.
+    assert {"melissa_init", "melissa_send", "melissa_finalize", "melissa_legacy_send"} <= declared
+    assert exported_functions(LIBRARIES / "libmelissa.so") == declared
+
+
+@pytest.mark.parametrize("module", ["_core", "melissa_stats"])
+def test_kernels_and_server_need_no_mpi(module: str) -> None:
+    """`import melissa.stats` must work where no MPI is installed: neither the statistics
+    library nor the _core extension (kernels and receiver) links MPI."""
+    if module == "_core":
+        library = Path(melissa._core.__file__)
+    else:
+        library = LIBRARIES / f"lib{module}.so"
+    assert not [name for name in needed(library) if "mpi" in name]
+    if module == "melissa_stats":
+        assert not [name for name in needed(library) if "zmq" in name]

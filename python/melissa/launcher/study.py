@@ -4,6 +4,7 @@ limit, watch them all, and tell the server when to write its results."""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import shlex
@@ -68,6 +69,22 @@ def resolve_solver(config: Config, config_dir: Path) -> list[str]:
     return argv
 
 
+# What the training server imports beyond melissa's own dependencies: the `train` extra.
+TRAINING_MODULES = ("torch", "tensorboard")
+
+
+def check_training_modules() -> None:
+    """Before anything starts: a training study without PyTorch would fail only once its server
+    starts, with an ImportError that does not say what to install."""
+    missing = [name for name in TRAINING_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(
+            f"dl_config: online training needs {' and '.join(missing)}, which melissa installs "
+            "with its `train` extra: pip install 'melissa-intransit[train]' (install your "
+            "site's PyTorch build first, or PyPI's default, a CUDA build of several GB, comes "
+            "with it)")
+
+
 class StudyRun:
     def __init__(self, config_path: str | Path, *, overwrite: bool = False, resume: bool = False,
                  progress: Progress | None = None) -> None:
@@ -77,6 +94,8 @@ class StudyRun:
         self.solver = resolve_solver(self.config, self.config_path.parent)
         self.files = StudyFiles(output_dir)
         self.training = self.config.dl_config is not None
+        if self.training:
+            check_training_modules()
         if self.config.dl_config is not None and self.config.dl_config.server_class:
             # Found and checked now, before anything starts, as the server will load it.
             from melissa.server.training import load_server_class
@@ -191,6 +210,8 @@ class StudyRun:
         env = {
             "MELISSA_SERVER_ADDRESS": address,
             "MELISSA_SIMULATION_ID": str(sim),
+            # Inria Melissa's name for it, which run scripts written for Melissa may read.
+            "MELISSA_SIMU_ID": str(sim),
             "MELISSA_STUDY_TOKEN": f"{self.token:016x}",
             "MELISSA_TIMEOUT": f"{launcher.timeouts.transport:g}",
             **mpi_environment(),

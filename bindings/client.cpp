@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: BSD-3-Clause
 //
-// The client C ABI for melissa.client: the calls may block up to the study's timeout, so the GIL
-// is released around each; errors come back as codes for the Python layer to raise.
+// melissa._client, the client C ABI for melissa.client: the calls may block up to the study's
+// timeout, so the GIL is released around each; errors come back as codes for the Python layer to
+// raise. A module of its own, apart from _core, because it links libmelissa and through it MPI.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -13,9 +14,10 @@
 
 namespace py = pybind11;
 
-void register_client(py::module_ &m) {
+PYBIND11_MODULE(_client, m, py::mod_gil_not_used()) {
+    m.doc() = "libmelissa's client calls; use melissa.client instead.";
     m.def(
-        "client_init",
+        "init",
         [](const std::string &field, int size, std::optional<int> fortran_comm) {
             py::gil_scoped_release release;
             return fortran_comm ? melissa_init_f(field.c_str(), size, *fortran_comm)
@@ -24,7 +26,7 @@ void register_client(py::module_ &m) {
         py::arg("field"), py::arg("size"), py::arg("fortran_comm") = std::nullopt,
         "melissa_init_f with a communicator's Fortran handle, else melissa_init_no_mpi.");
     m.def(
-        "client_send",
+        "send",
         [](const std::string &field, const py::array &values) {
             // melissa.client checked the dtype, the size and the layout.
             const bool is_double = values.dtype().itemsize() == 8;
@@ -34,9 +36,9 @@ void register_client(py::module_ &m) {
                              : melissa_send_float(field.c_str(), static_cast<const float *>(data));
         },
         py::arg("field"), py::arg("values"));
-    m.def("client_finalize", [] {
+    m.def("finalize", [] {
         py::gil_scoped_release release;
         return melissa_finalize();
     });
-    m.def("client_last_error", [] { return std::string(melissa_last_error()); });
+    m.def("last_error", [] { return std::string(melissa_last_error()); });
 }
