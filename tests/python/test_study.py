@@ -158,6 +158,20 @@ def test_sobol_indices_land_in_their_confidence_intervals(tmp_path: Path,
         assert inside_all.mean() >= 0.85, f"{inside_all.mean():.0%} of intervals hold the index"
 
 
+def test_run_scripts_written_for_melissa_find_its_simulation_id(tmp_path: Path) -> None:
+    """Inria Melissa's launcher names the id MELISSA_SIMU_ID; run scripts that read it keep
+    working: a simulation whose two ids differ (or lack) exits 9 and fails the study."""
+    script = tmp_path / "run.sh"
+    script.write_text('#!/bin/sh\n[ -n "$MELISSA_SIMU_ID" ] && '
+                      '[ "$MELISSA_SIMU_ID" = "$MELISSA_SIMULATION_ID" ] || exit 9\n'
+                      f'exec {sys.executable} {SOLVER} --fields u,v "$@"\n')
+    script.chmod(0o755)
+    done = melissa("run", str(study_config(tmp_path, command=str(script),
+                                           study={"parameter_sweep_size": 3})))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "3/3 simulations completed" in done.stdout
+
+
 def test_bad_config_launches_nothing(tmp_path: Path) -> None:
     config = study_config(tmp_path, launcher={"jobs_limit": 2})
     done = melissa("run", str(config))
