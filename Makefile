@@ -106,8 +106,9 @@ wheel: install
 	@PIP_NO_CACHE_DIR=1 $(PYTHON) -m pip wheel --disable-pip-version-check --quiet --no-deps \
 	  -Cbuild-dir=build/wheel -w $(WHEEL_DIR)/raw . > $(LOGS)/wheel.log 2>&1 \
 	  || { cat $(LOGS)/wheel.log; exit 1; }
-	@PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/auditwheel repair $(addprefix --exclude ,$(MPI_LIBRARIES)) -w $(WHEEL_DIR) \
-	  $(WHEEL_DIR)/raw/*.whl >> $(LOGS)/wheel.log 2>&1 || { cat $(LOGS)/wheel.log; exit 1; }
+	@PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/auditwheel repair \
+	  $(addprefix --exclude ,$(MPI_LIBRARIES)) -w $(WHEEL_DIR) $(WHEEL_DIR)/raw/*.whl \
+	  >> $(LOGS)/wheel.log 2>&1 || { cat $(LOGS)/wheel.log; exit 1; }
 	@rm -rf $(WHEEL_DIR)/raw
 	@ls $(WHEEL_DIR)/*.whl
 
