@@ -143,8 +143,7 @@ void melissa_legacy_init(const char *field_name, int local_vect_size, MPI_Comm c
     exit_on_error(melissa_init(field_name, local_vect_size, comm));
 }
 
-void melissa_legacy_init_f(const char *field_name, const int *local_vect_size,
-                           const MPI_Fint *comm) {
+void melissa_legacy_init_f(const char *field_name, int *local_vect_size, MPI_Fint *comm) {
     if (local_vect_size == nullptr)
         exit_on_error(null_argument("melissa_init_f", "local_vect_size"));
     if (comm == nullptr)

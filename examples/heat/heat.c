@@ -14,7 +14,9 @@
 //
 // MPI ranks own blocks of consecutive rows (rank r: rows [r ny / p, (r+1) ny / p)), with one
 // halo row above and below exchanged every step. Global cell (row j, column i) is j * nx + i, so
-// the ranks' slices, in rank order, make the row-major field.
+// the ranks' slices, in rank order, make the row-major field. The code of the scheme and the
+// decomposition is in heat_numerics.c, which legacy/heat_legacy.c shares; this file holds the
+// command line, the output and the calls to melissa.
 //
 // After each of the `steps` updates (not the initial condition) every rank sends its cells with
 // melissa_send; the server numbers these time steps from 0. --write-fields DIR also writes each
@@ -32,8 +34,7 @@
 
 #include <melissa/melissa_api.h>
 
-#define N_TEMPERATURES 5
-enum { INITIAL, LEFT, RIGHT, BOTTOM, TOP };
+#include "heat_numerics.h"
 
 static const char *const usage_text =
     "usage: heat_c [--nx N] [--ny N] [--steps N] [--alpha A] [--field-name NAME]\n"
@@ -45,7 +46,7 @@ struct options {
     const char *field_name;
     const char *write_fields; // NULL: no files
     int use_melissa;
-    double temperature[N_TEMPERATURES];
+    double temperature[HEAT_N_TEMPERATURES];
 };
 
 static int parse_int(const char *text, int *value) {
@@ -111,9 +112,9 @@ static const char *parse(int argc, char **argv, struct options *opt) {
             return "unknown option";
         }
     }
-    if (argc - i != N_TEMPERATURES)
+    if (argc - i != HEAT_N_TEMPERATURES)
         return "expected 5 temperatures: INITIAL LEFT RIGHT BOTTOM TOP";
-    for (int k = 0; k < N_TEMPERATURES; ++k)
+    for (int k = 0; k < HEAT_N_TEMPERATURES; ++k)
         if (!parse_double(argv[i + k], &opt->temperature[k]))
             return "each temperature needs a finite number";
     // Gatherv counts and melissa's sizes are ints.
@@ -135,10 +136,6 @@ _Noreturn static void fail(const char *what, const char *why) {
 static void check_melissa(int code, const char *call) {
     if (code != MELISSA_OK)
         fail(call, melissa_last_error());
-}
-
-static int first_row(int rank, int n_ranks, int ny) {
-    return (int)((long long)rank * ny / n_ranks);
 }
 
 // Writes n doubles little-endian whatever the host's byte order, so that the files compare
@@ -180,36 +177,13 @@ int main(int argc, char **argv) {
         return 2;
     }
     const int nx = opt.nx, ny = opt.ny;
-    const double *const temperature = opt.temperature;
-
-    const int row0 = first_row(rank, n_ranks, ny);
-    const int rows = first_row(rank + 1, n_ranks, ny) - row0;
-    const int below = rank > 0 ? rank - 1 : MPI_PROC_NULL;
-    const int above = rank < n_ranks - 1 ? rank + 1 : MPI_PROC_NULL;
-
-    // (rows + 2) x (nx + 2) points, row-major: halo or boundary rows 0 and rows + 1, boundary
-    // columns 0 and nx + 1. Both arrays hold the boundary values, so swapping them keeps them.
-    const int width = nx + 2;
-    const size_t points = (size_t)(rows + 2) * width;
-    double *u = malloc(points * sizeof *u);
-    double *next = malloc(points * sizeof *next);
-    double *cells = malloc((size_t)rows * nx * sizeof *cells); // this rank's field, packed
-    if (u == NULL || next == NULL || cells == NULL)
+    struct heat_grid grid;
+    if (heat_grid_init(&grid, nx, ny, opt.alpha, opt.temperature, MPI_COMM_WORLD) != 0)
         fail("malloc", "out of memory");
-    for (int j = 0; j < rows + 2; ++j) {
-        for (int i = 0; i < width; ++i) {
-            double value = temperature[INITIAL];
-            if (j == 0 && below == MPI_PROC_NULL)
-                value = temperature[BOTTOM];
-            else if (j == rows + 1 && above == MPI_PROC_NULL)
-                value = temperature[TOP];
-            if (i == 0)
-                value = temperature[LEFT];
-            else if (i == nx + 1)
-                value = temperature[RIGHT];
-            u[(size_t)j * width + i] = next[(size_t)j * width + i] = value;
-        }
-    }
+    const int rows = grid.rows;
+    double *cells = malloc((size_t)rows * nx * sizeof *cells); // this rank's field, packed
+    if (cells == NULL)
+        fail("malloc", "out of memory");
 
     // Rank 0 gathers the whole field for --write-fields; every rank knows the decomposition.
     double *field = NULL;
@@ -221,39 +195,17 @@ int main(int argc, char **argv) {
         if (field == NULL || counts == NULL || displacements == NULL)
             fail("malloc", "out of memory");
         for (int r = 0; r < n_ranks; ++r) {
-            displacements[r] = first_row(r, n_ranks, ny) * nx;
-            counts[r] = first_row(r + 1, n_ranks, ny) * nx - displacements[r];
+            displacements[r] = heat_first_row(r, n_ranks, ny) * nx;
+            counts[r] = heat_first_row(r + 1, n_ranks, ny) * nx - displacements[r];
         }
     }
 
     if (opt.use_melissa)
         check_melissa(melissa_init(opt.field_name, rows * nx, MPI_COMM_WORLD), "melissa_init");
 
-    const double hx = 1.0 / (nx + 1), hy = 1.0 / (ny + 1);
-    const double h = hx < hy ? hx : hy;
-    const double dt = 0.2 * h * h / opt.alpha;
-    const double rx = opt.alpha * dt / (hx * hx), ry = opt.alpha * dt / (hy * hy);
-
     for (int step = 0; step < opt.steps; ++step) {
-        // My first row to the rank below, whose top halo it is; my last row to the rank above.
-        MPI_Sendrecv(&u[width + 1], nx, MPI_DOUBLE, below, 0, &u[(size_t)(rows + 1) * width + 1],
-                     nx, MPI_DOUBLE, above, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-        MPI_Sendrecv(&u[(size_t)rows * width + 1], nx, MPI_DOUBLE, above, 1, &u[1], nx, MPI_DOUBLE,
-                     below, 1, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-        // The operations in this order in all three languages, for the same rounding.
-        for (int j = 1; j <= rows; ++j) {
-            for (int i = 1; i <= nx; ++i) {
-                const size_t c = (size_t)j * width + i;
-                next[c] = u[c] + rx * (u[c - 1] - 2.0 * u[c] + u[c + 1]) +
-                          ry * (u[c - width] - 2.0 * u[c] + u[c + width]);
-            }
-        }
-        double *swap = u;
-        u = next;
-        next = swap;
-
-        for (int j = 0; j < rows; ++j)
-            memcpy(&cells[(size_t)j * nx], &u[(size_t)(j + 1) * width + 1], nx * sizeof *cells);
+        heat_step(&grid);
+        heat_cells(&grid, cells);
         if (opt.use_melissa)
             check_melissa(melissa_send(opt.field_name, cells), "melissa_send");
         if (opt.write_fields != NULL) {
@@ -266,8 +218,7 @@ int main(int argc, char **argv) {
 
     if (opt.use_melissa)
         check_melissa(melissa_finalize(), "melissa_finalize");
-    free(u);
-    free(next);
+    heat_grid_free(&grid);
     free(cells);
     free(field);
     free(counts);

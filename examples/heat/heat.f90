@@ -7,17 +7,17 @@
 !     heat_fortran [--nx N] [--ny N] [--steps N] [--alpha A] [--field-name NAME]
 !                  [--write-fields DIR] [--no-melissa] INITIAL LEFT RIGHT BOTTOM TOP
 !
-! u(i, j) is column i, row j: i varies fastest, so the memory layout is heat.c's u[j][i], and a
-! rank's cells, row after row, are the global cells j * nx + i (0-based) as in heat.c.
+! Their code, in heat.c's memory layout, is in heat_numerics.f90, which legacy/heat_legacy.f90
+! shares; this file holds the command line, the output and the calls to melissa.
 program heat
   use, intrinsic :: iso_fortran_env, only: error_unit, real64
   use, intrinsic :: ieee_arithmetic, only: ieee_is_finite
   use mpi_f08
   use melissa
+  use heat_numerics
   implicit none
 
   integer, parameter :: dp = real64
-  integer, parameter :: INITIAL = 1, LEFT = 2, RIGHT = 3, BOTTOM = 4, TOP = 5
   character(len=*), parameter :: usage_text = &
     "usage: heat_fortran [--nx N] [--ny N] [--steps N] [--alpha A] [--field-name NAME]"// &
     new_line("a")//"                    [--write-fields DIR] [--no-melissa] "// &
@@ -35,10 +35,10 @@ program heat
   type(options) :: opt
   type(MPI_Comm) :: comm
   character(len=:), allocatable :: bad
-  integer :: rank, n_ranks, nx, ny, row0, rows, below, above, r, i, j, step, ierr
+  type(heat_grid) :: grid
+  integer :: rank, n_ranks, nx, ny, rows, r, step, ierr
   integer, allocatable :: counts(:), displacements(:)
-  real(dp), allocatable :: u(:, :), next(:, :), swap(:, :), cells(:), field(:)
-  real(dp) :: hx, hy, h, dt, rx, ry
+  real(dp), allocatable :: cells(:), field(:)
 
   call MPI_Init()
   comm = MPI_COMM_WORLD
@@ -56,27 +56,16 @@ program heat
   nx = opt%nx
   ny = opt%ny
 
-  row0 = first_row(rank)
-  rows = first_row(rank + 1) - row0
-  below = merge(rank - 1, MPI_PROC_NULL, rank > 0)
-  above = merge(rank + 1, MPI_PROC_NULL, rank < n_ranks - 1)
-
-  ! Rows 0 and rows + 1 are halo or boundary rows, columns 0 and nx + 1 boundary columns. Both
-  ! arrays hold the boundary values, so swapping them keeps them.
-  allocate (u(0:nx + 1, 0:rows + 1), cells(rows*nx))
-  u = opt%temperature(INITIAL)
-  if (below == MPI_PROC_NULL) u(:, 0) = opt%temperature(BOTTOM)
-  if (above == MPI_PROC_NULL) u(:, rows + 1) = opt%temperature(TOP)
-  u(0, :) = opt%temperature(LEFT)
-  u(nx + 1, :) = opt%temperature(RIGHT)
-  next = u
+  call heat_grid_init(grid, nx, ny, opt%alpha, opt%temperature, comm)
+  rows = grid%rows
+  allocate (cells(rows*nx))
 
   ! Rank 0 gathers the whole field for --write-fields; every rank knows the decomposition.
   if (len(opt%write_fields) > 0 .and. rank == 0) then
     allocate (field(nx*ny), counts(n_ranks), displacements(n_ranks))
     do r = 0, n_ranks - 1
-      displacements(r + 1) = first_row(r)*nx
-      counts(r + 1) = first_row(r + 1)*nx - displacements(r + 1)
+      displacements(r + 1) = heat_first_row(r, n_ranks, ny)*nx
+      counts(r + 1) = heat_first_row(r + 1, n_ranks, ny)*nx - displacements(r + 1)
     end do
   else
     allocate (field(0), counts(0), displacements(0))
@@ -87,34 +76,9 @@ program heat
     call check_melissa(ierr, "melissa_init")
   end if
 
-  hx = 1.0_dp/(nx + 1)
-  hy = 1.0_dp/(ny + 1)
-  h = min(hx, hy)
-  dt = 0.2_dp*h*h/opt%alpha
-  rx = opt%alpha*dt/(hx*hx)
-  ry = opt%alpha*dt/(hy*hy)
-
   do step = 0, opt%steps - 1
-    ! My first row to the rank below, whose top halo it is; my last row to the rank above.
-    call MPI_Sendrecv(u(1:nx, 1), nx, MPI_DOUBLE_PRECISION, below, 0, &
-                      u(1:nx, rows + 1), nx, MPI_DOUBLE_PRECISION, above, 0, comm, &
-                      MPI_STATUS_IGNORE)
-    call MPI_Sendrecv(u(1:nx, rows), nx, MPI_DOUBLE_PRECISION, above, 1, &
-                      u(1:nx, 0), nx, MPI_DOUBLE_PRECISION, below, 1, comm, MPI_STATUS_IGNORE)
-    ! The operations in this order in all three languages, for the same rounding.
-    do j = 1, rows
-      do i = 1, nx
-        next(i, j) = u(i, j) + rx*(u(i - 1, j) - 2.0_dp*u(i, j) + u(i + 1, j)) &
-                     + ry*(u(i, j - 1) - 2.0_dp*u(i, j) + u(i, j + 1))
-      end do
-    end do
-    call move_alloc(u, swap)
-    call move_alloc(next, u)
-    call move_alloc(swap, next)
-
-    do j = 1, rows
-      cells((j - 1)*nx + 1:j*nx) = u(1:nx, j)
-    end do
+    call heat_step(grid)
+    call heat_cells(grid, cells)
     if (opt%use_melissa) then
       call melissa_send(opt%field_name, cells, ierr)
       call check_melissa(ierr, "melissa_send")
@@ -133,11 +97,6 @@ program heat
   call MPI_Finalize()
 
 contains
-
-  integer function first_row(of_rank)
-    integer, intent(in) :: of_rank
-    first_row = int(int(of_rank, kind=8)*ny/n_ranks)
-  end function first_row
 
   ! A failure on one rank must not leave the others waiting in a collective call.
   subroutine fail(what, why)

@@ -6,8 +6,8 @@ same command line and exit statuses, in NumPy and mpi4py.
     python heat.py [--nx N] [--ny N] [--steps N] [--alpha A] [--field-name NAME]
                    [--write-fields DIR] [--no-melissa] INITIAL LEFT RIGHT BOTTOM TOP
 
-u[j, i] is row j, column i, with halo or boundary rows 0 and rows + 1 and boundary columns 0 and
-nx + 1, as in heat.c.
+The numerics are the class Grid, which legacy/heat_legacy.py imports; the rest is the command
+line, the output and the calls to melissa.
 """
 
 from __future__ import annotations
@@ -120,23 +120,57 @@ def first_row(rank: int, n_ranks: int, ny: int) -> int:
     return rank * ny // n_ranks
 
 
+class Grid:
+    """One MPI rank's block of an nx x ny grid decomposed over comm; `temperatures` are the
+    initial, left, right, bottom and top ones. heat_numerics.c in NumPy: u[j, i] is row j, column
+    i, with halo or boundary rows 0 and rows + 1 and boundary columns 0 and nx + 1."""
+
+    def __init__(self, nx: int, ny: int, alpha: float, temperatures: tuple[float, ...],
+                 comm: MPI.Comm) -> None:
+        initial, left, right, bottom, top = temperatures
+        rank, n_ranks = comm.rank, comm.size
+        self.comm, self.nx = comm, nx
+        self.rows = first_row(rank + 1, n_ranks, ny) - first_row(rank, n_ranks, ny)
+        self.below = rank - 1 if rank > 0 else MPI.PROC_NULL
+        self.above = rank + 1 if rank < n_ranks - 1 else MPI.PROC_NULL
+
+        hx, hy = 1.0 / (nx + 1), 1.0 / (ny + 1)
+        h = min(hx, hy)
+        dt = 0.2 * h * h / alpha
+        self.rx, self.ry = alpha * dt / (hx * hx), alpha * dt / (hy * hy)
+
+        # Both arrays hold the boundary values, so swapping them keeps them.
+        self.u = np.full((self.rows + 2, nx + 2), initial)
+        if self.below == MPI.PROC_NULL:
+            self.u[0, :] = bottom
+        if self.above == MPI.PROC_NULL:
+            self.u[self.rows + 1, :] = top
+        self.u[:, 0] = left
+        self.u[:, nx + 1] = right
+        self.new = self.u.copy()
+
+    def step(self) -> None:
+        """The halo exchange, then the explicit update of every interior point (collective)."""
+        u, new, rows, comm = self.u, self.new, self.rows, self.comm
+        # My first row to the rank below, whose top halo it is; my last row to the rank above.
+        comm.Sendrecv(u[1, 1:-1], self.below, 0, u[rows + 1, 1:-1], self.above, 0)
+        comm.Sendrecv(u[rows, 1:-1], self.above, 1, u[0, 1:-1], self.below, 1)
+        # The operations in this order in all three languages, for the same rounding.
+        c = u[1:-1, 1:-1]
+        new[1:-1, 1:-1] = (c + self.rx * (u[1:-1, :-2] - 2.0 * c + u[1:-1, 2:])
+                           + self.ry * (u[:-2, 1:-1] - 2.0 * c + u[2:, 1:-1]))
+        self.u, self.new = new, u
+
+    def cells(self) -> np.ndarray:
+        """This rank's interior values, row after row: the ranks' cells, in rank order, make the
+        row-major field."""
+        return np.ascontiguousarray(self.u[1:-1, 1:-1]).reshape(-1)
+
+
 def run(options: Options) -> None:
     nx, ny = options.nx, options.ny
-    initial, left, right, bottom, top = options.temperatures
     rank, n_ranks = COMM.rank, COMM.size
-    rows = first_row(rank + 1, n_ranks, ny) - first_row(rank, n_ranks, ny)
-    below = rank - 1 if rank > 0 else MPI.PROC_NULL
-    above = rank + 1 if rank < n_ranks - 1 else MPI.PROC_NULL
-
-    # Both arrays hold the boundary values, so swapping them keeps them.
-    u = np.full((rows + 2, nx + 2), initial)
-    if below == MPI.PROC_NULL:
-        u[0, :] = bottom
-    if above == MPI.PROC_NULL:
-        u[rows + 1, :] = top
-    u[:, 0] = left
-    u[:, nx + 1] = right
-    new = u.copy()
+    grid = Grid(nx, ny, options.alpha, options.temperatures, COMM)
 
     # Rank 0 gathers the whole field for --write-fields; every rank knows the decomposition.
     field = np.empty(nx * ny) if options.write_fields is not None and rank == 0 else None
@@ -146,24 +180,11 @@ def run(options: Options) -> None:
         gather = [field, np.diff(starts), starts[:-1], MPI.DOUBLE]
 
     if options.use_melissa:
-        melissa_call("melissa_init", client.init, options.field_name, rows * nx, COMM)
-
-    hx, hy = 1.0 / (nx + 1), 1.0 / (ny + 1)
-    h = min(hx, hy)
-    dt = 0.2 * h * h / options.alpha
-    rx, ry = options.alpha * dt / (hx * hx), options.alpha * dt / (hy * hy)
+        melissa_call("melissa_init", client.init, options.field_name, grid.rows * nx, COMM)
 
     for step in range(options.steps):
-        # My first row to the rank below, whose top halo it is; my last row to the rank above.
-        COMM.Sendrecv(u[1, 1:-1], below, 0, u[rows + 1, 1:-1], above, 0)
-        COMM.Sendrecv(u[rows, 1:-1], above, 1, u[0, 1:-1], below, 1)
-        # The operations in this order in all three languages, for the same rounding.
-        c = u[1:-1, 1:-1]
-        new[1:-1, 1:-1] = (c + rx * (u[1:-1, :-2] - 2.0 * c + u[1:-1, 2:])
-                           + ry * (u[:-2, 1:-1] - 2.0 * c + u[2:, 1:-1]))
-        u, new = new, u
-
-        cells = np.ascontiguousarray(u[1:-1, 1:-1]).reshape(-1)
+        grid.step()
+        cells = grid.cells()
         if options.use_melissa:
             melissa_call("melissa_send", client.send, options.field_name, cells)
         if options.write_fields is not None:

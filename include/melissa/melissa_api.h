@@ -122,7 +122,7 @@ melissa_legacy_init(const char *field_name, int local_vect_size, MPI_Comm comm);
 
 /** Melissa's melissa_init_f: the arguments by reference, as Fortran passes them. */
 MELISSA_EXPORT void
-melissa_legacy_init_f(const char *field_name, const int *local_vect_size, const MPI_Fint *comm);
+melissa_legacy_init_f(const char *field_name, int *local_vect_size, MPI_Fint *comm);
 #endif
 
 /** Melissa's melissa_init_no_mpi: melissa_init_no_mpi, exiting on failure. */
