@@ -49,6 +49,23 @@ def pkg_config(package: str) -> list[str]:
     return run([venv_tool("pkg-config"), "--cflags", "--libs", package], env=env).split()
 
 
+@pytest.mark.parametrize("components", ["stats", ""])
+def test_cmake_stats_alone_needs_no_mpi(tmp_path: Path, components: str) -> None:
+    """find_package(Melissa COMPONENTS stats) configures with MPI unfindable, and gives the
+    kernels; the whole package, which the client needs MPI for, does not."""
+    cmake = venv_tool("cmake")
+    configure = [cmake, "-S", str(CONSUMER / "stats"), "-B", str(tmp_path), "-G", "Ninja",
+                 f"-DCMAKE_MAKE_PROGRAM={venv_tool('ninja')}", f"-DMelissa_DIR={cmake_dir()}",
+                 f"-DMELISSA_COMPONENTS={components}", "-DCMAKE_DISABLE_FIND_PACKAGE_MPI=ON"]
+    if not components:
+        done = subprocess.run(configure, capture_output=True, text=True, timeout=300)
+        assert done.returncode != 0 and "MPI" in done.stdout + done.stderr, done.stdout
+        return
+    run(configure)
+    run([cmake, "--build", str(tmp_path)])
+    assert run([str(tmp_path / "consumer_cxx")]).split() == ["2", "20"]
+
+
 @pytest.mark.parametrize(
     ("compiler", "source", "package", "expected"),
     [("cc", "consumer.c", "melissa", None), ("c++", "consumer.cpp", "melissa-stats", "2 20"),

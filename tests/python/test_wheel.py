@@ -309,3 +309,20 @@ def test_training_study_without_torch_names_the_extra(fresh: FreshInstall,
     assert done.returncode == 2, f"{done.stdout}\n{done.stderr}"
     assert "pip install 'melissa-intransit[train]'" in done.stderr, done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_wheel_metadata_names_the_distribution_and_its_extras(fresh: FreshInstall) -> None:
+    with zipfile.ZipFile(fresh.wheel) as archive:
+        metadata = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        fields = re.findall(r"^([\w-]+): (.*)$", archive.read(metadata).decode(), re.MULTILINE)
+        licenses = [n for n in archive.namelist() if n.endswith(".dist-info/licenses/LICENSE")]
+    values: dict[str, list[str]] = {}
+    for key, value in fields:
+        values.setdefault(key, []).append(value)
+    assert values["Name"] == ["melissa-intransit"]  # PyPI's `melissa` is another project
+    assert values["License-Expression"] == ["BSD-3-Clause"] and licenses
+    assert values["Author"] and values["Project-URL"] and len(values["Classifier"]) > 5
+    # A statistics user downloads no GPU stack: torch comes with the `train` extra only.
+    assert "train" in values["Provides-Extra"]
+    torch = [r for r in values["Requires-Dist"] if r.startswith(("torch", "tensorboard"))]
+    assert torch and all('extra == "train"' in r for r in torch), torch
