@@ -172,6 +172,21 @@ def test_run_scripts_written_for_melissa_find_its_simulation_id(tmp_path: Path) 
     assert "3/3 simulations completed" in done.stdout
 
 
+def test_unresolvable_server_host_stops_the_study_at_once(tmp_path: Path) -> None:
+    """A host name the simulations cannot resolve would leave each of them waiting for the
+    server until its timeout: the launcher says so before starting any."""
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "melissa", "run", str(study_config(tmp_path))],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **ROOT_MPI,
+                               "MELISSA_SERVER_HOST": "no-such-host.invalid"})
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "'no-such-host.invalid' does not resolve" in done.stderr, done.stderr
+    assert "MELISSA_SERVER_HOST" in done.stderr
+    assert time.monotonic() - started < 30
+    assert not list((tmp_path / "out" / "logs").glob("simulations/*"))
+
+
 def test_bad_config_launches_nothing(tmp_path: Path) -> None:
     config = study_config(tmp_path, launcher={"jobs_limit": 2})
     done = melissa("run", str(config))

@@ -9,12 +9,14 @@ import logging
 import os
 import shlex
 import shutil
+import socket
 import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from melissa.config import Config, ConfigError, load_config
 from melissa.launcher.progress import Progress
@@ -174,6 +176,7 @@ class StudyRun:
             published = read_json(self.files.server)
             if published is not None:
                 log.info("server of %d ranks at %s", published["ranks"], published["address"])
+                self.check_server_host(str(published["address"]))
                 return str(published["address"])
             if self.server.poll() is not JobState.RUNNING:
                 raise StudyError(f"the server exited with status {self.server.exit_code} before "
@@ -184,6 +187,20 @@ class StudyRun:
         raise StudyError(f"the server did not publish its address within "
                          f"{launcher.timeouts.server_start:g} s (launcher_config.timeouts."
                          f"server_start); logs in {self.files.logs}")
+
+    def check_server_host(self, address: str) -> None:
+        """A host name that does not resolve (a container's, missing from /etc/hosts) would make
+        every simulation wait for the server until its timeout, then fail: stop now, saying so."""
+        host = urlsplit(address).hostname or ""
+        try:
+            socket.getaddrinfo(host, None)
+        except (socket.gaierror, UnicodeError) as error:
+            assert self.server is not None
+            self.server.cancel()
+            raise StudyError(
+                f"the server's host name '{host}' does not resolve on this machine ({error}), "
+                "so no simulation could reach it: add it to /etc/hosts, or set "
+                "MELISSA_SERVER_HOST to a name or address the simulations can reach") from None
 
     def check_server(self) -> None:
         assert self.server is not None
