@@ -23,7 +23,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from melissa import _client
+try:
+    from melissa import _client
+except ImportError as err:
+    # The one part of melissa that needs MPI (melissa.stats does not): say so, not just which
+    # shared object failed.
+    raise ImportError(
+        "melissa.client needs MPI: libmelissa links the system's MPI library (Open MPI for the "
+        f"wheel; see README.md, Install). Cause: {err}") from err
 
 __all__ = ["ClientError", "finalize", "init", "send"]
 

@@ -281,7 +281,8 @@ echo "client-import: $(tail -n 1 client.err)"
     assert [h for h in hidden if "libmpi.so.40" in h] and [h for h in hidden if "libzmq" in h]
     assert marked(finished.output, "stats-equal-numpy:") == ["yes"], finished.output
     error = marked(finished.output, "client-import:")
-    assert error and re.match(r"ImportError: .*libmpi\.so\.40", error[0]), finished.output
+    assert error and re.match(r"ImportError: melissa\.client needs MPI.*libmpi\.so\.40",
+                              error[0]), finished.output
 
 
 # -------------------------------------------------------------------------------------------
