@@ -15,7 +15,8 @@ raises melissa.client.ClientError instead.
 from __future__ import annotations
 
 import sys
-from typing import Any, NoReturn
+from collections.abc import Callable
+from typing import Any
 
 import numpy.typing as npt
 
@@ -24,33 +25,28 @@ from melissa import client
 __all__ = ["melissa_finalize", "melissa_init", "melissa_send"]
 
 
-def _exit(error: client.ClientError) -> NoReturn:
-    print(f"melissa: {error}", file=sys.stderr, flush=True)
-    mpi = sys.modules.get("mpi4py.MPI")
-    if mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized():
-        mpi.COMM_WORLD.Abort(1)
-    sys.exit(1)
+def _or_exit(call: Callable[..., None], *args: Any) -> None:
+    """Melissa's behaviour on failure: the message, then the end of the program."""
+    try:
+        call(*args)
+    except client.ClientError as error:
+        print(f"melissa: {error}", file=sys.stderr, flush=True)
+        mpi = sys.modules.get("mpi4py.MPI")
+        if mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized():
+            mpi.COMM_WORLD.Abort(1)
+        sys.exit(1)
 
 
 def melissa_init(field_name: str, vect_size: int, comm: Any = None) -> None:
     """Declares a field this solver sends (collective over comm; None without MPI)."""
-    try:
-        client.init(field_name, vect_size, comm)
-    except client.ClientError as error:
-        _exit(error)
+    _or_exit(client.init, field_name, vect_size, comm)
 
 
 def melissa_send(field_name: str, send_vect: npt.ArrayLike) -> None:
     """Sends the next time step of a field."""
-    try:
-        client.send(field_name, send_vect)
-    except client.ClientError as error:
-        _exit(error)
+    _or_exit(client.send, field_name, send_vect)
 
 
 def melissa_finalize() -> None:
     """Tells the server this simulation is complete (collective)."""
-    try:
-        client.finalize()
-    except client.ClientError as error:
-        _exit(error)
+    _or_exit(client.finalize)

@@ -178,3 +178,14 @@ def test_legacy_headers_declare_melissas_signatures(tmp_path: Path, header: str)
     build([compiler, "-Wall", "-Werror", f"-DLEGACY_HEADER={header}",
            str(ROOT / "tests" / "legacy" / "signatures.c"), "-o", str(tmp_path / "signatures"),
            *pkg_config()])
+
+
+@pytest.mark.parametrize(("argument", "name"), [("size", "local_vect_size"), ("comm", "comm")])
+def test_legacy_init_f_with_a_null_argument_exits(tmp_path: Path, processes: Processes,
+                                                  argument: str, name: str) -> None:
+    executable = tmp_path / "null_argument"
+    build(["mpicc", str(ROOT / "tests" / "legacy" / "null_argument.c"), "-o", str(executable),
+           *pkg_config()])
+    finished = processes.run([str(executable), argument], timeout=30)
+    assert finished.returncode != 0, str(finished)
+    assert f"melissa: melissa_init_f: {name} is NULL" in finished.output, str(finished)
