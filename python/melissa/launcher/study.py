@@ -4,11 +4,8 @@ limit, watch them all, and tell the server when to write its results."""
 
 from __future__ import annotations
 
-import importlib.util
 import logging
-import os
 import shlex
-import shutil
 import socket
 import sys
 import time
@@ -18,7 +15,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from melissa.config import Config, ConfigError, load_config
+from melissa.config import ConfigError, load_config
+from melissa.launcher.preflight import check_training_modules, resolve_solver
 from melissa.launcher.progress import Progress
 from melissa.launcher.schedulers import Job, JobSpec, JobState, make_scheduler, mpi_environment
 from melissa.sampling import draw_parameters
@@ -54,37 +52,6 @@ class _Running:
     attempt: int
     last_data: float  # when the server last saw data of it (start time until then)
     received: int = 0
-
-
-def resolve_solver(config: Config, config_dir: Path) -> list[str]:
-    """The solver's command with its program checked now, before anything starts."""
-    argv = config.client_config.argv
-    program = argv[0]
-    if "/" in program:
-        # Not resolve(): a venv's python is a symlink whose target is outside the venv.
-        path = Path(os.path.abspath(config_dir / program))
-        if not path.is_file():
-            raise ConfigError(f"client_config.executable_command: {path} does not exist")
-        return [str(path), *argv[1:]]
-    if shutil.which(program) is None:
-        raise ConfigError(f"client_config.executable_command: '{program}' is not on PATH")
-    return argv
-
-
-# What the training server imports beyond melissa's own dependencies: the `train` extra.
-TRAINING_MODULES = ("torch", "tensorboard")
-
-
-def check_training_modules() -> None:
-    """Before anything starts: a training study without PyTorch would fail only once its server
-    starts, with an ImportError that does not say what to install."""
-    missing = [name for name in TRAINING_MODULES if importlib.util.find_spec(name) is None]
-    if missing:
-        raise ConfigError(
-            f"dl_config: online training needs {' and '.join(missing)}, which melissa installs "
-            "with its `train` extra: pip install 'melissa-intransit[train]' (install your "
-            "site's PyTorch build first, or PyPI's default, a CUDA build of several GB, comes "
-            "with it)")
 
 
 class StudyRun:
