@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -44,6 +45,9 @@ def _run(config: Path, overwrite: bool, resume: bool) -> int:
     from melissa.config import ConfigError
     from melissa.launcher import StudyError, run_study
 
+    # A SIGTERM (a batch system's, a `kill`) stops the study as Ctrl-C does: the simulations
+    # are stopped and the server writes what completed.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         outcome = run_study(config, overwrite=overwrite, resume=resume)
     except ConfigError as error:
@@ -61,6 +65,14 @@ def _run(config: Path, overwrite: bool, resume: bool) -> int:
           f"completed, {len(outcome.failed)} failed"
           + (f" ({', '.join(map(str, outcome.failed))})" if outcome.failed else "")
           + (f", {len(outcome.not_run)} not run" if outcome.not_run else "") + ".")
+    for sim, reason in outcome.reasons.items():
+        print(f"  simulation {sim} failed: {reason}")
+    if outcome.redrawn_groups:
+        print(f"Sobol groups redrawn in place of groups that lost a member: "
+              f"{outcome.redrawn_groups} (their other {len(outcome.dropped)} simulations are "
+              "marked dropped)")
+    if outcome.server_restarts:
+        print(f"The server was restarted {outcome.server_restarts} time(s) from its checkpoints.")
     if outcome.results is not None:
         print(f"Results: {outcome.results}")
     return 0 if not outcome.failed and not outcome.not_run else 1

@@ -9,6 +9,7 @@ Sections, with the names Melissa users know: study_options, sa_config (statistic
 from __future__ import annotations
 
 import difflib
+import math
 import shlex
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -21,10 +22,19 @@ from pydantic import (
     PositiveFloat,
     PositiveInt,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
 __all__ = ["Config", "ConfigError", "load_config"]
+
+# Simulation ids are uint32 on the wire and in MELISSA_SIMULATION_ID.
+MAX_SIMULATIONS = 2**32
+# The receiver keeps a bit per delivered time step and refuses time steps from 2^26 on
+# (kMaxTimeSteps in cpp/server/receiver.cpp).
+MAX_TIME_STEPS = 2**26
+# The client refuses a MELISSA_TIMEOUT above this; the other durations share the bound, 11 days.
+MAX_SECONDS = 1e6
 
 
 class ConfigError(ValueError):
@@ -32,17 +42,19 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    # An unknown key is an error, not a silently ignored typo.
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # An unknown key is an error, not a silently ignored typo; so is "4" or true for a number
+    # (strict; an int still passes for a float), and Infinity or NaN, which json5 reads.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 Probability = Annotated[float, Field(gt=0.0, lt=1.0)]
+Seconds = Annotated[float, Field(gt=0.0, le=MAX_SECONDS)]
 
 
 class StudyOptions(_Section):
-    parameter_sweep_size: PositiveInt = Field(
+    parameter_sweep_size: Annotated[int, Field(gt=0, le=MAX_SIMULATIONS)] = Field(
         description="Number of parameter samples; with Sobol indices, the number of pick-freeze "
-        "groups, each of nb_parameters + 2 simulations."
+        "groups, each of nb_parameters + 2 simulations. At most 2^32 simulations in all."
     )
     nb_parameters: PositiveInt = Field(description="Number of uncertain parameters.")
     l_bounds: list[float] = Field(description="Lower bound of each parameter.")
@@ -51,9 +63,19 @@ class StudyOptions(_Section):
         "random", description="How parameters are drawn (scipy.stats.qmc for the last three)."
     )
     field_names: list[str] = Field(min_length=1, description="The fields each solver sends.")
-    nb_time_steps: PositiveInt = Field(description="Time steps each solver sends per field.")
-    seed: int = Field(0, description="Seed of the sampler: the same seed draws the same study.")
-    simulation_timeout: PositiveFloat = Field(
+    field_shapes: dict[str, Annotated[list[PositiveInt], Field(min_length=1)]] = Field(
+        default_factory=dict, description="Shape of each field a solver sends, e.g. "
+        "{\"temperature\": [21, 21]}: its cells are the product. Optional, field by field; the "
+        "launcher estimates the server's memory from it before anything starts, counting a "
+        "field left out as 1 cell."
+    )
+    nb_time_steps: Annotated[int, Field(gt=0, le=MAX_TIME_STEPS)] = Field(
+        description="Time steps each solver sends per field, at most 2^26."
+    )
+    seed: Annotated[int, Field(ge=0)] = Field(
+        0, description="Seed of the sampler: the same seed draws the same study."
+    )
+    simulation_timeout: Seconds = Field(
         300.0, description="Seconds a simulation may go without sending data before it is "
         "killed (and retried)."
     )
@@ -74,9 +96,19 @@ class StudyOptions(_Section):
         if any(not name or name.strip() != name for name in self.field_names):
             problems.append(f"field_names must be non-empty names without surrounding blanks: "
                             f"{self.field_names}")
+        unknown = [name for name in self.field_shapes if name not in self.field_names]
+        if unknown:
+            problems.append(f"field_shapes names {unknown}, not in field_names "
+                            f"{self.field_names}")
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    @property
+    def field_sizes(self) -> list[int]:
+        """Cells of each field, in field_names order, from field_shapes; 0 where undeclared."""
+        return [math.prod(self.field_shapes[name]) if name in self.field_shapes else 0
+                for name in self.field_names]
 
 
 class SaConfig(_Section):
@@ -94,7 +126,7 @@ class SaConfig(_Section):
     )
     sobol_indices: bool = Field(False, description="First and total Sobol indices with "
                                 "confidence intervals (Martinez estimator).")
-    checkpoint_interval: PositiveFloat = Field(
+    checkpoint_interval: Seconds = Field(
         300.0, description="Seconds between checkpoints of the server's state."
     )
 
@@ -135,7 +167,7 @@ class DlConfig(_Section):
     nb_batches_update: PositiveInt = Field(
         50, description="Training steps between two validations."
     )
-    checkpoint_interval: PositiveFloat = Field(
+    checkpoint_interval: Seconds = Field(
         300.0, description="Seconds between checkpoints of the model and the optimizer."
     )
     learning_rate: PositiveFloat = Field(1e-3, description="The optimizer's learning rate.")
@@ -155,14 +187,18 @@ class DlConfig(_Section):
 
 
 class Timeouts(_Section):
-    server_start: PositiveFloat = Field(
+    server_start: Seconds = Field(
         120.0, description="Seconds the server may take to start and publish its address."
     )
-    transport: PositiveFloat = Field(
+    transport: Seconds = Field(
         60.0, description="Seconds a client waits for the server (MELISSA_TIMEOUT)."
     )
-    shutdown: PositiveFloat = Field(
+    shutdown: Seconds = Field(
         120.0, description="Seconds the server may take to write results once all is done."
+    )
+    heartbeat: Seconds = Field(
+        60.0, description="Seconds of silence after which a server rank counts as lost (it is "
+        "restarted) and the launcher as gone (its server stops after a final checkpoint)."
     )
 
 
@@ -178,6 +214,10 @@ class LauncherConfig(_Section):
         1, description="How many times a failed simulation is started again before it counts "
         "as failed."
     )
+    server_restarts: Annotated[int, Field(ge=0)] = Field(
+        3, description="How many times a server that died or fell silent is restarted from its "
+        "last checkpoint before the study stops."
+    )
     mpirun_options: list[str] = Field(
         default_factory=list, description="Extra mpirun arguments, e.g. a hostfile."
     )
@@ -189,6 +229,17 @@ class ClientConfig(_Section):
         min_length=1, description="The solver's command; the launcher appends the run's "
         "parameter values as arguments."
     )
+
+    @field_validator("executable_command")
+    @classmethod
+    def _splits(cls, command: str) -> str:
+        try:
+            argv = shlex.split(command)
+        except ValueError as error:
+            raise ValueError(f"cannot be split into arguments: {error}") from None
+        if not argv:
+            raise ValueError("is blank: it must start with the solver's program")
+        return command
 
     @property
     def argv(self) -> list[str]:
@@ -226,6 +277,11 @@ class Config(_Section):
                 raise ValueError(f"dl_config.routing '{dl.routing}' spreads {routed} "
                                  f"{dl.routing.replace('_', ' ')}s over {ranks} server ranks: "
                                  "some would get no data")
+        if self.n_simulations > MAX_SIMULATIONS:
+            groups = self.study_options.parameter_sweep_size
+            raise ValueError(f"study_options.parameter_sweep_size {groups} makes "
+                             f"{self.n_simulations} simulations with Sobol indices, more than "
+                             f"the {MAX_SIMULATIONS} (2^32) that simulation ids can number")
         return self
 
     def per_rank(self, total: int) -> int:

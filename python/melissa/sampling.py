@@ -11,7 +11,7 @@ from scipy.stats import qmc
 
 from melissa.config import StudyOptions
 
-__all__ = ["draw_parameters"]
+__all__ = ["draw_parameters", "draw_replacement_group"]
 
 
 def _unit_sample(sampler: str, n: int, dimensions: int,
@@ -49,7 +49,24 @@ def draw_parameters(study: StudyOptions, sobol: bool) -> npt.NDArray[np.float64]
         return qmc.scale(_unit_sample(study.sampler, n, p, sample_seed), low, high)
     unit = _unit_sample(study.sampler, n, 2 * p, sample_seed)
     order = np.random.default_rng(order_seed).permutation(n)
-    a, b = qmc.scale(unit[:, :p], low, high), qmc.scale(unit[order, p:], low, high)
+    return _pick_freeze(qmc.scale(unit[:, :p], low, high), qmc.scale(unit[order, p:], low, high))
+
+
+def draw_replacement_group(study: StudyOptions, index: int) -> npt.NDArray[np.float64]:
+    """The parameters of the `index`-th Sobol group drawn to replace one dropped because a
+    member failed for good, shape (nb_parameters + 2, nb_parameters). Plain random draws, from
+    a stream of their own: the same seed redraws the same groups, and the study's sample is
+    left as it was drawn."""
+    p = study.nb_parameters
+    unit = np.random.default_rng([study.seed, 1, index]).random((1, 2 * p))
+    low, high = np.asarray(study.l_bounds), np.asarray(study.u_bounds)
+    return _pick_freeze(qmc.scale(unit[:, :p], low, high), qmc.scale(unit[:, p:], low, high))
+
+
+def _pick_freeze(a: npt.NDArray[np.float64],
+                 b: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Groups of rows A, B, C_1..C_p (C_k: A with parameter k from B), stacked by group."""
+    n, p = a.shape
     groups = np.repeat(a[:, None, :], p + 2, axis=1)
     groups[:, 1] = b
     for k in range(p):

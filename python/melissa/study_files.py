@@ -19,6 +19,11 @@ class StudyFiles:
         self.logs = self.output_dir / "logs"
 
     @property
+    def launcher(self) -> Path:
+        """The launcher's heartbeat, and the lock that keeps a second one out."""
+        return self.private / "launcher.json"
+
+    @property
     def study(self) -> Path:
         """Written by the launcher before the server starts: config, token, parameters."""
         return self.private / "study.json"
@@ -61,7 +66,11 @@ class StudyFiles:
 
     def statistics_checkpoint(self, rank: int) -> Path:
         """A statistics server rank's accumulators and what it has received."""
-        return self.output_dir / "checkpoints" / f"statistics-{rank}.pkl"
+        return self.output_dir / "checkpoints" / f"statistics-{rank}.ckpt"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.output_dir / "checkpoints"
 
     def server_log(self, rank: int) -> Path:
         return self.logs / f"server-{rank}.log"
@@ -80,6 +89,30 @@ def write_json(path: Path, data: Any) -> None:
                                      delete=False) as tmp:
         json.dump(data, tmp)
     os.replace(tmp.name, path)
+
+
+def write_durably(path: Path, data: bytes) -> None:
+    """Writes to a fresh temporary name, syncs, then renames over `path`: the previous version
+    stays whole until the new one is, even if the machine stops, and two writers never share a
+    temporary file. On failure (a full disk, say) the temporary file is removed and the error
+    raised: nothing half-written is left behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("wb", dir=path.parent, prefix=f".{path.name}.",
+                                     delete=False) as tmp:
+        try:
+            tmp.write(data)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        except BaseException:
+            tmp.close()
+            os.unlink(tmp.name)
+            raise
+    os.replace(tmp.name, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # the rename itself
+    finally:
+        os.close(directory)
 
 
 def read_json(path: Path) -> Any | None:

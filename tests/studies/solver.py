@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -44,6 +45,20 @@ def main() -> int:
     parser.add_argument("--crash-once-after", type=int,
                         help="on a first attempt, exit with status 4 after this many steps")
     parser.add_argument("--hang-ids", default="", help="simulation ids that hang after step 1")
+    parser.add_argument("--sigkill-ids", default="",
+                        help="with --crash-once-after: these ids SIGKILL themselves instead")
+    parser.add_argument("--cells-for-ids", default="",
+                        help="id:cells,...: these simulations send fields of another size")
+    parser.add_argument("--steps-for-ids", default="",
+                        help="id:steps,...: these simulations send another number of steps")
+    parser.add_argument("--field-for-ids", default="",
+                        help="id:name,...: these simulations send their last field under "
+                        "another name")
+    parser.add_argument("--no-finalize-ids", default="",
+                        help="simulation ids that exit with status 0 without finalize")
+    parser.add_argument("--ignore-melissa-errors", action="store_true",
+                        help="go on without melissa when init fails, exiting 0 (as a solver "
+                        "that ignores the error codes)")
     parser.add_argument("--step-delay", type=float, default=0.0,
                         help="seconds of 'computation' per step")
     parser.add_argument("parameters", type=float, nargs="+")
@@ -51,6 +66,9 @@ def main() -> int:
 
     sim = int(os.environ.get("MELISSA_SIMULATION_ID", "0"))
     names = args.fields.split(",")
+    cells = int(_for_id(args.cells_for_ids, sim, args.cells))
+    steps = int(_for_id(args.steps_for_ids, sim, args.steps))
+    names[-1] = _for_id(args.field_for_ids, sim, names[-1])
     dtype = np.float32 if args.float32 else np.float64
     if str(sim) in args.crash_ids.split(","):
         print(f"simulation {sim} crashes on purpose", file=sys.stderr)
@@ -58,13 +76,19 @@ def main() -> int:
     client = None
     if not args.no_melissa:
         from melissa import client
-        for name in names:
-            client.init(name, args.cells)
+        try:
+            for name in names:
+                client.init(name, cells)
+        except RuntimeError as error:
+            if not args.ignore_melissa_errors:
+                raise
+            print(f"melissa failed, going on without it: {error}", file=sys.stderr)
+            client = None
     marker = Path(f".attempted-{sim}")
-    for step in range(args.steps):
+    for step in range(steps):
         time.sleep(args.step_delay)
         for k, name in enumerate(names):
-            values = (field(args.model, np.array(args.parameters), step, args.cells)
+            values = (field(args.model, np.array(args.parameters), step, cells)
                       + k).astype(dtype)
             if client is not None:
                 client.send(name, values)
@@ -73,12 +97,21 @@ def main() -> int:
         if args.crash_once_after == step + 1 and not marker.exists():
             marker.touch()
             print(f"simulation {sim} crashes once after step {step + 1}", file=sys.stderr)
-            return 4
+            if str(sim) in args.sigkill_ids.split(","):
+                os.kill(os.getpid(), signal.SIGKILL)
+            elif not args.sigkill_ids:
+                return 4
         if step == 1 and str(sim) in args.hang_ids.split(","):
             time.sleep(3600)
-    if client is not None:
+    if client is not None and str(sim) not in args.no_finalize_ids.split(","):
         client.finalize()
     return 0
+
+
+def _for_id(table: str, sim: int, default: object) -> str:
+    """The value given to `sim` in a table "id:value,id:value", or the default."""
+    values = dict(entry.split(":") for entry in table.split(",") if entry)
+    return values.get(str(sim), str(default))
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ class Progress:
 
     def update(self, done: int, running: int, failed: int) -> None:
         if self._display is not None and self._task is not None:
-            self._display.update(self._task, completed=done + failed,
+            self._display.update(self._task, total=self.total, completed=done + failed,
                                  detail=self.describe(done, running, failed))
             return
         now = time.monotonic()

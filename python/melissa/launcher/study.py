@@ -1,39 +1,76 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """Running a study: draw the parameters, start the server, run every simulation within the job
-limit, watch them all, and tell the server when to write its results."""
+limit, watch them all, and tell the server when to write its results.
+
+No single fault loses the study: a simulation is complete only once the server holds every time
+step of every field of it (otherwise it is retried, and a Sobol group that loses a member for
+good is redrawn whole); a server that dies or falls silent is restarted from its last
+checkpoint; a launcher that dies leaves a server that stops by itself after a final checkpoint,
+and the study's lock keeps a second launcher out while the first one runs.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import re
 import shlex
 import socket
 import sys
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+
+import numpy as np
 
 from melissa.config import ConfigError, load_config
-from melissa.launcher.preflight import check_training_modules, resolve_solver
+from melissa.launcher.preflight import check_training_modules, preflight
 from melissa.launcher.progress import Progress
 from melissa.launcher.schedulers import Job, JobSpec, JobState, make_scheduler, mpi_environment
-from melissa.sampling import draw_parameters
-from melissa.server.receiver import study_token
-from melissa.study_files import StudyFiles, read_json, write_json
+from melissa.protocol import (
+    EXIT_RESULTS_UNWRITABLE,
+    LauncherHeartbeat,
+    ProtocolError,
+    RankProgress,
+    ServerAnnouncement,
+    StopRequest,
+    StudyDescription,
+)
+from melissa.sampling import draw_parameters, draw_replacement_group
+from melissa.study_files import StudyFiles
 
 log = logging.getLogger("melissa.launcher")
 
 # Between two looks at the jobs: a job slot stays idle up to this long after a simulation ends,
 # which with simulations of a fraction of a second cost a tenth of the study at 0.1 s.
 POLL_INTERVAL = 0.02
-# Between two reads of the servers' progress files (for the silence timeout).
+# Between two reads of the servers' progress files.
 PROGRESS_INTERVAL = 0.5
+# Between two beats of the launcher's heartbeat file.
+HEARTBEAT_INTERVAL = 1.0
+# A simulation that exited with status 0 is complete once the server confirms it holds all of
+# its data: its flush at finalize makes that a matter of a progress file or two. Past this long
+# without the server receiving more of it, it failed (it never called finalize, say).
+CONFIRMATION_TIMEOUT = 10.0
+# When this many first attempts of the study all fail the same way, the solver cannot run:
+# the study stops instead of trying every simulation.
+FAIL_FAST_ATTEMPTS = 3
 
 
 class StudyError(RuntimeError):
-    """The study cannot go on (its server failed, say); the message says why."""
+    """The study cannot go on (its server failed for good, say); the message says why."""
+
+
+class ServerLost(RuntimeError):
+    """The server died or fell silent: it is restarted from its last checkpoint."""
+
+
+class FailFast(RuntimeError):
+    """Every first attempt failed the same way: the study is abandoned, writing nothing."""
 
 
 @dataclass
@@ -41,6 +78,11 @@ class Outcome:
     completed: list[int] = field(default_factory=list)
     failed: list[int] = field(default_factory=list)
     not_run: list[int] = field(default_factory=list)
+    # Members of Sobol groups replaced by redrawn ones: their data is not in the Sobol indices.
+    dropped: list[int] = field(default_factory=list)
+    reasons: dict[int, str] = field(default_factory=dict)  # why each failed one failed
+    redrawn_groups: int = 0
+    server_restarts: int = 0
     results: Path | None = None
     seconds: float = 0.0
 
@@ -50,8 +92,78 @@ class _Running:
     job: Job
     started: float
     attempt: int
+    order: int  # how many attempts of the study started before this one
     last_data: float  # when the server last saw data of it (start time until then)
     received: int = 0
+    exited: float | None = None  # exited with status 0: waiting for the server's confirmation
+
+
+class LauncherPresence:
+    """OUTPUT_DIR/.melissa/launcher.json: the lock that keeps a second launcher of the study
+    out (its pid and host tell a live one from a stale one), and the heartbeat by which the
+    study's server knows that the launcher still runs."""
+
+    def __init__(self, files: StudyFiles, silence: float) -> None:
+        self.files, self.silence = files, silence
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def acquire(self) -> None:
+        for _ in range(2):
+            beat = LauncherHeartbeat.now()
+            beat.write(self.files.private / f"launcher-{beat.pid}.json")
+            try:
+                # Atomic: of two launchers starting at once, one links first.
+                os.link(self.files.private / f"launcher-{beat.pid}.json", self.files.launcher)
+                break
+            except FileExistsError:
+                self.refuse_if_running()
+                log.warning("removing the stale lock %s of a launcher that is gone",
+                            self.files.launcher)
+                self.files.launcher.unlink(missing_ok=True)
+            finally:
+                (self.files.private / f"launcher-{beat.pid}.json").unlink(missing_ok=True)
+        else:
+            raise ConfigError(f"could not take the lock {self.files.launcher}")
+        self.refuse_if_server_runs()
+        self._thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+        self._thread.start()
+
+    def refuse_if_running(self) -> None:
+        try:
+            other = LauncherHeartbeat.read(self.files.launcher)
+        except ProtocolError:
+            return  # another melissa's: stale or not, it cannot be read as a lock
+        if other is not None and other.alive(self.silence):
+            age = time.time() - other.time
+            raise ConfigError(
+                f"{self.files.output_dir} belongs to a study running now (launcher pid "
+                f"{other.pid} on {other.host}, alive {age:.0f} s ago): wait for it to end or "
+                "stop it, or choose another output_dir")
+
+    def refuse_if_server_runs(self) -> None:
+        try:
+            server = ServerAnnouncement.read(self.files.server)
+        except ProtocolError:
+            return
+        alive = server.alive_ranks() if server is not None else []
+        if server is not None and alive:
+            self.release()
+            pids = ", ".join(f"rank {rank}: pid {server.pids[rank]}" for rank in alive)
+            raise ConfigError(
+                f"a server of the study in {self.files.output_dir} still runs ({pids}); it stops "
+                f"by itself, after a final checkpoint, within {self.silence:g} s "
+                "(launcher_config.timeouts.heartbeat) of its launcher's end: run again then")
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_INTERVAL):
+            LauncherHeartbeat.now().write(self.files.launcher)
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.files.launcher.unlink(missing_ok=True)
 
 
 class StudyRun:
@@ -60,7 +172,7 @@ class StudyRun:
         self.config_path = Path(config_path).resolve()
         self.config, output_dir = load_config(self.config_path)
         self.raw_config: dict[str, Any] = self.config.model_dump(mode="json")
-        self.solver = resolve_solver(self.config, self.config_path.parent)
+        self.solver = preflight(self.config, self.config_path.parent)
         self.files = StudyFiles(output_dir)
         self.training = self.config.dl_config is not None
         if self.training:
@@ -75,61 +187,121 @@ class StudyRun:
                 raise ConfigError(f"dl_config.server_class: {error}") from None
         self.product = self.files.model if self.training else self.files.results
         self.resume = resume
-        self.parameters = draw_parameters(self.config.study_options, self.config.sobol)
-        self.done_before: set[int] = set()
-        if resume:
-            self.done_before = self.finished_in_checkpoint()
-        elif self.product.exists() and not overwrite:
+        if not resume and self.product.exists() and not overwrite:
             raise ConfigError(f"{self.product} exists: another study's results; choose "
                               "another output_dir or pass --overwrite")
         launcher = self.config.launcher_config
+        self.presence = LauncherPresence(self.files, launcher.timeouts.heartbeat)
         self.scheduler = make_scheduler(launcher.scheduler, launcher.mpirun_options)
-        self.token = study_token()
+        self.bind_address = self.server_bind_address()
+        self.token = int.from_bytes(os.urandom(8), "little")
         self.progress = progress or Progress(self.config.n_simulations, interactive=False)
+        self.parameters = draw_parameters(self.config.study_options, self.config.sobol)
+        self.group_size = self.config.study_options.nb_parameters + 2 if self.config.sobol else 1
+        self.outcome = Outcome()
         self.server: Job | None = None
+        self.server_started = 0.0
+        self.done_before: set[int] = set()  # complete in the checkpoint the server resumed
+        self.completed: set[int] = set()
+        self.failed: dict[int, str] = {}
+        self.dropped: set[int] = set()  # members of dropped Sobol groups, except failed ones
+        self.dropped_groups: set[int] = set()
+        self.queue: deque[tuple[int, int]] = deque()  # (simulation, attempt)
+        self.running: dict[int, _Running] = {}
+        self.attempts_started = 0
+        self.first_failures: list[tuple[str, str]] = []  # (signature, stderr tail)
+        self.last_tail = ""
+        self.ranks_progress: list[RankProgress | None] = []
 
-    def finished_in_checkpoint(self) -> set[int]:
-        """Simulations a resumed study need not run again: those its checkpoint holds whole."""
+    def server_bind_address(self) -> str:
+        """Where the server listens: loopback when every process runs on this machine, else
+        the address of the host clients reach it by (MELISSA_SERVER_HOST, or this host's name).
+        A host name that does not resolve would make every simulation wait out its timeout:
+        refused now, saying so."""
+        host = os.environ.get("MELISSA_SERVER_HOST")
+        if host is None and self.scheduler.name == "local":
+            return "127.0.0.1"
+        host = host or socket.gethostname()
+        try:
+            return socket.gethostbyname(host)
+        except (socket.gaierror, UnicodeError) as error:
+            raise ConfigError(
+                f"the server's host name '{host}' does not resolve on this machine ({error}), "
+                "so no simulation could reach it: add it to /etc/hosts, or set "
+                "MELISSA_SERVER_HOST to a name or address the simulations can reach") from None
+
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    def finished_in_checkpoint(self) -> set[int] | None:
+        """Simulations the last checkpoint holds whole, or None without a usable checkpoint."""
         if self.training:
             if not self.files.checkpoint.exists():
-                raise ConfigError(f"--resume: {self.files.checkpoint} does not exist")
+                return None
             import torch
 
             state = torch.load(self.files.checkpoint, map_location="cpu", weights_only=False)
-            done = set(state["finished_simulations"])
             # Held-out simulations run again: their samples lived in the servers' memory.
             assert self.config.dl_config is not None
-            return done - set(range(self.config.dl_config.validation_simulations))
-        ranks = self.config.launcher_config.num_server_processes
-        paths = [self.files.statistics_checkpoint(rank) for rank in range(ranks)]
-        missing = [str(p) for p in paths if not p.exists()]
-        if missing:
-            raise ConfigError(f"--resume needs a checkpoint of each of the {ranks} server ranks "
-                              f"(launcher_config.num_server_processes); missing: "
-                              f"{', '.join(missing)}")
-        import pickle
+            return (set(state["finished_simulations"])
+                    - set(range(self.config.dl_config.validation_simulations)))
+        from melissa import _core
 
+        ranks = self.config.launcher_config.num_server_processes
         finished: set[int] | None = None
-        for path in paths:
-            with open(path, "rb") as f:
-                here = set(pickle.load(f)["finished"])
+        for rank in range(ranks):
+            path = self.files.statistics_checkpoint(rank)
+            if not path.exists():
+                return None
+            summary = _core.checkpoint_summary(path.read_bytes())
+            if summary["n_ranks"] != ranks:
+                raise ValueError(f"{path} is of a server of {summary['n_ranks']} ranks, the "
+                                 f"config asks for {ranks} (launcher_config."
+                                 "num_server_processes)")
+            here = set(summary["finished"])
             # Complete only where every rank holds it whole: the ranks saved at their own pace.
             finished = here if finished is None else finished & here
-        return finished or set()
+        return finished
 
-    # -- the server ---------------------------------------------------------------------------
+    def resume_from_checkpoint(self) -> None:
+        """For --resume: what the checkpoint holds is done; refused without one."""
+        try:
+            finished = self.finished_in_checkpoint()
+        except ValueError as error:
+            raise ConfigError(f"--resume: {error}") from None
+        if finished is None:
+            where = (self.files.checkpoint if self.training else
+                     f"{self.files.checkpoints}/statistics-N.ckpt for each of the "
+                     f"{self.config.launcher_config.num_server_processes} server ranks "
+                     "(launcher_config.num_server_processes)")
+            raise ConfigError(f"--resume needs a checkpoint: {where} does not exist")
+        self.take_up(finished)
+
+    def take_up(self, finished: set[int]) -> None:
+        """The server resumes with `finished` complete: everything else runs (again)."""
+        self.done_before = set(finished)
+        lost = self.completed - self.done_before - self.dropped
+        if lost:
+            log.warning("simulations %s completed after the last checkpoint: they run again",
+                        sorted(lost))
+        self.completed = set(self.done_before)
+        pending = {sim for sim, _ in self.queue}
+        for sim in sorted(lost - pending, reverse=True):
+            self.queue.appendleft((sim, 0))
+
+    # -- the server -----------------------------------------------------------------------------
 
     def start_server(self) -> str:
         launcher = self.config.launcher_config
-        stale = [self.files.server, self.files.stop]
+        stale = [self.files.server, self.files.stop,
+                 *self.files.private.glob("progress-*.json")]
         if not self.resume:
-            stale += [self.product, self.files.metrics, self.files.predictions]
+            stale += [self.product, self.files.metrics, self.files.predictions,
+                      *self.files.checkpoints.glob("*")]
         for path in stale:
             path.unlink(missing_ok=True)
-        write_json(self.files.study, {"config": self.raw_config, "token": f"{self.token:016x}",
-                                      "parameters": self.parameters.tolist(),
-                                      "config_dir": str(self.config_path.parent),
-                                      "resume": self.resume})
+        StudyDescription(self.raw_config, f"{self.token:016x}", self.parameters.tolist(),
+                         str(self.config_path.parent), self.resume,
+                         self.bind_address).write(self.files.study)
         module = "melissa.server.training" if self.training else "melissa.server.statistics"
         spec = JobSpec(
             name="server",
@@ -138,54 +310,116 @@ class StudyRun:
             stdout=self.files.logs / "server.out", stderr=self.files.logs / "server.err",
             cwd=self.files.output_dir, env=mpi_environment())
         self.server = self.scheduler.submit(spec)
+        self.server_started = time.time()
+        self.ranks_progress = [None] * launcher.num_server_processes
         deadline = time.monotonic() + launcher.timeouts.server_start
         while time.monotonic() < deadline:
-            published = read_json(self.files.server)
+            published = ServerAnnouncement.read(self.files.server)
             if published is not None:
-                log.info("server of %d ranks at %s", published["ranks"], published["address"])
-                self.check_server_host(str(published["address"]))
-                return str(published["address"])
+                log.info("server of %d ranks at %s", len(published.pids), published.address)
+                return published.address
             if self.server.poll() is not JobState.RUNNING:
-                raise StudyError(f"the server exited with status {self.server.exit_code} before "
+                raise ServerLost(f"the server exited with status {self.server.exit_code} before "
                                  f"taking connections:\n{self.server.stderr_tail()}"
                                  f"(logs in {self.files.logs})")
             time.sleep(POLL_INTERVAL)
         self.server.cancel()
-        raise StudyError(f"the server did not publish its address within "
+        raise ServerLost(f"the server did not publish its address within "
                          f"{launcher.timeouts.server_start:g} s (launcher_config.timeouts."
                          f"server_start); logs in {self.files.logs}")
 
-    def check_server_host(self, address: str) -> None:
-        """A host name that does not resolve (a container's, missing from /etc/hosts) would make
-        every simulation wait for the server until its timeout, then fail: stop now, saying so."""
-        host = urlsplit(address).hostname or ""
-        try:
-            socket.getaddrinfo(host, None)
-        except (socket.gaierror, UnicodeError) as error:
-            assert self.server is not None
-            self.server.cancel()
-            raise StudyError(
-                f"the server's host name '{host}' does not resolve on this machine ({error}), "
-                "so no simulation could reach it: add it to /etc/hosts, or set "
-                "MELISSA_SERVER_HOST to a name or address the simulations can reach") from None
-
     def check_server(self) -> None:
+        """The server's processes, and every rank's heartbeat: its progress file."""
         assert self.server is not None
         if self.server.poll() is not JobState.RUNNING:
-            raise StudyError(f"the server stopped (status {self.server.exit_code}) while "
+            raise ServerLost(f"the server stopped (status {self.server.exit_code}) while "
                              f"simulations ran:\n{self.server.stderr_tail()}"
                              f"(logs in {self.files.logs})")
+        silence = self.config.launcher_config.timeouts.heartbeat
+        now = time.time()
+        for rank, progress in enumerate(self.ranks_progress):
+            last = progress.time if progress is not None else self.server_started
+            if now - last > silence:
+                self.server.cancel()
+                raise ServerLost(f"server rank {rank} gave no sign of life for {now - last:.0f} "
+                                 f"s (launcher_config.timeouts.heartbeat); logs in "
+                                 f"{self.files.logs}")
 
-    def received_by_simulation(self) -> dict[int, int]:
-        """Messages the server ranks have received of each simulation still in flight."""
-        received: dict[int, int] = {}
-        for rank in range(self.config.launcher_config.num_server_processes):
-            progress = read_json(self.files.progress(rank)) or {}
-            for sim, count in progress.get("received", {}).items():
-                received[int(sim)] = received.get(int(sim), 0) + int(count)
-        return received
+    def read_progress(self) -> None:
+        for rank in range(len(self.ranks_progress)):
+            with contextlib.suppress(ProtocolError):
+                self.ranks_progress[rank] = RankProgress.read(self.files.progress(rank))
 
-    # -- simulations --------------------------------------------------------------------------
+    def confirmed(self, sim: int) -> bool:
+        """Whether every server rank holds the simulation whole."""
+        return all(p is not None and any(first <= sim <= last for first, last in p.finished)
+                   for p in self.ranks_progress)
+
+    def data_seen(self, sim: int) -> list[int]:
+        """(Messages + time steps delivered) of an unfinished simulation, by server rank."""
+        seen = []
+        for progress in self.ranks_progress:
+            entry = next((e for e in progress.in_flight if e[0] == sim), None) if progress else None
+            seen.append(entry[1] + entry[2] if entry else 0)
+        return seen
+
+    def restart_server(self, lost: ServerLost) -> str:
+        limit = self.config.launcher_config.server_restarts
+        self.cancel_simulations()
+        if self.outcome.server_restarts >= limit:
+            raise StudyError(f"{lost}\nThe server was restarted {limit} times already "
+                             "(launcher_config.server_restarts); its checkpoints are kept: "
+                             "`melissa run --resume` takes the study up") from None
+        self.outcome.server_restarts += 1
+        log.error("%s", lost)
+        assert self.server is not None
+        self.server.cancel()
+        try:
+            finished = self.finished_in_checkpoint()
+        except ValueError as error:
+            log.error("the checkpoint cannot be used (%s): the study starts over", error)
+            finished = None
+        self.resume = finished is not None
+        self.take_up(finished or set())
+        log.warning("restarting the server (%d of at most %d) from %s",
+                    self.outcome.server_restarts, limit,
+                    "its last checkpoint" if self.resume else "scratch: no checkpoint")
+        return self.start_server()
+
+    def stop_request(self, write_results: bool) -> StopRequest:
+        statuses = []
+        for sim in range(len(self.parameters)):
+            statuses.append("failed" if sim in self.failed else
+                            "dropped" if sim in self.dropped else
+                            "completed" if sim in self.completed else "not_run")
+        return StopRequest(sorted(self.completed - self.done_before - self.dropped),
+                           sorted(self.done_before), statuses, self.parameters.tolist(),
+                           write_results)
+
+    def finish_server(self, write_results: bool = True) -> None:
+        """Tells the server what completed; waits for it to write the results."""
+        assert self.server is not None
+        self.stop_request(write_results).write(self.files.stop)
+        shutdown = self.config.launcher_config.timeouts.shutdown
+        state = self.server.wait(shutdown + 30.0)
+        if state is JobState.RUNNING:
+            self.server.cancel()
+            raise ServerLost(f"the server did not finish within {shutdown:g} s "
+                             f"(launcher_config.timeouts.shutdown); logs in {self.files.logs}")
+        if not write_results:
+            return
+        if self.server.exit_code == EXIT_RESULTS_UNWRITABLE:
+            raise StudyError(f"the server could not write the results:\n"
+                             f"{self.server.stderr_tail()}Its final checkpoint holds every "
+                             "simulation: once the cause is fixed, `melissa run --resume` "
+                             f"writes them (logs in {self.files.logs})")
+        if state is JobState.FAILED or not self.product.exists():
+            raise ServerLost(f"the server failed at the end of the study (status "
+                             f"{self.server.exit_code}):\n{self.server.stderr_tail()}"
+                             f"(logs in {self.files.logs})")
+        self.outcome.results = self.product
+
+    # -- simulations ----------------------------------------------------------------------------
 
     def simulation_spec(self, sim: int, address: str) -> JobSpec:
         launcher = self.config.launcher_config
@@ -206,113 +440,207 @@ class StudyRun:
                        stderr=self.files.simulation_log(sim, "err"),
                        cwd=self.config_path.parent, env=env)
 
-    def run_simulations(self, address: str, outcome: Outcome) -> None:
+    def start_simulation(self, sim: int, attempt: int, address: str) -> None:
+        spec = self.simulation_spec(sim, address)
+        if attempt > 0:
+            for stream in (spec.stdout, spec.stderr):
+                with open(stream, "a") as f:
+                    f.write(f"\n=== melissa: attempt {attempt + 1} ===\n")
+        job = self.scheduler.submit(spec)
+        now = time.monotonic()
+        self.running[sim] = _Running(job, now, attempt, self.attempts_started, now)
+        self.attempts_started += 1
+        log.info("simulation %d started (attempt %d): %s", sim, attempt + 1,
+                 shlex.join(job.spec.argv))
+
+    def cancel_simulations(self) -> None:
+        """Stops every running simulation; each will start again, its attempt not counted."""
+        for sim, run in sorted(self.running.items(), reverse=True):
+            run.job.cancel()
+            self.queue.appendleft((sim, run.attempt))
+        self.running.clear()
+
+    def run_simulations(self, address: str) -> None:
         launcher = self.config.launcher_config
         timeout = self.config.study_options.simulation_timeout
-        queue: deque[tuple[int, int]] = deque(
-            (sim, 0) for sim in range(len(self.parameters)) if sim not in self.done_before)
-        outcome.completed.extend(sorted(self.done_before))
-        running: dict[int, _Running] = {}
-        received: dict[int, int] = {}
         last_progress = 0.0
-        try:
-            while queue or running:
-                self.check_server()
-                while queue and len(running) < launcher.job_limit:
-                    sim, attempt = queue.popleft()
-                    spec = self.simulation_spec(sim, address)
-                    if attempt > 0:
-                        for stream in (spec.stdout, spec.stderr):
-                            with open(stream, "a") as f:
-                                f.write(f"\n=== melissa: attempt {attempt + 1} ===\n")
-                    job = self.scheduler.submit(spec)
-                    now = time.monotonic()
-                    running[sim] = _Running(job, now, attempt, now)
-                    log.info("simulation %d started (attempt %d): %s", sim, attempt + 1,
-                             shlex.join(job.spec.argv))
-                now = time.monotonic()
-                if now - last_progress >= PROGRESS_INTERVAL:
-                    received, last_progress = self.received_by_simulation(), now
-                for sim, run in list(running.items()):
+        while self.queue or self.running:
+            self.check_server()
+            while self.queue and sum(r.exited is None
+                                     for r in self.running.values()) < launcher.job_limit:
+                self.start_simulation(*self.queue.popleft(), address)
+            now = time.monotonic()
+            if now - last_progress >= PROGRESS_INTERVAL:
+                self.read_progress()
+                last_progress = now
+            for sim, run in list(self.running.items()):
+                seen = sum(self.data_seen(sim))
+                if seen > run.received:
+                    run.received, run.last_data = seen, now
+                if run.exited is None:
                     state = run.job.poll()
                     if state is JobState.RUNNING:
-                        if received.get(sim, 0) > run.received:
-                            run.received, run.last_data = received[sim], now
                         if now - run.last_data > timeout:
-                            log.error("simulation %d sent nothing for %g s "
-                                      "(study_options.simulation_timeout): killed", sim, timeout)
                             run.job.cancel()
-                            state = JobState.FAILED
-                        else:
-                            continue
-                    del running[sim]
-                    if state is JobState.COMPLETED:
-                        outcome.completed.append(sim)
-                        log.info("simulation %d completed in %.1f s", sim, now - run.started)
-                    elif run.attempt < launcher.simulation_retries:
-                        log.warning("simulation %d failed (exit status %s), starting it again; "
-                                    "its stderr ends with:\n%s", sim, run.job.exit_code,
-                                    run.job.stderr_tail())
-                        queue.appendleft((sim, run.attempt + 1))
-                    else:
-                        outcome.failed.append(sim)
-                        log.error("simulation %d failed (exit status %s) after %d attempts; "
-                                  "logs: %s", sim, run.job.exit_code, run.attempt + 1,
-                                  run.job.spec.stderr)
-                self.progress.update(len(outcome.completed), len(running), len(outcome.failed))
-                time.sleep(POLL_INTERVAL)
-        finally:
-            for run in running.values():
-                run.job.cancel()
-            outcome.not_run = sorted(set(range(len(self.parameters))) - set(outcome.completed)
-                                     - set(outcome.failed))
+                            self.attempt_failed(sim, run, f"sent nothing for {timeout:g} s "
+                                                "(study_options.simulation_timeout): killed")
+                        continue
+                    if state is JobState.FAILED:
+                        self.attempt_failed(sim, run, f"exit status {run.job.exit_code}")
+                        continue
+                    run.exited = run.last_data = now
+                if self.confirmed(sim):
+                    del self.running[sim]
+                    self.completed.add(sim)
+                    log.info("simulation %d completed in %.1f s", sim, now - run.started)
+                elif now - run.last_data > CONFIRMATION_TIMEOUT:
+                    study = self.config.study_options
+                    self.attempt_failed(
+                        sim, run, f"exited with status 0, but the server does not hold all of "
+                        f"its data: every one of the {study.nb_time_steps} time steps "
+                        f"(study_options.nb_time_steps) of each of the fields "
+                        f"{study.field_names}, then finalize (messages and time steps held, "
+                        f"by server rank: {self.data_seen(sim)})")
+            self.progress.update(len(self.completed - self.dropped), len(self.running),
+                                 len(self.failed))
+            time.sleep(POLL_INTERVAL)
 
-    def finish_server(self, outcome: Outcome) -> None:
-        """Tells the server what completed; waits for it to write the results."""
-        assert self.server is not None
-        # The servers wait for the data of "completed": those of this run only.
-        write_json(self.files.stop, {
-            "completed": sorted(set(outcome.completed) - self.done_before),
-            "completed_before": sorted(self.done_before), "failed": sorted(outcome.failed)})
-        shutdown = self.config.launcher_config.timeouts.shutdown
-        state = self.server.wait(shutdown + 30.0)
-        if state is JobState.RUNNING:
-            self.server.cancel()
-            raise StudyError(f"the server did not finish within {shutdown:g} s "
-                             f"(launcher_config.timeouts.shutdown); logs in {self.files.logs}")
-        if state is JobState.FAILED or not self.product.exists():
-            raise StudyError(f"the server failed at the end of the study (status "
-                             f"{self.server.exit_code}):\n{self.server.stderr_tail()}"
-                             f"(logs in {self.files.logs})")
-        outcome.results = self.product
+    def attempt_failed(self, sim: int, run: _Running, reason: str) -> None:
+        del self.running[sim]
+        tail = run.job.stderr_tail()
+        self.check_fail_fast(run, reason, tail)
+        # The same error again and again is printed once: a broken solver must not bury the
+        # console under hundreds of copies of its traceback.
+        signature = _signature(reason, tail)
+        shown = f"its stderr ends with:\n{tail}" if signature != self.last_tail else \
+            "its stderr ends as the previous failure's"
+        self.last_tail = signature
+        if run.attempt < self.config.launcher_config.simulation_retries:
+            log.warning("simulation %d failed (%s), starting it again; %s", sim, reason, shown)
+            self.queue.appendleft((sim, run.attempt + 1))
+            return
+        self.failed[sim] = reason
+        log.error("simulation %d failed (%s) after %d attempts; %s; logs: %s", sim, reason,
+                  run.attempt + 1, shown, run.job.spec.stderr)
+        if self.config.sobol:
+            self.redraw_group(sim // self.group_size)
+
+    def check_fail_fast(self, run: _Running, reason: str, tail: str) -> None:
+        attempts = min(FAIL_FAST_ATTEMPTS, len(self.parameters))
+        if run.order >= attempts or self.completed:
+            return
+        self.first_failures.append((_signature(reason, tail), tail))
+        if (len(self.first_failures) == attempts
+                and len({signature for signature, _ in self.first_failures}) == 1):
+            raise FailFast(f"the first {attempts} simulations all failed the same way ({reason}) "
+                           f"before any completed: the solver cannot run as configured "
+                           f"(client_config.executable_command). Its stderr ends with:\n{tail}"
+                           f"Nothing was written that would block a new run; logs in "
+                           f"{self.files.logs}")
+
+    def redraw_group(self, group: int) -> None:
+        """Drops a Sobol group whose member failed for good and queues a new one drawn in its
+        place: the study still ends with the groups it asked for, each of them whole."""
+        members = range(group * self.group_size, (group + 1) * self.group_size)
+        if group in self.dropped_groups:
+            return
+        limit = self.config.study_options.parameter_sweep_size
+        if self.outcome.redrawn_groups >= limit:
+            log.error("Sobol group %d lost a member for good; %d groups were redrawn already, "
+                      "as many as the study has: no more (does the solver fail for a whole "
+                      "region of the parameters?)", group, limit)
+            return
+        self.dropped_groups.add(group)
+        for sim in members:
+            if sim in self.running:
+                self.running.pop(sim).job.cancel()
+            if sim not in self.failed:
+                self.dropped.add(sim)
+        self.queue = deque((sim, attempt) for sim, attempt in self.queue if sim not in members)
+        first = len(self.parameters)
+        replacement = draw_replacement_group(self.config.study_options,
+                                             self.outcome.redrawn_groups)
+        self.parameters = np.concatenate([self.parameters, replacement])
+        self.outcome.redrawn_groups += 1
+        self.queue.extend((sim, 0) for sim in range(first, len(self.parameters)))
+        self.progress.total = len(self.parameters) - len(self.dropped)
+        log.warning("Sobol group %d (simulations %d-%d) dropped whole: simulation(s) %s failed "
+                    "for good; group %d (simulations %d-%d) drawn in its place", group,
+                    members[0], members[-1], sorted(set(members) & set(self.failed)),
+                    first // self.group_size, first, len(self.parameters) - 1)
+
+    # -- the whole study ------------------------------------------------------------------------
+
+    def supervise(self) -> None:
+        """Runs the simulations and has the results written, restarting the server whenever it
+        is lost."""
+        try:
+            address = self.start_server()
+        except ServerLost as lost:
+            raise StudyError(str(lost)) from None
+        while True:
+            try:
+                self.run_simulations(address)
+                self.finish_server()
+                return
+            except ServerLost as lost:
+                address = self.restart_server(lost)
+            except FailFast as abandon:
+                self.cancel_simulations()
+                self.queue.clear()
+                self.finish_server(write_results=False)
+                raise StudyError(str(abandon)) from None
+            except BaseException:
+                # Interrupted (Ctrl-C, SIGTERM) or failed: what completed is kept, the server
+                # writes it out.
+                self.cancel_simulations()
+                if self.server is not None and self.server.poll() is JobState.RUNNING:
+                    self.finish_server()
+                raise
 
     def run(self) -> Outcome:
         start = time.monotonic()
         self.files.create()
+        self.presence.acquire()
         handler = logging.FileHandler(self.files.logs / "launcher.log")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         logging.getLogger("melissa").addHandler(handler)
-        outcome = Outcome()
         try:
+            if self.resume:
+                self.resume_from_checkpoint()
+            self.queue.extend((sim, 0) for sim in range(len(self.parameters))
+                              if sim not in self.done_before)
             log.info("study %s: %d simulations, %d server ranks, job limit %d",
                      self.config_path, len(self.parameters),
                      self.config.launcher_config.num_server_processes,
                      self.config.launcher_config.job_limit)
-            address = self.start_server()
             with self.progress:
-                try:
-                    self.run_simulations(address, outcome)
-                finally:
-                    # Interrupted or not, what completed is kept: the server writes it out.
-                    if self.server is not None and self.server.poll() is JobState.RUNNING:
-                        self.finish_server(outcome)
+                self.supervise()
         finally:
+            self.cancel_simulations()
             if self.server is not None:
                 self.server.cancel()
-            outcome.seconds = time.monotonic() - start
+            self.presence.release()
+            self.outcome.seconds = time.monotonic() - start
+            self.summarise()
             logging.getLogger("melissa").removeHandler(handler)
             handler.close()
-        return outcome
+        return self.outcome
+
+    def summarise(self) -> None:
+        outcome = self.outcome
+        outcome.completed = sorted(self.completed - self.dropped)
+        outcome.failed = sorted(self.failed)
+        outcome.dropped = sorted(self.dropped)
+        outcome.reasons = {sim: self.failed[sim] for sim in outcome.failed}
+        outcome.not_run = sorted(set(range(len(self.parameters))) - self.completed
+                                 - set(self.failed) - self.dropped)
+
+
+def _signature(reason: str, tail: str) -> str:
+    """A failure with its numbers masked: simulations failing the same way differ only there."""
+    last = next((line for line in reversed(tail.splitlines()) if line.strip()), "")
+    return re.sub(r"\d+", "#", f"{reason} | {last}")
 
 
 def run_study(config_path: str | Path, *, overwrite: bool = False, resume: bool = False,

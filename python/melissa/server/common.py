@@ -1,12 +1,13 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""What both servers do besides their work: tell the launcher what they receive, and notice
-when the launcher says the study is over."""
+"""What both servers do besides their work: tell the launcher what they receive, notice when
+the launcher says the study is over, and stop by themselves when the launcher is gone."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -18,7 +19,16 @@ from mpi4py import MPI
 
 from melissa import _core
 from melissa.config import Config, parse_config
-from melissa.study_files import StudyFiles, read_json, write_json
+from melissa.protocol import (
+    LauncherHeartbeat,
+    ProtocolError,
+    RankProgress,
+    ServerAnnouncement,
+    StopRequest,
+    StudyDescription,
+    ranges,
+)
+from melissa.study_files import StudyFiles
 
 log = logging.getLogger("melissa.server")
 
@@ -32,15 +42,22 @@ class Study:
 
     comm: Any
     files: StudyFiles
-    study: dict[str, Any]
+    study: StudyDescription
     config: Config
 
     def publish(self, address: str) -> None:
-        """Rank 0: tells the launcher (and through it the clients) where to connect."""
+        """Tells the launcher (and through it the clients) where to connect, and which
+        processes are the server's (collective)."""
+        pids = self.comm.gather(os.getpid())
+        hosts = self.comm.gather(socket.gethostname())
         if self.comm.rank == 0:
-            write_json(self.files.server, {"address": address, "ranks": self.comm.size,
-                                           "pid": os.getpid()})
+            ServerAnnouncement(address, pids, hosts).write(self.files.server)
             log.info("clients connect to %s", address)
+
+    def withdraw(self) -> None:
+        """Rank 0, at a clean end: no server of this study runs any more."""
+        if self.comm.rank == 0:
+            self.files.server.unlink(missing_ok=True)
 
 
 def start(argv: list[str] | None, description: str) -> Study | None:
@@ -54,11 +71,15 @@ def start(argv: list[str] | None, description: str) -> Study | None:
     logging.basicConfig(
         filename=files.server_log(comm.rank), level=logging.INFO,
         format=f"%(asctime)s [server {comm.rank}] %(levelname)s %(message)s")
-    study = read_json(files.study)
+    try:
+        study = StudyDescription.read(files.study)
+    except ProtocolError as error:
+        log.error("%s", error)
+        return None
     if study is None:
         log.error("%s is missing: the server must be started by the launcher", files.study)
         return None
-    return Study(comm, files, study, parse_config(study["config"]))
+    return Study(comm, files, study, parse_config(study.config))
 
 
 def run_rank(main: Callable[[], int]) -> None:
@@ -75,14 +96,17 @@ class Watch:
     """A server rank's link to the launcher, polled from its main loop."""
 
     def __init__(self, files: StudyFiles, rank: int, receiver: _core.Receiver,
-                 shutdown_timeout: float) -> None:
+                 config: Config) -> None:
         self.files, self.rank, self.receiver = files, rank, receiver
-        self.shutdown_timeout = shutdown_timeout
+        self.shutdown_timeout = config.launcher_config.timeouts.shutdown
+        self.heartbeat_timeout = config.launcher_config.timeouts.heartbeat
         self._last_progress = 0.0
         self._stop_seen: float | None = None
+        self._launcher_gone = False
 
     def report_progress(self) -> None:
-        """Rewrites this rank's progress file, at most every PROGRESS_INTERVAL seconds."""
+        """Rewrites this rank's progress file (its heartbeat) and looks for the launcher's, at
+        most every PROGRESS_INTERVAL seconds."""
         now = time.monotonic()
         if now - self._last_progress < PROGRESS_INTERVAL:
             return
@@ -90,25 +114,36 @@ class Watch:
         finished = set(self.receiver.finished_simulations())
         counters = self.receiver.counters()
         # Only simulations still in flight: the file stays small however large the study.
-        received = {str(sim): c["messages"] for sim, c in counters["simulations"].items()
-                    if sim not in finished}
-        write_json(self.files.progress(self.rank),
-                   {"finished": len(finished), "received": received,
-                    "dropped": counters["dropped"]})
+        in_flight = [[sim, c["messages"], c["time_steps"]]
+                     for sim, c in counters["simulations"].items() if sim not in finished]
+        RankProgress(self.rank, time.time(), ranges(finished), in_flight,
+                     counters["dropped"]).write(self.files.progress(self.rank))
+        heartbeat = LauncherHeartbeat.read(self.files.launcher)
+        if heartbeat is None or not heartbeat.alive(self.heartbeat_timeout):
+            if not self._launcher_gone:
+                log.error("the launcher is gone (%s): this server stops after a final "
+                          "checkpoint; `melissa run --resume` takes the study up",
+                          "its heartbeat file was removed" if heartbeat is None else
+                          f"pid {heartbeat.pid} on {heartbeat.host}")
+            self._launcher_gone = True
 
-    def study_over(self) -> dict[str, Any] | None:
-        """The launcher's stop file once every simulation it lists as completed has all of its
-        data here (or the shutdown timeout has passed); None before."""
-        stop = read_json(self.files.stop)
+    @property
+    def launcher_gone(self) -> bool:
+        return self._launcher_gone
+
+    def study_over(self) -> StopRequest | None:
+        """The launcher's stop request once every simulation it lists as completed has all of
+        its data here (or the shutdown timeout has passed); None before."""
+        stop = StopRequest.read(self.files.stop)
         if stop is None:
             return None
         now = time.monotonic()
         self._stop_seen = self._stop_seen or now
-        missing = set(stop["completed"]) - set(self.receiver.finished_simulations())
-        if not missing:
-            return dict(stop)
+        missing = set(stop.completed) - set(self.receiver.finished_simulations())
+        if not missing or not stop.write_results:
+            return stop
         if now - self._stop_seen > self.shutdown_timeout:
             log.error("simulations %s completed but their data never fully arrived here; what "
                       "did arrive is used", sorted(missing))
-            return dict(stop)
+            return stop
         return None

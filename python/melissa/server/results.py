@@ -22,8 +22,9 @@ from melissa.config import Config
 
 Array = npt.NDArray[Any]
 
-# Simulation outcomes stored in results.nc.
-STATUS_CODES = {"completed": 0, "failed": 1, "not_run": 2}
+# Simulation outcomes stored in results.nc. "dropped": the member of a Sobol group that was
+# replaced by a redrawn one because another member failed for good.
+STATUS_CODES = {"completed": 0, "failed": 1, "not_run": 2, "dropped": 3}
 
 
 def _variables(config: Config) -> Iterator[tuple[str, tuple[str, ...], str]]:
@@ -94,7 +95,7 @@ def cell_dimension(field: str, sizes: dict[str, int]) -> str:
     return "cell" if len(set(sizes.values())) <= 1 else f"{field}_cell"
 
 
-def create(path: Path, config: Config, sizes: dict[str, int], parameters: Array,
+def create(path: Path, config: Config, sizes: dict[str, int], parameters: Array | list[Any],
            statuses: list[str], raw_config: dict[str, Any]) -> None:
     """Rank 0: the file with every dimension and variable, filled with NaN (nothing received)."""
     sa = config.sa_config

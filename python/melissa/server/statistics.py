@@ -13,21 +13,25 @@ OUTPUT_DIR/results.nc together.
 from __future__ import annotations
 
 import logging
-import pickle
 import resource
 import signal
 import time
-from collections.abc import Callable
 from typing import Any
 
 import netCDF4
 
 from melissa import _core
 from melissa.config import Config
+from melissa.protocol import (
+    EXIT_RESULTS_UNWRITABLE,
+    EXIT_STOPPED,
+    StopRequest,
+    StudyDescription,
+)
 from melissa.server import results
 from melissa.server.common import Watch, run_rank, start
 from melissa.server.receiver import open_receiver
-from melissa.study_files import StudyFiles, read_json
+from melissa.study_files import StudyFiles, write_durably
 
 log = logging.getLogger("melissa.server")
 
@@ -46,57 +50,63 @@ def make_consumer(config: Config) -> _core.FieldStatistics:
     )
 
 
-def checkpoint(receiver: _core.Receiver, consumer: _core.FieldStatistics, files: StudyFiles,
-               rank: int) -> None:
-    """This rank's accumulators, Sobol groups in flight and delivery state, consistent with
-    each other (the receiver waits meanwhile), written atomically."""
-    state = receiver.checkpoint(consumer)
-    path = files.statistics_checkpoint(rank)
-    path.parent.mkdir(exist_ok=True)
-    partial = path.with_suffix(".partial")
-    with open(partial, "wb") as f:
-        pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)
-    partial.replace(path)
-    log.info("checkpoint: %d simulations complete, %d (field, time step) accumulators",
-             len(state["finished"]), len(state["states"]))
+class Checkpoints:
+    """This rank's checkpoints: its accumulators, Sobol groups in flight and delivery state,
+    consistent with each other (the receiver waits meanwhile), in melissa's versioned format.
+    One that cannot be written (a full disk) is logged and tried again later, never fatal:
+    the previous one stays whole meanwhile."""
+
+    def __init__(self, receiver: _core.Receiver, consumer: _core.FieldStatistics,
+                 files: StudyFiles, rank: int, interval: float) -> None:
+        self.receiver, self.consumer = receiver, consumer
+        self.path = files.statistics_checkpoint(rank)
+        self.interval = interval
+        self.last = time.monotonic()
+
+    def save_if_due(self) -> None:
+        if time.monotonic() - self.last > self.interval:
+            self.save()
+
+    def save(self) -> bool:
+        self.last = time.monotonic()
+        data = self.receiver.checkpoint(self.consumer)
+        try:
+            write_durably(self.path, data)
+        except OSError as error:
+            log.error("checkpoint of %d bytes not written (%s); the previous one is kept, "
+                      "next try in %g s", len(data), error, self.interval)
+            return False
+        summary = _core.checkpoint_summary(data)
+        log.info("checkpoint: %d simulations complete, %d bytes", len(summary["finished"]),
+                 len(data))
+        return True
+
+    def resume(self) -> None:
+        self.receiver.restore_checkpoint(self.consumer, self.path.read_bytes())
+        log.info("resumed from %s", self.path)
 
 
-def resume(receiver: _core.Receiver, consumer: _core.FieldStatistics, files: StudyFiles,
-           rank: int) -> None:
-    with open(files.statistics_checkpoint(rank), "rb") as f:
-        state = pickle.load(f)
-    for field, step, offset, cells, states in state["states"]:
-        consumer.restore(field, step, offset, cells, states)
-    for field, step, group, values, arrived in state["groups"]:
-        consumer.restore_group(field, step, group, values, arrived)
-    receiver.restore(state)
-    log.info("resumed from %s: %d simulations complete", files.statistics_checkpoint(rank),
-             len(state["finished"]))
-
-
-def serve(watch: Watch, interrupted: list[bool], save: Callable[[], None],
-          interval: float) -> dict[str, Any]:
-    """Receives until the launcher's stop file says what completed and all of it is here,
-    saving a checkpoint every `interval` seconds."""
-    last_checkpoint = time.monotonic()
+def serve(watch: Watch, interrupted: list[bool],
+          checkpoints: Checkpoints) -> StopRequest | None:
+    """Receives until the launcher's stop request says what completed and all of it is here,
+    saving a checkpoint every interval; None when the launcher is gone or a SIGTERM came."""
     while True:
         watch.report_progress()
-        if time.monotonic() - last_checkpoint > interval:
-            save()
-            last_checkpoint = time.monotonic()
-        outcome = watch.study_over()
-        if outcome is not None:
-            return outcome
-        if interrupted[0]:
-            log.warning("interrupted: writing the results received so far")
-            return read_json(watch.files.stop) or {
-                "completed": sorted(watch.receiver.finished_simulations()), "failed": []}
+        checkpoints.save_if_due()
+        stop = watch.study_over()
+        if stop is not None:
+            return stop
+        if interrupted[0] or watch.launcher_gone:
+            return None
         time.sleep(POLL_INTERVAL)
 
 
-def write_results(comm: Any, config: Config, raw_config: dict[str, Any], files: StudyFiles,
+def write_results(comm: Any, config: Config, study: StudyDescription, files: StudyFiles,
                   receiver: _core.Receiver, consumer: _core.FieldStatistics,
-                  study: dict[str, Any], outcome: dict[str, Any]) -> None:
+                  stop: StopRequest) -> None:
+    """The ranks write their cells in turn into a temporary file, which rank 0 then renames to
+    results.nc: an earlier results.nc is replaced only by a complete one. Raises OSError on
+    every rank if any rank failed (a full disk, say)."""
     names = config.study_options.field_names
     sizes: dict[str, int] = {}
     for rank_sizes in comm.allgather(receiver.field_sizes()):
@@ -104,22 +114,36 @@ def write_results(comm: Any, config: Config, raw_config: dict[str, Any], files: 
     for name in names:
         if name not in sizes:
             log.warning("no data of field %s ever arrived: it is left out of the results", name)
-    if comm.rank == 0:
-        statuses = ["not_run"] * len(study["parameters"])
-        for outcome_name in ("completed", "completed_before", "failed"):
-            for sim in outcome.get(outcome_name, []):
-                statuses[sim] = outcome_name.removesuffix("_before")
-        results.create(files.results, config, sizes, study["parameters"], statuses, raw_config)
-    comm.Barrier()
+    partial = files.private / "results.partial.nc"
     states = consumer.states()
+    failure: str | None = None
+    try:
+        if comm.rank == 0:
+            results.create(partial, config, sizes, stop.parameters, stop.statuses, study.config)
+    except OSError as error:
+        failure = f"rank 0 could not create it: {error}"
+    failure = comm.bcast(failure)
     # One rank at a time appends its cells: NetCDF files take one writer.
     for writer in range(comm.size):
-        if writer == comm.rank and states:
-            with netCDF4.Dataset(files.results, "a") as ds:
-                for field, step, offset, cells, state in states:
-                    values = results.statistics_of(config, cells, state)
-                    results.write_into(ds, names[field], step, offset, values)
-        comm.Barrier()
+        if failure is None and writer == comm.rank and states:
+            try:
+                with netCDF4.Dataset(partial, "a") as ds:
+                    for field, step, offset, cells, state in states:
+                        values = results.statistics_of(config, cells, state)
+                        results.write_into(ds, names[field], step, offset, values)
+            except OSError as error:
+                failure = f"rank {comm.rank} could not write its cells: {error}"
+        failure = next((f for f in comm.allgather(failure) if f is not None), None)
+    if failure is None and comm.rank == 0:
+        try:
+            partial.replace(files.results)
+        except OSError as error:
+            failure = f"rank 0 could not rename it: {error}"
+    failure = comm.bcast(failure)
+    if failure is not None:
+        if comm.rank == 0:
+            partial.unlink(missing_ok=True)
+        raise OSError(failure)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,28 +151,43 @@ def main(argv: list[str] | None = None) -> int:
     if started is None:
         return 2
     comm, files, study, config = started.comm, started.files, started.study, started.config
+    assert config.sa_config is not None
     consumer = make_consumer(config)
-    receiver, address = open_receiver(comm, config.study_options.field_names,
-                                      int(study["token"], 16), consumer)
+    receiver, address = open_receiver(
+        comm, config.study_options.field_names, int(study.token, 16), consumer,
+        field_sizes=config.study_options.field_sizes,
+        nb_time_steps=config.study_options.nb_time_steps, bind_address=study.bind_address)
     log.info("receiving at %s", receiver.endpoint)
-    if study.get("resume"):
-        resume(receiver, consumer, files, comm.rank)
+    checkpoints = Checkpoints(receiver, consumer, files, comm.rank,
+                              config.sa_config.checkpoint_interval)
+    if study.resume:
+        checkpoints.resume()
     started.publish(address)
+    # The launcher's way to stop this server without results (to restart it, say).
     interrupted = [False]
     signal.signal(signal.SIGTERM, lambda *_: interrupted.__setitem__(0, True))
-    watch = Watch(files, comm.rank, receiver, config.launcher_config.timeouts.shutdown)
-    assert config.sa_config is not None
-    outcome = serve(watch, interrupted,
-                    lambda: checkpoint(receiver, consumer, files, comm.rank),
-                    config.sa_config.checkpoint_interval)
+    watch = Watch(files, comm.rank, receiver, config)
+    stop = serve(watch, interrupted, checkpoints)
     counters = receiver.counters()
     log.info("received %d messages, %d bytes; dropped %s; Sobol groups left incomplete: %d",
              counters["messages"], counters["bytes"], counters["dropped"] or "nothing",
              consumer.pending_groups())
     receiver.stop()
-    write_results(comm, config, study["config"], files, receiver, consumer, study, outcome)
+    # Whatever checkpoint_interval is: the results can always be written again from it.
+    checkpoints.save()
+    if stop is None or not stop.write_results:
+        started.withdraw()
+        return EXIT_STOPPED if stop is None else 0
+    try:
+        write_results(comm, config, study, files, receiver, consumer, stop)
+    except OSError as error:
+        log.error("results not written (%s); the final checkpoint holds everything: make room "
+                  "and `melissa run --resume` writes them", error)
+        started.withdraw()
+        return EXIT_RESULTS_UNWRITABLE
     log.info("results written to %s; peak memory %d kB", files.results,
              resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    started.withdraw()
     return 0
 
 

@@ -25,8 +25,10 @@ Without one, an MLP learns (parameters, time step) -> every field's values.
 from __future__ import annotations
 
 import importlib
+import io
 import json
 import logging
+import signal
 import socket
 import sys
 import time
@@ -40,9 +42,10 @@ from torch import nn
 
 from melissa import _core
 from melissa.config import Config
+from melissa.protocol import EXIT_STOPPED, StudyDescription
 from melissa.server.common import Watch, run_rank, start
 from melissa.server.receiver import open_receiver
-from melissa.study_files import StudyFiles
+from melissa.study_files import StudyFiles, write_durably
 
 log = logging.getLogger("melissa.server")
 
@@ -151,13 +154,13 @@ def init_distributed(comm: Any, device: torch.device) -> None:
 class Trainer:
     """One rank's training loop, in lockstep with the other ranks."""
 
-    def __init__(self, config: Config, study: dict[str, Any], files: StudyFiles, comm: Any,
+    def __init__(self, config: Config, study: StudyDescription, files: StudyFiles, comm: Any,
                  receiver: _core.Receiver, buffer: _core.ReplayBuffer, server: TrainingServer,
                  device: torch.device, writer: Any) -> None:
         assert config.dl_config is not None
         self.config, self.dl = config, config.dl_config
-        self.parameters = np.asarray(study["parameters"], dtype=np.float32)
-        self.resuming = bool(study.get("resume"))
+        self.parameters = np.asarray(study.parameters, dtype=np.float32)
+        self.resuming = study.resume
         self.files, self.comm, self.receiver = files, comm, receiver
         self.buffer, self.server = buffer, server
         self.device, self.writer = device, writer
@@ -293,9 +296,14 @@ class Trainer:
                  "optimizer": self.optimizer.state_dict(), "server": self.server.state(),
                  "batches": self.batches, "samples": self.samples,
                  "finished_simulations": finished, "buffer": self.buffer.stats()}
-        partial = self.files.checkpoint.with_suffix(".partial")
-        torch.save(state, partial)
-        partial.replace(self.files.checkpoint)
+        data = io.BytesIO()
+        torch.save(state, data)
+        try:
+            write_durably(self.files.checkpoint, data.getvalue())
+        except OSError as error:
+            # Training goes on; the previous checkpoint stays whole.
+            log.error("checkpoint at batch %d not written (%s)", self.batches, error)
+            return
         log.info("checkpoint at batch %d", self.batches)
 
     def save_model(self) -> None:
@@ -342,16 +350,24 @@ def leftovers(trainer: Trainer) -> list[tuple[np.ndarray, np.ndarray, np.ndarray
     return batches
 
 
-def train(trainer: Trainer, watch: Watch, buffer: _core.ReplayBuffer) -> None:
-    """Trains while data comes; once the launcher says the study is over, drains the buffers."""
+def train(trainer: Trainer, watch: Watch, buffer: _core.ReplayBuffer,
+          interrupted: list[bool]) -> bool:
+    """Trains while data comes; once the launcher says the study is over, drains the buffers.
+    False if the server must stop without a model instead: the launcher is gone, abandoned the
+    study, or sent SIGTERM (to restart the server)."""
     draining = False
     while True:
         watch.report_progress()
-        if not draining and watch.study_over() is not None:
+        stop = None if draining else watch.study_over()
+        if stop is not None:
             buffer.drain()
             draining = True
-        can, everyone_draining = trainer.all_ranks([buffer.has_batch(trainer.local_batch),
-                                                    draining])
+        leave = interrupted[0] or watch.launcher_gone or (stop is not None
+                                                          and not stop.write_results)
+        can, everyone_draining, stay = trainer.all_ranks(
+            [buffer.has_batch(trainer.local_batch), draining, not leave])
+        if not stay:
+            return False
         if everyone_draining and not can and trainer.any_rank(buffer.exhausted()):
             break
         if not can:
@@ -362,6 +378,7 @@ def train(trainer: Trainer, watch: Watch, buffer: _core.ReplayBuffer) -> None:
     if trainer.model is not None:
         for batch in leftovers(trainer):
             trainer.step(batch)
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -373,15 +390,17 @@ def main(argv: list[str] | None = None) -> int:
     assert dl is not None
     device = (torch.device("cuda", comm.rank % torch.cuda.device_count())
               if torch.cuda.is_available() else torch.device("cpu"))
-    server_class = load_server_class(dl.server_class, Path(study["config_dir"]))
+    server_class = load_server_class(dl.server_class, Path(study.config_dir))
     # The first simulations: they run first, so validation means something from the start.
     validation = list(range(dl.validation_simulations))
     buffer = _core.ReplayBuffer(dl.buffer, config.per_rank(dl.buffer_size),
                                 dl.per_server_watermark, len(config.study_options.field_names),
                                 validation, config.study_options.seed * 1000 + comm.rank)
     routing = "whole_by_time_step" if dl.routing == "time_step" else "whole_by_simulation"
-    receiver, address = open_receiver(comm, config.study_options.field_names,
-                                      int(study["token"], 16), buffer, routing=routing)
+    receiver, address = open_receiver(
+        comm, config.study_options.field_names, int(study.token, 16), buffer, routing=routing,
+        field_sizes=config.study_options.field_sizes,
+        nb_time_steps=config.study_options.nb_time_steps, bind_address=study.bind_address)
     init_distributed(comm, device)
     writer = None
     if comm.rank == 0:
@@ -392,10 +411,17 @@ def main(argv: list[str] | None = None) -> int:
     started.publish(address)
     trainer = Trainer(config, study, files, comm, receiver, buffer,
                       server_class(config, device), device, writer)
-    watch = Watch(files, comm.rank, receiver, config.launcher_config.timeouts.shutdown)
+    watch = Watch(files, comm.rank, receiver, config)
     if trainer.resuming:
         trainer.resume()
-    train(trainer, watch, buffer)
+    interrupted = [False]
+    signal.signal(signal.SIGTERM, lambda *_: interrupted.__setitem__(0, True))
+    if not train(trainer, watch, buffer, interrupted):
+        if trainer.model is not None:
+            trainer.checkpoint()
+        receiver.stop()
+        started.withdraw()
+        return EXIT_STOPPED
     if trainer.model is None:
         log.error("no training happened: the buffers never reached the watermark on every rank")
         return 1
@@ -408,6 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     if writer is not None:
         writer.close()
     dist.destroy_process_group()
+    started.withdraw()
     return 0
 
 

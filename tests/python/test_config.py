@@ -1,0 +1,340 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""Config values that cannot run are refused before anything starts, with a message naming the
+key: numbers given as strings or booleans, non-finite numbers, a blank or unrunnable solver,
+sizes beyond what simulation ids, the receiver or this machine's memory can hold."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_study import melissa, study_config
+
+from melissa import _core
+from melissa.config import MAX_TIME_STEPS, ConfigError, load_config, parse_config, schema
+from melissa.launcher import preflight as checks
+
+
+def statistics_config(**sections: dict[str, Any]) -> dict[str, Any]:
+    """A valid statistics config, each section updated with the given keys."""
+    config: dict[str, Any] = {
+        "study_options": {"parameter_sweep_size": 8, "nb_parameters": 3,
+                          "l_bounds": [0.0, 0.0, 0.0], "u_bounds": [1.0, 2.0, 3.0],
+                          "field_names": ["u", "v"], "nb_time_steps": 4},
+        "sa_config": {"mean": True, "variance": True, "threshold_exceedance": [1.0],
+                      "quantiles": [0.5]},
+        "launcher_config": {"job_limit": 2, "num_server_processes": 2,
+                            "timeouts": {"transport": 20.0}},
+        "client_config": {"executable_command": f"{sys.executable} solver.py"},
+    }
+    return _updated(config, sections)
+
+
+def training_config(**sections: dict[str, Any]) -> dict[str, Any]:
+    config = statistics_config()
+    del config["sa_config"]
+    config["dl_config"] = {"buffer_size": 100, "per_server_watermark": 10,
+                           "validation_simulations": 2, "learning_rate": 0.01}
+    return _updated(config, sections)
+
+
+def _updated(config: dict[str, Any], sections: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    config = copy.deepcopy(config)
+    for section, values in sections.items():
+        config[section] = {**config.get(section, {}), **values}
+    return config
+
+
+def refused(config: dict[str, Any], *expected: str) -> str:
+    """The message of the ConfigError parse_config raises; each expected text is in it."""
+    with pytest.raises(ConfigError) as raised:
+        parse_config(config)
+    message = str(raised.value)
+    for text in expected:
+        assert text in message, message
+    return message
+
+
+# -- types: "4" and true are no numbers -----------------------------------------------------------
+
+@pytest.mark.parametrize(("section", "key", "value", "where"), [
+    ("study_options", "parameter_sweep_size", "4", "study_options.parameter_sweep_size"),
+    ("study_options", "nb_time_steps", True, "study_options.nb_time_steps"),
+    ("study_options", "nb_time_steps", 4.0, "study_options.nb_time_steps"),
+    ("study_options", "l_bounds", [True, 0, 0], "study_options.l_bounds.0"),
+    ("study_options", "u_bounds", [1, "2", 3], "study_options.u_bounds.1"),
+    ("study_options", "simulation_timeout", "60", "study_options.simulation_timeout"),
+    ("study_options", "seed", False, "study_options.seed"),
+    ("sa_config", "mean", "true", "sa_config.mean"),
+    ("sa_config", "variance", 1, "sa_config.variance"),
+    ("sa_config", "threshold_exceedance", [True], "sa_config.threshold_exceedance.0"),
+    ("sa_config", "quantiles", ["0.5"], "sa_config.quantiles.0"),
+    ("launcher_config", "job_limit", True, "launcher_config.job_limit"),
+    ("launcher_config", "timeouts", {"transport": "20"}, "launcher_config.timeouts.transport"),
+])
+def test_strings_and_booleans_are_no_numbers(section: str, key: str, value: Any,
+                                              where: str) -> None:
+    refused(statistics_config(**{section: {key: value}}), f"{where}: Input should be")
+
+
+def test_training_numbers_are_strict_too() -> None:
+    refused(training_config(dl_config={"learning_rate": "0.01"}), "dl_config.learning_rate")
+    refused(training_config(dl_config={"buffer_size": True}), "dl_config.buffer_size")
+
+
+def test_ints_pass_where_floats_are_expected() -> None:
+    config = parse_config(statistics_config(
+        study_options={"l_bounds": [0, 0, 0], "u_bounds": [1, 2, 3], "simulation_timeout": 60},
+        sa_config={"threshold_exceedance": [1, 2]}))
+    assert config.study_options.l_bounds == [0.0, 0.0, 0.0]
+    assert config.sa_config is not None
+    assert all(isinstance(x, float) for x in config.sa_config.threshold_exceedance)
+
+
+# -- non-finite numbers -------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("section", "key", "value", "where"), [
+    ("study_options", "l_bounds", [-float("inf"), 0, 0], "study_options.l_bounds.0"),
+    ("study_options", "u_bounds", [1, float("nan"), 3], "study_options.u_bounds.1"),
+    ("study_options", "simulation_timeout", float("inf"), "study_options.simulation_timeout"),
+    ("sa_config", "threshold_exceedance", [float("inf")], "sa_config.threshold_exceedance.0"),
+    ("sa_config", "quantiles", [float("nan")], "sa_config.quantiles.0"),
+    ("sa_config", "checkpoint_interval", float("nan"), "sa_config.checkpoint_interval"),
+    ("launcher_config", "timeouts", {"shutdown": float("inf")},
+     "launcher_config.timeouts.shutdown"),
+])
+def test_non_finite_numbers_are_refused(section: str, key: str, value: Any, where: str) -> None:
+    refused(statistics_config(**{section: {key: value}}), f"{where}: Input should be a finite")
+
+
+def test_non_finite_learning_rate_is_refused() -> None:
+    refused(training_config(dl_config={"learning_rate": float("nan")}),
+            "dl_config.learning_rate: Input should be a finite")
+
+
+def test_json5_infinity_is_refused(tmp_path: Path) -> None:
+    """json5 reads Infinity and NaN: the file's text, not only Python's floats, is refused."""
+    path = tmp_path / "config.json"
+    text = json.dumps(statistics_config()).replace('"l_bounds": [0.0', '"l_bounds": [-Infinity')
+    path.write_text(text.replace('"u_bounds": [1.0', '"u_bounds": [NaN'))
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    assert "study_options.l_bounds.0: Input should be a finite number" in str(raised.value)
+    assert "study_options.u_bounds.0: Input should be a finite number" in str(raised.value)
+
+
+# -- the solver's command -----------------------------------------------------------------------
+
+@pytest.mark.parametrize(("command", "message"), [
+    ("", "client_config.executable_command: String should have at least 1 character"),
+    ("   ", "client_config.executable_command: is blank"),
+    ("solver 'unclosed", "client_config.executable_command: cannot be split into arguments"),
+])
+def test_blank_or_unsplittable_command_is_refused(command: str, message: str) -> None:
+    refused(statistics_config(client_config={"executable_command": command}), message)
+
+
+def solver_config(command: str) -> Any:
+    return parse_config(statistics_config(client_config={"executable_command": command}))
+
+
+def test_solver_that_is_not_executable_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "solver.sh").write_text("#!/bin/sh\n")
+    (tmp_path / "solver.sh").chmod(0o644)
+    with pytest.raises(ConfigError, match=r"client_config.executable_command: .*solver.sh is not "
+                       r"executable: make it so \(chmod \+x\)"):
+        checks.preflight(solver_config("./solver.sh --x 1"), tmp_path)
+
+
+def test_directory_as_solver_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "build").mkdir()
+    with pytest.raises(ConfigError, match=r"client_config.executable_command: .*build is a "
+                       "directory, not a program"):
+        checks.preflight(solver_config("./build"), tmp_path)
+
+
+def test_missing_solver_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="client_config.executable_command: .*nothing does not "
+                       "exist"):
+        checks.preflight(solver_config("./nothing"), tmp_path)
+    with pytest.raises(ConfigError, match="client_config.executable_command: 'no-such-program' "
+                       "is not on PATH"):
+        checks.preflight(solver_config("no-such-program"), tmp_path)
+
+
+def test_interpreter_and_script_pass_with_the_program_resolved(tmp_path: Path) -> None:
+    """Only the program must be executable: the script of `python3 script.py` need not be."""
+    (tmp_path / "solver.py").write_text("")
+    (tmp_path / "solver.sh").write_text("#!/bin/sh\n")
+    (tmp_path / "solver.sh").chmod(0o755)
+    assert checks.preflight(solver_config("python3 solver.py --x 1"), tmp_path) == [
+        "python3", "solver.py", "--x", "1"]
+    assert checks.preflight(solver_config("./solver.sh"), tmp_path) == [
+        str(tmp_path / "solver.sh")]
+
+
+# -- sizes --------------------------------------------------------------------------------------
+
+def test_more_simulations_than_ids_are_refused() -> None:
+    refused(statistics_config(study_options={"parameter_sweep_size": 10**12}),
+            "study_options.parameter_sweep_size: Input should be less than or equal to "
+            "4294967296")
+    # With Sobol indices, nb_parameters + 2 simulations per group.
+    refused(statistics_config(study_options={"parameter_sweep_size": 2**31},
+                              sa_config={"sobol_indices": True}),
+            "study_options.parameter_sweep_size 2147483648 makes 10737418240 simulations")
+
+
+def test_time_steps_beyond_the_receivers_are_refused() -> None:
+    parse_config(statistics_config(study_options={"nb_time_steps": MAX_TIME_STEPS}))
+    for steps in (MAX_TIME_STEPS + 1, 2**31):
+        refused(statistics_config(study_options={"nb_time_steps": steps}),
+                "study_options.nb_time_steps: Input should be less than or equal to 67108864")
+
+
+@pytest.mark.parametrize(("section", "values", "where"), [
+    ("launcher_config", {"job_limit": 0}, "launcher_config.job_limit"),
+    ("launcher_config", {"num_server_processes": 0}, "launcher_config.num_server_processes"),
+    ("launcher_config", {"simulation_retries": -1}, "launcher_config.simulation_retries"),
+    ("launcher_config", {"timeouts": {"transport": 0}}, "launcher_config.timeouts.transport"),
+    ("launcher_config", {"timeouts": {"transport": 2e6}}, "launcher_config.timeouts.transport"),
+    ("study_options", {"simulation_timeout": -1}, "study_options.simulation_timeout"),
+    ("study_options", {"seed": -1}, "study_options.seed"),
+])
+def test_numbers_out_of_bounds_are_refused(section: str, values: dict[str, Any],
+                                           where: str) -> None:
+    refused(statistics_config(**{section: values}), f"{where}: Input should be")
+
+
+# -- field_shapes and the memory estimate -------------------------------------------------------
+
+def test_field_sizes_come_from_field_shapes() -> None:
+    config = parse_config(statistics_config(study_options={"field_shapes": {"v": [21, 21]}}))
+    assert config.study_options.field_sizes == [0, 441]
+
+
+@pytest.mark.parametrize(("shapes", "message"), [
+    ({"w": [4]}, "field_shapes names ['w'], not in field_names ['u', 'v']"),
+    ({"u": []}, "study_options.field_shapes.u: List should have at least 1 item"),
+    ({"u": [4, 0]}, "study_options.field_shapes.u.1: Input should be greater than 0"),
+    ({"u": [True]}, "study_options.field_shapes.u.0: Input should be a valid integer"),
+])
+def test_bad_field_shapes_are_refused(shapes: dict[str, Any], message: str) -> None:
+    refused(statistics_config(study_options={"field_shapes": shapes}), message)
+
+
+def test_field_shapes_is_in_the_schema() -> None:
+    described = schema()["$defs"]["StudyOptions"]["properties"]["field_shapes"]["description"]
+    assert "memory" in described
+
+
+def test_memory_estimate_grows_with_cells_steps_and_statistics() -> None:
+    def estimate(**sections: dict[str, Any]) -> int:
+        return checks.estimate_memory(parse_config(statistics_config(**sections))).server
+
+    small = estimate()
+    assert estimate(study_options={"field_shapes": {"u": [1000]}}) > small + 2 * 8 * 1000 * 4
+    assert estimate(study_options={"nb_time_steps": 400}) > 50 * small
+    assert estimate(sa_config={"sobol_indices": True}) > small
+
+
+def test_memory_beyond_the_machine_is_refused_naming_its_keys() -> None:
+    config = parse_config(statistics_config(study_options={"field_shapes": {"u": [1000, 1000]}}))
+    estimate = checks.check_memory(config, 2**40)
+    with pytest.raises(ConfigError) as raised:
+        checks.check_memory(config, estimate.total - 1)
+    message = str(raised.value)
+    assert "the study needs about 469.3 MiB of memory for the launcher and 2 server ranks" in \
+        message, message
+    assert "study_options.field_shapes, study_options.nb_time_steps, sa_config (mean, variance, " \
+        "threshold_exceedance, quantiles)" in message
+
+
+def test_huge_nb_time_steps_is_caught_without_field_shapes() -> None:
+    config = parse_config(statistics_config(study_options={"nb_time_steps": MAX_TIME_STEPS}))
+    with pytest.raises(ConfigError, match="study_options.nb_time_steps"):
+        checks.check_memory(config, 24 * 2**30)
+
+
+def test_launcher_that_cannot_hold_the_parameters_is_refused() -> None:
+    config = parse_config(statistics_config(study_options={"parameter_sweep_size": 2**32}))
+    with pytest.raises(ConfigError, match="study_options.parameter_sweep_size, "
+                       "study_options.nb_parameters"):
+        checks.check_memory(config, 24 * 2**30)
+
+
+def test_training_memory_counts_the_replay_buffer() -> None:
+    config = parse_config(training_config(
+        study_options={"field_shapes": {"u": [1000, 1000], "v": [1000, 1000]}},
+        dl_config={"buffer_size": 10_000, "per_server_watermark": 10}))
+    with pytest.raises(ConfigError, match=r"the replay buffer, 74\.5 GiB \(dl_config.buffer_size"):
+        checks.check_memory(config, 24 * 2**30)
+
+
+def test_openmpi_compares_the_largest_rank_only() -> None:
+    """Under mpirun the ranks may spread over several machines: each must fit one."""
+    shapes = {"study_options": {"field_shapes": {"u": [1000, 1000]}}}
+    local = parse_config(statistics_config(**shapes))
+    spread = parse_config(statistics_config(**shapes, launcher_config={"scheduler": "openmpi"}))
+    estimate = checks.estimate_memory(local)
+    assert estimate.server_rank < estimate.total
+    with pytest.raises(ConfigError):
+        checks.check_memory(local, estimate.server_rank + estimate.launcher)
+    checks.check_memory(spread, estimate.server_rank + estimate.launcher)
+
+
+def resident() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads /proc")
+def test_accumulator_estimate_bounds_what_the_kernels_hold() -> None:
+    """The estimate's bytes per (field, time step) and per cell against the resident memory of
+    real accumulators, every statistic asked, and of the copy results are written from."""
+    steps, cells = 2000, 100
+    config = parse_config(statistics_config(
+        study_options={"nb_time_steps": steps, "field_names": ["u"],
+                       "field_shapes": {"u": [cells]}},
+        sa_config={"mean": True, "kurtosis": True, "min": True, "threshold_exceedance": [1.0, 2.0],
+                   "quantiles": [0.5], "sobol_indices": True},
+        launcher_config={"num_server_processes": 1}))
+    part = next(part for part in checks.estimate_memory(config).parts
+                if part.what.startswith("the statistics' accumulators"))
+    statistics = _core.FieldStatistics(moments_order=4, extrema=True, thresholds=[1.0, 2.0],
+                                       probabilities=[0.5], sobol_params=3)
+    before = resident()
+    for step in range(steps):
+        statistics.restore(0, step, 0, cells, {})
+    states = statistics.states()
+    held = resident() - before
+    assert len(states) == steps
+    assert held <= part.total <= 1.5 * held, (held, part.total)
+
+
+# -- through `melissa run` ----------------------------------------------------------------------
+
+@pytest.mark.parametrize(("overrides", "key"), [
+    ({"study": {"parameter_sweep_size": "4"}}, "study_options.parameter_sweep_size"),
+    ({"study": {"l_bounds": [float("-inf"), 0, 0]}}, "study_options.l_bounds.0"),
+    ({"command": "   "}, "client_config.executable_command: is blank"),
+    ({"study": {"parameter_sweep_size": 10**12}}, "study_options.parameter_sweep_size"),
+    ({"study": {"nb_time_steps": 2**31}}, "study_options.nb_time_steps"),
+    ({"study": {"field_shapes": {"u": [10**7, 10**7]}}}, "study_options.field_shapes"),
+    ({"command": "./solver.sh"}, "client_config.executable_command: "),
+    ({"command": "./build --x"}, "client_config.executable_command: "),
+], ids=["string", "infinity", "blank", "sweep", "steps", "memory", "not-executable", "directory"])
+def test_melissa_run_refuses_with_status_2(tmp_path: Path, overrides: dict[str, Any],
+                                           key: str) -> None:
+    (tmp_path / "solver.sh").write_text("#!/bin/sh\n")
+    (tmp_path / "build").mkdir()
+    done = melissa("run", str(study_config(tmp_path, **overrides)), timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert key in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists()
