@@ -122,18 +122,24 @@ std::optional<std::vector<std::byte>> Receiver::answer_flush(const wire::Flush &
 std::vector<std::byte> Receiver::answer(const std::vector<std::byte> &request) {
     wire::Welcome welcome;
     welcome.routing = config_.routing;
-    auto refuse = [&](const std::string &why) {
-        std::lock_guard<std::mutex> lock(mutex_);
+    const std::string refusal = admit(request, welcome);
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (refusal.empty()) {
+        ++counters_.handshakes;
+    } else {
         ++counters_.rejected_handshakes;
         welcome.status = 1;
-        welcome.message = why;
-        return wire::encode_welcome(welcome);
-    };
+        welcome.message = refusal;
+    }
+    return wire::encode_welcome(welcome);
+}
+
+std::string Receiver::admit(const std::vector<std::byte> &request, wire::Welcome &welcome) {
     wire::Hello hello;
     try {
         hello = wire::decode_hello(request.data(), request.size());
     } catch (const wire::MalformedMessage &e) {
-        return refuse(std::string("malformed handshake: ") + e.what());
+        return std::string("malformed handshake: ") + e.what();
     }
     std::vector<wire::ServerEndpoint> layout;
     {
@@ -141,31 +147,30 @@ std::vector<std::byte> Receiver::answer(const std::vector<std::byte> &request) {
         layout = layout_;
     }
     if (layout.empty())
-        return refuse("this server rank does not take handshakes (rank 0 does)");
+        return "this server rank does not take handshakes (rank 0 does)";
     if (hello.token != config_.token)
-        return refuse("wrong study token: this client belongs to another study");
+        return "wrong study token: this client belongs to another study";
     const auto found =
         std::find(config_.field_names.begin(), config_.field_names.end(), hello.field_name);
     if (found == config_.field_names.end()) {
         std::string known;
         for (const auto &name : config_.field_names)
             known += (known.empty() ? "'" : ", '") + name + "'";
-        return refuse("unknown field '" + hello.field_name + "'; the study's fields are " + known);
+        return "unknown field '" + hello.field_name + "'; the study's fields are " + known;
     }
     welcome.field_id = static_cast<std::uint32_t>(found - config_.field_names.begin());
     if (hello.field_size == 0)
-        return refuse("field '" + hello.field_name + "' has no cells");
+        return "field '" + hello.field_name + "' has no cells";
     {
         std::lock_guard<std::mutex> lock(mutex_);
         auto [size, inserted] = field_sizes_.emplace(welcome.field_id, hello.field_size);
         if (!inserted && size->second != hello.field_size)
-            return refuse("field '" + hello.field_name + "' has " + std::to_string(size->second) +
-                          " cells in the other simulations, " + std::to_string(hello.field_size) +
-                          " in this one");
-        ++counters_.handshakes;
+            return "field '" + hello.field_name + "' has " + std::to_string(size->second) +
+                   " cells in the other simulations, " + std::to_string(hello.field_size) +
+                   " in this one";
     }
     welcome.servers = std::move(layout);
-    return wire::encode_welcome(welcome);
+    return {};
 }
 
 void Receiver::receive_loop() {

@@ -108,6 +108,8 @@ class Receiver {
     void control_loop();
     void handle(std::unique_ptr<transport::Message> message);
     std::vector<std::byte> answer(const std::vector<std::byte> &request);
+    /// Why a handshake is refused (empty if it is not), filling `welcome` as it goes.
+    std::string admit(const std::vector<std::byte> &request, wire::Welcome &welcome);
     /// The answer to a flush, or nothing while messages it waits for are still on their way.
     std::optional<std::vector<std::byte>> answer_flush(const wire::Flush &flush);
     void drop(const std::string &reason);

@@ -136,6 +136,32 @@ TEST(Receiver, AssemblesPiecesAndDropsWhatIsWrong) {
     EXPECT_FALSE(server.collector->pop(100ms)) << "nothing else may be delivered";
 }
 
+/// Server rank 0's answer to a handshake for `field` of `size` cells.
+wire::Welcome handshake(const std::string &address, const std::string &field, std::uint64_t size) {
+    wire::Hello hello;
+    hello.token = kToken;
+    hello.field_name = field;
+    hello.field_size = size;
+    hello.n_client_ranks = 1;
+    auto t = transport::make_zmq_transport();
+    const auto reply = t->request(address, wire::encode_hello(hello), 2s);
+    return wire::decode_welcome(reply.data(), reply.size());
+}
+
+TEST(Receiver, RefusesAFieldOfAnotherSizeAndGoesOnAnswering) {
+    TestServer server;
+    ASSERT_EQ(handshake(server.address, "u", 10).status, 0u);
+    const wire::Welcome refused = handshake(server.address, "u", 11);
+    EXPECT_EQ(refused.status, 1u);
+    EXPECT_EQ(refused.message, "field 'u' has 10 cells in the other simulations, 11 in this one");
+    // The refusal used to leave rank 0's control thread waiting on a lock it held itself.
+    EXPECT_EQ(handshake(server.address, "u", 10).status, 0u);
+    EXPECT_EQ(handshake(server.address, "v", 3).status, 0u);
+    const server::Counters c = server.receiver.counters();
+    EXPECT_EQ(c.handshakes, 3u);
+    EXPECT_EQ(c.rejected_handshakes, 1u);
+}
+
 TEST(Receiver, KnowsWhenASimulationIsComplete) {
     TestServer server;
     auto t = transport::make_zmq_transport();
