@@ -295,22 +295,33 @@ void register_server(py::module_ &m) {
         .def(py::init([](std::vector<std::string> field_names, std::uint64_t token,
                          std::uint32_t rank, std::uint32_t n_ranks, const std::string &routing,
                          std::string host, std::string ipc_dir, int high_water_mark,
-                         std::shared_ptr<server::Consumer> consumer) {
+                         std::shared_ptr<server::Consumer> consumer,
+                         std::optional<std::vector<std::uint64_t>> field_sizes,
+                         std::uint32_t nb_time_steps) {
                  if (n_ranks == 0 || rank >= n_ranks)
                      throw py::value_error("Receiver: rank must lie in [0, n_ranks)");
-                 server::ReceiverConfig config{std::move(field_names),
-                                               token,
-                                               rank,
-                                               n_ranks,
-                                               routing_from(routing),
-                                               std::move(host),
-                                               std::move(ipc_dir),
-                                               high_water_mark};
+                 server::ReceiverConfig config;
+                 config.field_names = std::move(field_names);
+                 config.token = token;
+                 config.rank = rank;
+                 config.n_ranks = n_ranks;
+                 config.routing = routing_from(routing);
+                 config.host = std::move(host);
+                 config.ipc_dir = std::move(ipc_dir);
+                 config.high_water_mark = high_water_mark;
+                 config.field_sizes = field_sizes.value_or(std::vector<std::uint64_t>{});
+                 config.nb_time_steps = nb_time_steps;
                  return std::make_unique<server::Receiver>(std::move(config), std::move(consumer));
              }),
              py::arg("field_names"), py::arg("token"), py::arg("rank"), py::arg("n_ranks"),
              py::arg("routing"), py::arg("host"), py::arg("ipc_dir"), py::arg("high_water_mark"),
-             py::arg("consumer"))
+             py::arg("consumer"), py::kw_only(), py::arg("field_sizes") = py::none(),
+             py::arg("nb_time_steps") = 0,
+             "field_sizes: the cells of each field, as the study declares them (0 or None: not "
+             "declared, the first size a client gives is the field's). nb_time_steps: the time "
+             "steps every simulation sends of each field (0: not declared); declared, a "
+             "simulation is finished on this rank once it holds every time step it owns of every "
+             "field, and a time step beyond is dropped.")
         .def_property_readonly(
             "endpoint", [](const server::Receiver &r) { return endpoint_dict(r.endpoint()); })
         .def(

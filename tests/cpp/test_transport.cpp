@@ -11,60 +11,16 @@
 #include <zmq.hpp>
 
 #include "melissa/melissa_api.h"
-#include "server/consumers.hpp"
-#include "server/receiver.hpp"
-#include "transport/transport.hpp"
+#include "receiver_fixture.hpp"
 
 namespace server = melissa::server;
 namespace transport = melissa::transport;
 namespace wire = melissa::wire;
 using namespace std::chrono_literals;
 
+using namespace melissa::testing;
+
 namespace {
-
-constexpr std::uint64_t kToken = 0xC0FFEE;
-
-/// A one-rank server collecting what it receives, answering handshakes.
-struct TestServer {
-    std::shared_ptr<server::Collector> collector = std::make_shared<server::Collector>(64);
-    server::Receiver receiver;
-    std::string address;
-
-    explicit TestServer(wire::Routing routing = wire::Routing::Cells)
-        : receiver(
-              server::ReceiverConfig{
-                  {"u", "v"}, kToken, 0, 1, routing, transport::host_name(), "/tmp", 8},
-              collector) {
-        address = receiver.serve_handshakes({receiver.endpoint()});
-    }
-
-    /// Waits for the receiver to count `n` dropped messages in all.
-    std::uint64_t dropped_after(std::uint64_t n) {
-        for (int i = 0; i < 200; ++i) {
-            std::uint64_t total = 0;
-            for (const auto &[reason, count] : receiver.counters().dropped)
-                total += count;
-            if (total >= n)
-                return total;
-            std::this_thread::sleep_for(10ms);
-        }
-        return 0;
-    }
-};
-
-wire::Header piece(std::uint32_t step, std::uint64_t offset, std::uint64_t count) {
-    wire::Header h;
-    h.token = kToken;
-    h.simulation_id = 3;
-    h.time_step = step;
-    h.field_id = 0;
-    h.n_client_ranks = 2;
-    h.client_rank = offset == 0 ? 0 : 1;
-    h.field_size = 10;
-    h.offset = offset;
-    h.count = count;
-    return h;
-}
 
 /// Sets the client's environment for this test and restores nothing: each test sets all three.
 void client_environment(const std::string &address, std::uint64_t token, double timeout) {
@@ -134,32 +90,6 @@ TEST(Receiver, AssemblesPiecesAndDropsWhatIsWrong) {
     EXPECT_EQ(c.dropped.at("malformed: extra frames"), 1u);
     EXPECT_EQ(c.messages, 3u);
     EXPECT_FALSE(server.collector->pop(100ms)) << "nothing else may be delivered";
-}
-
-/// Server rank 0's answer to a handshake for `field` of `size` cells.
-wire::Welcome handshake(const std::string &address, const std::string &field, std::uint64_t size) {
-    wire::Hello hello;
-    hello.token = kToken;
-    hello.field_name = field;
-    hello.field_size = size;
-    hello.n_client_ranks = 1;
-    auto t = transport::make_zmq_transport();
-    const auto reply = t->request(address, wire::encode_hello(hello), 2s);
-    return wire::decode_welcome(reply.data(), reply.size());
-}
-
-TEST(Receiver, RefusesAFieldOfAnotherSizeAndGoesOnAnswering) {
-    TestServer server;
-    ASSERT_EQ(handshake(server.address, "u", 10).status, 0u);
-    const wire::Welcome refused = handshake(server.address, "u", 11);
-    EXPECT_EQ(refused.status, 1u);
-    EXPECT_EQ(refused.message, "field 'u' has 10 cells in the other simulations, 11 in this one");
-    // The refusal used to leave rank 0's control thread waiting on a lock it held itself.
-    EXPECT_EQ(handshake(server.address, "u", 10).status, 0u);
-    EXPECT_EQ(handshake(server.address, "v", 3).status, 0u);
-    const server::Counters c = server.receiver.counters();
-    EXPECT_EQ(c.handshakes, 3u);
-    EXPECT_EQ(c.rejected_handshakes, 1u);
 }
 
 TEST(Receiver, KnowsWhenASimulationIsComplete) {

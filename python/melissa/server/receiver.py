@@ -25,12 +25,18 @@ def open_receiver(
     *,
     routing: str = "cells",
     high_water_mark: int = 8,
+    field_sizes: list[int] | None = None,
+    nb_time_steps: int = 0,
 ) -> tuple[_core.Receiver, str]:
     """Binds a receiver on every rank of `comm` (collective) and starts rank 0's handshakes.
 
     Returns the receiver and, on every rank, the address clients need (MELISSA_SERVER_ADDRESS).
     routing: "cells" (each rank owns a contiguous share of every field's cells),
     "whole_by_simulation" or "whole_by_time_step" (whole fields, round robin).
+    field_sizes: the cells of each field, when the study knows them (None, or 0 for a field: the
+    first client's size is the field's). nb_time_steps: the time steps each simulation sends of
+    each field, when the study knows it (0: a simulation is finished when it holds what the
+    client's finalize says it sent).
     The host clients use is MELISSA_SERVER_HOST if set, else this host's name; Unix sockets for
     clients on this host go in MELISSA_IPC_DIR (default: the temporary directory).
     """
@@ -38,7 +44,7 @@ def open_receiver(
     ipc_dir = os.environ.get("MELISSA_IPC_DIR") or tempfile.gettempdir()
     receiver = _core.Receiver(
         field_names, token, comm.rank, comm.size, routing, host, ipc_dir, high_water_mark,
-        consumer,
+        consumer, field_sizes=field_sizes, nb_time_steps=nb_time_steps,
     )
     layout = comm.allgather(receiver.endpoint)
     address = receiver.serve_handshakes(layout) if comm.rank == 0 else None
