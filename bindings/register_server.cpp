@@ -295,7 +295,7 @@ void register_server(py::module_ &m) {
         .def(py::init([](std::vector<std::string> field_names, std::uint64_t token,
                          std::uint32_t rank, std::uint32_t n_ranks, const std::string &routing,
                          std::string host, std::string ipc_dir, int high_water_mark,
-                         std::shared_ptr<server::Consumer> consumer,
+                         std::shared_ptr<server::Consumer> consumer, std::string bind_address,
                          std::optional<std::vector<std::uint64_t>> field_sizes,
                          std::uint32_t nb_time_steps) {
                  if (n_ranks == 0 || rank >= n_ranks)
@@ -307,6 +307,7 @@ void register_server(py::module_ &m) {
                  config.n_ranks = n_ranks;
                  config.routing = routing_from(routing);
                  config.host = std::move(host);
+                 config.bind_address = std::move(bind_address);
                  config.ipc_dir = std::move(ipc_dir);
                  config.high_water_mark = high_water_mark;
                  config.field_sizes = field_sizes.value_or(std::vector<std::uint64_t>{});
@@ -315,13 +316,18 @@ void register_server(py::module_ &m) {
              }),
              py::arg("field_names"), py::arg("token"), py::arg("rank"), py::arg("n_ranks"),
              py::arg("routing"), py::arg("host"), py::arg("ipc_dir"), py::arg("high_water_mark"),
-             py::arg("consumer"), py::kw_only(), py::arg("field_sizes") = py::none(),
-             py::arg("nb_time_steps") = 0,
-             "field_sizes: the cells of each field, as the study declares them (0 or None: not "
-             "declared, the first size a client gives is the field's). nb_time_steps: the time "
-             "steps every simulation sends of each field (0: not declared); declared, a "
+             py::arg("consumer"), py::kw_only(), py::arg("bind_address"),
+             py::arg("field_sizes") = py::none(), py::arg("nb_time_steps") = 0,
+             "host: this host's name (clients on a host of that name use ipc). bind_address: the "
+             "IP address (v4 or v6) the sockets listen on, which tcp clients connect to. Data "
+             "comes only from peers that present the token (ZeroMQ PLAIN, in clear text), in "
+             "frames of at most the largest declared field as float64 (1 GiB when a field's size "
+             "is not declared; a peer sending a larger one is disconnected). field_sizes: the "
+             "cells of each field, as the study declares them (None, or 0 for a field: not "
+             "declared, and the first size a client gives is the field's). nb_time_steps: the "
+             "time steps every simulation sends of each field (0: not declared); declared, a "
              "simulation is finished on this rank once it holds every time step it owns of every "
-             "field, and a time step beyond is dropped.")
+             "field of the study, and a time step beyond is dropped.")
         .def_property_readonly(
             "endpoint", [](const server::Receiver &r) { return endpoint_dict(r.endpoint()); })
         .def(

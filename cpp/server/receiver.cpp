@@ -60,6 +60,21 @@ ReceiverConfig validated(ReceiverConfig config) {
     return config;
 }
 
+/// The largest frame a client sends: a piece of the largest field, as float64, when every
+/// field's size is declared; the transport's default otherwise.
+std::int64_t max_message_bytes(const ReceiverConfig &config) {
+    std::uint64_t largest = 0;
+    for (std::uint64_t size : config.field_sizes) {
+        if (size == 0)
+            return transport::kDefaultMaxMessageBytes;
+        largest = std::max(largest, size);
+    }
+    if (largest > static_cast<std::uint64_t>(INT64_MAX) / sizeof(double))
+        return INT64_MAX;
+    return std::max<std::int64_t>(wire::kHeaderSize,
+                                  static_cast<std::int64_t>(largest * sizeof(double)));
+}
+
 } // namespace
 
 struct Receiver::Simulation {
@@ -85,11 +100,14 @@ Receiver::Receiver(ReceiverConfig config, std::shared_ptr<Consumer> consumer)
       max_time_steps_(config_.nb_time_steps != 0 ? config_.nb_time_steps : kMaxTimeSteps) {
     transport::BindOptions options;
     options.host = config_.host;
+    options.bind_address = config_.bind_address;
     options.ipc_dir = config_.ipc_dir;
     options.name = std::to_string(config_.rank);
     options.high_water_mark = config_.high_water_mark;
+    options.token = config_.token;
+    options.max_message_bytes = max_message_bytes(config_);
     inbox_ = transport_->bind(options);
-    responder_ = transport_->respond(config_.host);
+    responder_ = transport_->respond(config_.bind_address);
     endpoint_ = inbox_->endpoint();
     endpoint_.control = responder_->address();
     receiver_thread_ = std::thread([this] { receive_loop(); });

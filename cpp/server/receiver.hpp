@@ -47,8 +47,9 @@ struct ReceiverConfig {
     std::uint64_t token = 0;
     std::uint32_t rank = 0, n_ranks = 1;
     wire::Routing routing = wire::Routing::Cells;
-    std::string host;    // how clients reach this host
-    std::string ipc_dir; // empty: tcp only
+    std::string host;         // this host's name: clients that have the same use ipc
+    std::string bind_address; // the IP address listened on, which tcp clients connect to
+    std::string ipc_dir;      // empty: tcp only
     int high_water_mark = 8;
     // Cells of each field, by field id, as the study declares them: every handshake and message
     // must agree. Empty, or 0 for a field: not declared, and the first size seen is the field's.

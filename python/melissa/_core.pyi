@@ -109,7 +109,7 @@ class ReplayBuffer(Consumer):
 class Receiver:
     def __init__(self, field_names: list[str], token: int, rank: int, n_ranks: int,
                  routing: str, host: str, ipc_dir: str, high_water_mark: int,
-                 consumer: Consumer, *, field_sizes: list[int] | None = None,
+                 consumer: Consumer, *, bind_address: str, field_sizes: list[int] | None = None,
                  nb_time_steps: int = 0) -> None: ...
     @property
     def endpoint(self) -> dict[str, str]: ...

@@ -6,9 +6,11 @@
 
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <memory>
 #include <string>
 #include <thread>
+#include <zmq.hpp>
 
 #include "server/consumers.hpp"
 #include "server/receiver.hpp"
@@ -27,6 +29,7 @@ inline server::ReceiverConfig test_config(wire::Routing routing = wire::Routing:
     config.token = kToken;
     config.routing = routing;
     config.host = transport::host_name();
+    config.bind_address = "127.0.0.1";
     config.ipc_dir = "/tmp";
     return config;
 }
@@ -76,6 +79,36 @@ struct TestServer {
             std::this_thread::sleep_for(10ms);
     }
 };
+
+/// A client's data connection to `server`.
+inline std::unique_ptr<transport::Sender> connect(transport::Transport &t, const TestServer &server,
+                                                  std::uint64_t token = kToken) {
+    transport::SendOptions options;
+    options.token = token;
+    return t.connect(server.receiver.endpoint(), options);
+}
+
+/// What a peer that is not a melissa client may do: a ZeroMQ PUSH socket connected to `server`
+/// over tcp, presenting `password` (ZeroMQ PLAIN), or nothing if it is empty. Closing it waits
+/// up to 5 s for what it sends to leave.
+inline zmq::socket_t raw_push(zmq::context_t &context, const TestServer &server,
+                              const std::string &password) {
+    zmq::socket_t socket(context, zmq::socket_type::push);
+    socket.set(zmq::sockopt::linger, 5000);
+    if (!password.empty()) {
+        socket.set(zmq::sockopt::plain_username, "melissa");
+        socket.set(zmq::sockopt::plain_password, password);
+    }
+    socket.connect(server.receiver.endpoint().tcp);
+    return socket;
+}
+
+/// The study token as a client presents it.
+inline std::string token_hex(std::uint64_t token = kToken) {
+    char hex[17];
+    std::snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(token));
+    return hex;
+}
 
 /// A piece of simulation 3's field u (10 cells, from 2 client ranks).
 inline wire::Header piece(std::uint32_t step, std::uint64_t offset, std::uint64_t count) {

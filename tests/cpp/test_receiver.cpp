@@ -95,10 +95,15 @@ TEST(Receiver, DeclaredFieldSizesAreTheTruth) {
     EXPECT_EQ(handshake(server.address, "u", 10).status, 0u);
 
     auto t = transport::make_zmq_transport();
-    auto sender = t->connect(server.receiver.endpoint(), {});
-    send(*sender, whole(1, 0, 0, 11));
+    auto sender = connect(*t, server);
+    // Pieces of no more cells than declared: a larger frame would close the connection.
+    wire::Header larger_u = whole(1, 0, 0, 11);
+    larger_u.count = 10;
+    send(*sender, larger_u);
     send(*sender, end(1, 0, 11, 1));
-    send(*sender, whole(1, 1, 0, 4)); // data before any handshake of v on this rank
+    wire::Header larger_v = whole(1, 1, 0, 4); // before any handshake of v on this rank
+    larger_v.count = 3;
+    send(*sender, larger_v);
     send(*sender, whole(1, 0, 0, 10));
     server.settle(*sender);
     EXPECT_EQ(server.dropped("field 'u': 11 cells received, 10 declared"), 2u);
@@ -125,7 +130,7 @@ TEST(Receiver, DropsTimeStepsBeyondTheDeclaredCount) {
     config.nb_time_steps = 2;
     TestServer server(config);
     auto t = transport::make_zmq_transport();
-    auto sender = t->connect(server.receiver.endpoint(), {});
+    auto sender = connect(*t, server);
     send(*sender, whole(1, 0, 2, 10));
     send(*sender, whole(1, 0, 1, 10));
     send(*sender, end(1, 0, 10, 3)); // more time steps than the study has
@@ -136,7 +141,7 @@ TEST(Receiver, DropsTimeStepsBeyondTheDeclaredCount) {
     EXPECT_TRUE(server.collector->pop(1s));
 
     TestServer undeclared;
-    auto to_undeclared = t->connect(undeclared.receiver.endpoint(), {});
+    auto to_undeclared = connect(*t, undeclared);
     send(*to_undeclared, whole(1, 0, 1u << 26, 10));
     undeclared.settle(*to_undeclared);
     EXPECT_EQ(undeclared.dropped("time step beyond 2^26"), 1u);
@@ -147,7 +152,7 @@ TEST(Receiver, FinishedOnlyWithEveryOwnedTimeStepOfEveryField) {
     config.nb_time_steps = 3;
     TestServer server(config);
     auto t = transport::make_zmq_transport();
-    auto sender = t->connect(server.receiver.endpoint(), {});
+    auto sender = connect(*t, server);
     auto steps = [&](std::uint32_t simulation, std::uint32_t field, std::uint32_t n) {
         for (std::uint32_t step = 0; step < n; ++step)
             send(*sender, whole(simulation, field, step, 10));
@@ -187,7 +192,7 @@ TEST(Receiver, FinishedWithTheTimeStepsRoutedToItsRank) {
     config.nb_time_steps = 5;
     TestServer by_step(config);
     auto t = transport::make_zmq_transport();
-    auto sender = t->connect(by_step.receiver.endpoint(), {});
+    auto sender = connect(*t, by_step);
     for (std::uint32_t field : {0, 1}) {
         send(*sender, whole(1, field, 0, 10)); // rank 0's
         send(*sender, whole(1, field, 1, 10));
@@ -207,7 +212,7 @@ TEST(Receiver, FinishedWithTheTimeStepsRoutedToItsRank) {
     config.n_ranks = 2;
     config.nb_time_steps = 2;
     TestServer by_simulation(config);
-    sender = t->connect(by_simulation.receiver.endpoint(), {});
+    sender = connect(*t, by_simulation);
     for (std::uint32_t field : {0, 1}) {
         send(*sender, end(2, field, 10, 2));
         send(*sender, end(3, field, 10, 2));
@@ -226,7 +231,7 @@ TEST(Receiver, FinishedWithTheTimeStepsRoutedToItsRank) {
     config.nb_time_steps = 2;
     config.field_sizes = {1, 4};
     TestServer by_cells(config);
-    sender = t->connect(by_cells.receiver.endpoint(), {});
+    sender = connect(*t, by_cells);
     for (std::uint32_t step : {0, 1}) {
         wire::Header h = whole(5, 1, step, 4);
         h.count = 2;
@@ -243,7 +248,7 @@ TEST(Receiver, FinishedWithTheTimeStepsRoutedToItsRank) {
 TEST(Receiver, SurvivesFieldsTooLargeForMemory) {
     TestServer server;
     auto t = transport::make_zmq_transport();
-    auto sender = t->connect(server.receiver.endpoint(), {});
+    auto sender = connect(*t, server);
     const std::uint64_t before = resident_bytes();
     // A piece of a field that no machine holds: 2^53 bytes, beyond any address space; then one
     // whose size in bytes does not fit 64 bits; then one of a million million client ranks.
@@ -271,7 +276,7 @@ TEST(Receiver, SurvivesFieldsTooLargeForMemory) {
     auto config = test_config();
     config.field_sizes = {10, 3};
     TestServer declared(config);
-    sender = t->connect(declared.receiver.endpoint(), {});
+    sender = connect(*t, declared);
     wire::Header h = piece(0, 0, 1);
     h.field_size = std::uint64_t{1} << 40;
     send(*sender, h);
