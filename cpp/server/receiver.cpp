@@ -337,11 +337,11 @@ void Receiver::count(const wire::Header &h, std::size_t bytes) {
     per_simulation.bytes += bytes;
 }
 
-std::pair<std::uint64_t, std::uint64_t> Receiver::owned_range(const wire::Header &h) const {
+std::pair<std::uint64_t, std::uint64_t> Receiver::owned_cells(std::uint64_t field_size) const {
     if (config_.routing != wire::Routing::Cells)
-        return {0, h.field_size};
-    return {wire::range_begin(h.field_size, config_.rank, config_.n_ranks),
-            wire::range_begin(h.field_size, config_.rank + 1, config_.n_ranks)};
+        return {0, field_size};
+    return {wire::range_begin(field_size, config_.rank, config_.n_ranks),
+            wire::range_begin(field_size, config_.rank + 1, config_.n_ranks)};
 }
 
 bool Receiver::routed_here(const wire::Header &h) const {
@@ -353,7 +353,7 @@ bool Receiver::routed_here(const wire::Header &h) const {
     case wire::Routing::Cells:
         break;
     }
-    const auto [begin, end] = owned_range(h);
+    const auto [begin, end] = owned_cells(h.field_size);
     return h.offset >= begin && h.offset + h.count <= end;
 }
 
@@ -362,7 +362,7 @@ std::uint64_t Receiver::steps_owned(const wire::Header &h, std::uint64_t steps) 
     switch (config_.routing) {
     case wire::Routing::Cells: {
         // A field of fewer cells than ranks leaves some ranks none.
-        const auto [begin, end] = owned_range(h);
+        const auto [begin, end] = owned_cells(h.field_size);
         return begin == end ? 0 : steps;
     }
     case wire::Routing::WholeBySimulation:
@@ -418,7 +418,7 @@ void Receiver::handle(std::unique_ptr<transport::Message> message) {
     if (h.time_step < delivered.size() && delivered[h.time_step])
         return drop("time step already received");
 
-    const auto [begin, end] = owned_range(h);
+    const auto [begin, end] = owned_cells(h.field_size);
     const std::size_t value_size = wire::dtype_size(h.dtype);
     if (h.offset == begin && h.count == end - begin) {
         // The piece is all this rank owns: handed over as received, no copy.

@@ -84,6 +84,10 @@ class Receiver {
     Receiver(ReceiverConfig config, std::shared_ptr<Consumer> consumer);
     ~Receiver();
 
+    const ReceiverConfig &config() const { return config_; }
+    /// The cells [first, end) this rank owns of a field of `field_size` cells.
+    std::pair<std::uint64_t, std::uint64_t> owned_cells(std::uint64_t field_size) const;
+
     /// Where this rank receives data and control requests.
     const wire::ServerEndpoint &endpoint() const { return endpoint_; }
 
@@ -128,7 +132,6 @@ class Receiver {
     const char *beyond_time_steps() const;
     std::map<std::uint32_t, std::uint64_t> known_sizes() const;
     void count(const wire::Header &h, std::size_t bytes);
-    std::pair<std::uint64_t, std::uint64_t> owned_range(const wire::Header &h) const;
     /// How many of `steps` time steps of h's simulation and field this rank owns.
     std::uint64_t steps_owned(const wire::Header &h, std::uint64_t steps) const;
     bool routed_here(const wire::Header &h) const;

@@ -34,6 +34,35 @@ inline server::ReceiverConfig test_config(wire::Routing routing = wire::Routing:
     return config;
 }
 
+/// How many messages `receiver` dropped for `reason`.
+inline std::uint64_t dropped(const server::Receiver &receiver, const std::string &reason) {
+    const auto counters = receiver.counters();
+    const auto found = counters.dropped.find(reason);
+    return found == counters.dropped.end() ? 0 : found->second;
+}
+
+/// Returns once `receiver` has handled everything `sender` sent so far: messages of one sender
+/// are handled in order, so this sends one the receiver drops, and waits for the drop.
+inline void settle(const server::Receiver &receiver, transport::Sender &sender) {
+    const std::uint64_t before = dropped(receiver, "unknown field");
+    wire::Header h;
+    h.kind = wire::Kind::End;
+    h.token = kToken;
+    h.field_id = 99;
+    h.n_client_ranks = 1;
+    sender.send(wire::encode(h), nullptr, 0);
+    for (int i = 0; i < 500 && dropped(receiver, "unknown field") == before; ++i)
+        std::this_thread::sleep_for(10ms);
+}
+
+/// A client's data connection to `receiver`.
+inline std::unique_ptr<transport::Sender> connect(transport::Transport &t,
+                                                  const server::Receiver &receiver) {
+    transport::SendOptions options;
+    options.token = kToken;
+    return t.connect(receiver.endpoint(), options);
+}
+
 /// A server rank collecting what it receives; rank 0 answers handshakes.
 struct TestServer {
     std::shared_ptr<server::Collector> collector = std::make_shared<server::Collector>(64);
@@ -47,9 +76,7 @@ struct TestServer {
     }
 
     std::uint64_t dropped(const std::string &reason) const {
-        const auto counters = receiver.counters();
-        const auto found = counters.dropped.find(reason);
-        return found == counters.dropped.end() ? 0 : found->second;
+        return testing::dropped(receiver, reason);
     }
 
     /// Waits for the receiver to count `n` dropped messages in all.
@@ -65,27 +92,12 @@ struct TestServer {
         return 0;
     }
 
-    /// Returns once the receiver has handled everything `sender` sent so far: messages of one
-    /// sender are handled in order, so this sends one the receiver drops, and waits for the drop.
-    void settle(transport::Sender &sender) const {
-        const std::uint64_t before = dropped("unknown field");
-        wire::Header h;
-        h.kind = wire::Kind::End;
-        h.token = kToken;
-        h.field_id = 99;
-        h.n_client_ranks = 1;
-        sender.send(wire::encode(h), nullptr, 0);
-        for (int i = 0; i < 500 && dropped("unknown field") == before; ++i)
-            std::this_thread::sleep_for(10ms);
-    }
+    void settle(transport::Sender &sender) const { testing::settle(receiver, sender); }
 };
 
-/// A client's data connection to `server`.
-inline std::unique_ptr<transport::Sender> connect(transport::Transport &t, const TestServer &server,
-                                                  std::uint64_t token = kToken) {
-    transport::SendOptions options;
-    options.token = token;
-    return t.connect(server.receiver.endpoint(), options);
+inline std::unique_ptr<transport::Sender> connect(transport::Transport &t,
+                                                  const TestServer &server) {
+    return connect(t, server.receiver);
 }
 
 /// What a peer that is not a melissa client may do: a ZeroMQ PUSH socket connected to `server`

@@ -107,12 +107,14 @@ class StudyRun:
             raise ConfigError(f"--resume needs a checkpoint of each of the {ranks} server ranks "
                               f"(launcher_config.num_server_processes); missing: "
                               f"{', '.join(missing)}")
-        import pickle
+        from melissa import _core
 
         finished: set[int] | None = None
         for path in paths:
-            with open(path, "rb") as f:
-                here = set(pickle.load(f)["finished"])
+            try:
+                here = set(_core.checkpoint_summary(path.read_bytes())["finished"])
+            except ValueError as err:
+                raise ConfigError(f"--resume: {path}: {err}") from err
             # Complete only where every rank holds it whole: the ranks saved at their own pace.
             finished = here if finished is None else finished & here
         return finished or set()

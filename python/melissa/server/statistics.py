@@ -13,7 +13,6 @@ OUTPUT_DIR/results.nc together.
 from __future__ import annotations
 
 import logging
-import pickle
 import resource
 import signal
 import time
@@ -50,28 +49,20 @@ def checkpoint(receiver: _core.Receiver, consumer: _core.FieldStatistics, files:
                rank: int) -> None:
     """This rank's accumulators, Sobol groups in flight and delivery state, consistent with
     each other (the receiver waits meanwhile), written atomically."""
-    state = receiver.checkpoint(consumer)
+    data = receiver.checkpoint(consumer)
     path = files.statistics_checkpoint(rank)
     path.parent.mkdir(exist_ok=True)
     partial = path.with_suffix(".partial")
-    with open(partial, "wb") as f:
-        pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)
+    partial.write_bytes(data)
     partial.replace(path)
-    log.info("checkpoint: %d simulations complete, %d (field, time step) accumulators",
-             len(state["finished"]), len(state["states"]))
+    log.info("checkpoint: %d bytes", len(data))
 
 
 def resume(receiver: _core.Receiver, consumer: _core.FieldStatistics, files: StudyFiles,
            rank: int) -> None:
-    with open(files.statistics_checkpoint(rank), "rb") as f:
-        state = pickle.load(f)
-    for field, step, offset, cells, states in state["states"]:
-        consumer.restore(field, step, offset, cells, states)
-    for field, step, group, values, arrived in state["groups"]:
-        consumer.restore_group(field, step, group, values, arrived)
-    receiver.restore(state)
+    receiver.restore_checkpoint(consumer, files.statistics_checkpoint(rank).read_bytes())
     log.info("resumed from %s: %d simulations complete", files.statistics_checkpoint(rank),
-             len(state["finished"]))
+             len(receiver.finished_simulations()))
 
 
 def serve(watch: Watch, interrupted: list[bool], save: Callable[[], None],
