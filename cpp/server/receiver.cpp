@@ -122,6 +122,11 @@ void Receiver::stop() {
         receiver_thread_.join();
     if (control_thread_.joinable())
         control_thread_.join();
+    // The threads that used the sockets are gone: the ports close, and the authentication of
+    // new peers stops with them.
+    inbox_.reset();
+    responder_.reset();
+    transport_.reset();
 }
 
 std::string Receiver::serve_handshakes(std::vector<wire::ServerEndpoint> layout) {

@@ -108,7 +108,7 @@ class Receiver {
     /// Takes up a checkpoint's state, before any client connects.
     void restore(const DeliveryState &state);
 
-    /// Stops the threads; idempotent. Called by the destructor.
+    /// Stops the threads and closes the sockets; idempotent. Called by the destructor.
     void stop();
 
   private:

@@ -2,7 +2,11 @@
 //
 // The receiver over real ZeroMQ sockets, in one process: what it delivers, what it drops and
 // counts, and the client C ABI's error paths (no server configured, a dead server, refusals).
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
@@ -168,6 +172,24 @@ TEST(Inbox, ListensOnTheAddressItIsGiven) {
 
     config.bind_address.clear();
     EXPECT_THROW(server::Receiver(config, server.collector), transport::TransportError);
+}
+
+TEST(Receiver, StopReleasesItsSocketsAndTheirAuthentication) {
+    TestServer server;
+    const std::string tcp = server.receiver.endpoint().tcp;
+    server.receiver.stop();
+    // The ZAP handler's thread is joined as the inbox closes: no port is left listening.
+    const auto port = static_cast<std::uint16_t>(std::stoi(tcp.substr(tcp.rfind(':') + 1)));
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(port);
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_NE(::connect(fd, reinterpret_cast<sockaddr *>(&address), sizeof(address)), 0)
+        << "something still listens on " << tcp;
+    ::close(fd);
+    EXPECT_THROW(handshake(server.address, "u", 10), transport::TimeoutError);
+    server.receiver.stop(); // again: nothing left to stop
 }
 
 TEST(Receiver, KnowsWhenASimulationIsComplete) {
