@@ -174,15 +174,19 @@ def test_run_scripts_written_for_melissa_find_its_simulation_id(tmp_path: Path) 
 
 def test_unresolvable_server_host_stops_the_study_at_once(tmp_path: Path) -> None:
     """A host name the simulations cannot resolve would leave each of them waiting for the
-    server until its timeout: the launcher says so before starting any."""
+    server until its timeout: the study stops before starting any, saying why. The server, which
+    listens on the address its host name resolves to, stops at once; its log, to which the
+    launcher points, says why."""
     started = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "melissa", "run", str(study_config(tmp_path))],
                           capture_output=True, text=True, timeout=120,
                           env={**os.environ, **ROOT_MPI,
                                "MELISSA_SERVER_HOST": "no-such-host.invalid"})
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "'no-such-host.invalid' does not resolve" in done.stderr, done.stderr
-    assert "MELISSA_SERVER_HOST" in done.stderr
+    assert f"(logs in {tmp_path / 'out' / 'logs'})" in done.stderr, done.stderr
+    reason = (tmp_path / "out" / "logs" / "server-0.log").read_text()
+    assert "'no-such-host.invalid' does not resolve" in reason, reason
+    assert "MELISSA_SERVER_HOST" in reason
     assert time.monotonic() - started < 30
     assert not list((tmp_path / "out" / "logs").glob("simulations/*"))
 
