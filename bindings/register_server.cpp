@@ -5,6 +5,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include "server/checkpoint.hpp"
 #include "server/consumers.hpp"
 #include "server/receiver.hpp"
 #include "server/replay_buffer.hpp"
@@ -75,45 +76,11 @@ py::tuple batch_arrays(server::Batch batch, std::size_t cells) {
                           owned(std::move(batch.values), {n, static_cast<py::ssize_t>(cells)}));
 }
 
-/// Copies a saved array of n values of type T into `into`, checking its size.
-template <class T>
-void copy_saved(const py::handle &saved, void *into, std::size_t n, const std::string &what) {
-    auto values = saved.cast<py::array_t<T, py::array::c_style | py::array::forcecast>>();
-    if (static_cast<std::size_t>(values.size()) != n)
-        throw py::value_error("checkpoint: " + what + " has the wrong size");
-    std::copy_n(values.data(), n, static_cast<T *>(into));
-}
-
-/// Writes checkpointed state arrays back through an accumulator's state views.
-void load_state(std::vector<melissa::stats::StateArray> arrays, const py::dict &saved,
-                const char *kernel) {
-    for (const auto &a : arrays) {
-        const std::string what = std::string(kernel) + "." + a.name;
-        if (!saved.contains(a.name.c_str()))
-            throw py::value_error("checkpoint: " + what + " is missing");
-        std::size_t n = 1;
-        for (std::size_t d : a.shape)
-            n *= d;
-        if (a.type == melissa::stats::StateArray::Type::Float64)
-            copy_saved<double>(saved[a.name.c_str()], a.data, n, what);
-        else
-            copy_saved<std::uint64_t>(saved[a.name.c_str()], a.data, n, what);
-    }
-}
-
 /// Every kernel of one (field, time step): their state arrays, copied.
 py::dict accumulator_states(server::Accumulators &a) {
     py::dict states;
-    if (a.moments)
-        states["moments"] = state_copy(a.moments->state());
-    if (a.extrema)
-        states["extrema"] = state_copy(a.extrema->state());
-    if (a.exceedance)
-        states["exceedance"] = state_copy(a.exceedance->state());
-    if (a.quantiles)
-        states["quantiles"] = state_copy(a.quantiles->state());
-    if (a.sobol)
-        states["sobol"] = state_copy(a.sobol->state());
+    for (auto &[kernel, arrays] : server::kernel_states(a))
+        states[kernel.c_str()] = state_copy(std::move(arrays));
     return states;
 }
 
@@ -125,18 +92,13 @@ py::list statistics_states(server::FieldStatistics &statistics) {
     return out;
 }
 
-py::list statistics_groups(server::FieldStatistics &statistics) {
-    py::list out;
-    statistics.visit_groups(
-        [&](const server::FieldStatistics::GroupKey &key, server::FieldStatistics::Group &g) {
-            const auto rows = static_cast<py::ssize_t>(g.arrived.size());
-            py::array_t<double> values(
-                {rows, static_cast<py::ssize_t>(g.values.size() / g.arrived.size())});
-            std::copy(g.values.begin(), g.values.end(), values.mutable_data());
-            out.append(py::make_tuple(std::get<0>(key), std::get<1>(key), std::get<2>(key), values,
-                                      std::vector<bool>(g.arrived)));
-        });
-    return out;
+/// The bytes of a Python bytes object, without a copy; the object must outlive their use.
+std::string_view view(const py::bytes &data) {
+    char *bytes = nullptr;
+    Py_ssize_t size = 0;
+    if (PyBytes_AsStringAndSize(data.ptr(), &bytes, &size) != 0)
+        throw py::error_already_set();
+    return {bytes, static_cast<std::size_t>(size)};
 }
 
 server::BufferPolicy policy_from(const std::string &name) {
@@ -152,6 +114,26 @@ server::BufferPolicy policy_from(const std::string &name) {
 } // namespace
 
 void register_server(py::module_ &m) {
+    m.attr("CHECKPOINT_VERSION") = server::kCheckpointVersion;
+    m.def(
+        "checkpoint_summary",
+        [](const py::bytes &data) {
+            const std::string_view bytes = view(data);
+            const server::CheckpointSummary s =
+                server::checkpoint_summary(bytes.data(), bytes.size());
+            py::dict d;
+            d["version"] = s.version;
+            d["rank"] = s.rank;
+            d["n_ranks"] = s.n_ranks;
+            d["field_names"] = s.field_names;
+            d["finished"] = s.finished;
+            return d;
+        },
+        py::arg("data"),
+        "What a server rank's checkpoint says of itself: {version, rank, n_ranks, field_names, "
+        "finished (simulation ids)}, after the checks Receiver.restore_checkpoint makes of its "
+        "format (ValueError).");
+
     py::class_<server::Consumer, std::shared_ptr<server::Consumer>>(m, "Consumer");
 
     py::class_<server::Collector, server::Consumer, std::shared_ptr<server::Collector>>(m,
@@ -188,42 +170,7 @@ void register_server(py::module_ &m) {
         .def("pending_groups", &server::FieldStatistics::pending_groups)
         .def("states", &statistics_states,
              "[(field_id, time_step, offset, cells, {statistic: state arrays})] for every "
-             "(field, time step) seen, copied under the lock.")
-        .def("groups", &statistics_groups,
-             "[(field_id, time_step, group, values (n_params + 2, cells), arrived)] of the Sobol "
-             "groups in flight.")
-        .def(
-            "restore",
-            [](server::FieldStatistics &self, std::uint32_t field, std::uint32_t step,
-               std::uint64_t offset, std::uint64_t cells, const py::dict &states) {
-                server::Accumulators &a = self.accumulators_at(field, step, offset, cells);
-                auto load = [&](auto &kernel, const char *name) {
-                    if (kernel && states.contains(name))
-                        load_state(kernel->state(), states[name].cast<py::dict>(), name);
-                };
-                load(a.moments, "moments");
-                load(a.extrema, "extrema");
-                load(a.exceedance, "exceedance");
-                load(a.quantiles, "quantiles");
-                load(a.sobol, "sobol");
-            },
-            py::arg("field"), py::arg("time_step"), py::arg("offset"), py::arg("cells"),
-            py::arg("states"), "Takes up a checkpointed (field, time step), as states() gave it.")
-        .def(
-            "restore_group",
-            [](server::FieldStatistics &self, std::uint32_t field, std::uint32_t step,
-               std::uint32_t group,
-               const py::array_t<double, py::array::c_style | py::array::forcecast> &values,
-               std::vector<bool> arrived) {
-                server::FieldStatistics::Group g;
-                g.values.assign(values.data(), values.data() + values.size());
-                g.n_arrived =
-                    static_cast<std::size_t>(std::count(arrived.begin(), arrived.end(), true));
-                g.arrived = std::move(arrived);
-                self.restore_group({field, step, group}, std::move(g));
-            },
-            py::arg("field"), py::arg("time_step"), py::arg("group"), py::arg("values"),
-            py::arg("arrived"));
+             "(field, time step) seen, copied under the lock.");
 
     py::class_<server::ReplayBuffer, server::Consumer, std::shared_ptr<server::ReplayBuffer>>(
         m, "ReplayBuffer")
@@ -295,22 +242,39 @@ void register_server(py::module_ &m) {
         .def(py::init([](std::vector<std::string> field_names, std::uint64_t token,
                          std::uint32_t rank, std::uint32_t n_ranks, const std::string &routing,
                          std::string host, std::string ipc_dir, int high_water_mark,
-                         std::shared_ptr<server::Consumer> consumer) {
+                         std::shared_ptr<server::Consumer> consumer, std::string bind_address,
+                         std::optional<std::vector<std::uint64_t>> field_sizes,
+                         std::uint32_t nb_time_steps) {
                  if (n_ranks == 0 || rank >= n_ranks)
                      throw py::value_error("Receiver: rank must lie in [0, n_ranks)");
-                 server::ReceiverConfig config{std::move(field_names),
-                                               token,
-                                               rank,
-                                               n_ranks,
-                                               routing_from(routing),
-                                               std::move(host),
-                                               std::move(ipc_dir),
-                                               high_water_mark};
+                 server::ReceiverConfig config;
+                 config.field_names = std::move(field_names);
+                 config.token = token;
+                 config.rank = rank;
+                 config.n_ranks = n_ranks;
+                 config.routing = routing_from(routing);
+                 config.host = std::move(host);
+                 config.bind_address = std::move(bind_address);
+                 config.ipc_dir = std::move(ipc_dir);
+                 config.high_water_mark = high_water_mark;
+                 config.field_sizes = field_sizes.value_or(std::vector<std::uint64_t>{});
+                 config.nb_time_steps = nb_time_steps;
                  return std::make_unique<server::Receiver>(std::move(config), std::move(consumer));
              }),
              py::arg("field_names"), py::arg("token"), py::arg("rank"), py::arg("n_ranks"),
              py::arg("routing"), py::arg("host"), py::arg("ipc_dir"), py::arg("high_water_mark"),
-             py::arg("consumer"))
+             py::arg("consumer"), py::kw_only(), py::arg("bind_address"),
+             py::arg("field_sizes") = py::none(), py::arg("nb_time_steps") = 0,
+             "host: this host's name (clients on a host of that name use ipc). bind_address: the "
+             "IP address (v4 or v6) the sockets listen on, which tcp clients connect to. Data "
+             "comes only from peers that present the token (ZeroMQ PLAIN, in clear text), in "
+             "frames of at most the largest declared field as float64 (1 GiB when a field's size "
+             "is not declared; a peer sending a larger one is disconnected). field_sizes: the "
+             "cells of each field, as the study declares them (None, or 0 for a field: not "
+             "declared, and the first size a client gives is the field's). nb_time_steps: the "
+             "time steps every simulation sends of each field (0: not declared); declared, a "
+             "simulation is finished on this rank once it holds every time step it owns of every "
+             "field of the study, and a time step beyond is dropped.")
         .def_property_readonly(
             "endpoint", [](const server::Receiver &r) { return endpoint_dict(r.endpoint()); })
         .def(
@@ -348,41 +312,28 @@ void register_server(py::module_ &m) {
         .def(
             "checkpoint",
             [](server::Receiver &self, server::FieldStatistics &statistics) {
-                // The receiver thread waits between two messages: both states agree.
-                std::unique_lock<std::mutex> paused;
+                std::vector<std::byte> bytes;
                 {
                     py::gil_scoped_release release;
-                    paused = self.pause();
+                    bytes = server::write_checkpoint(self, statistics);
                 }
-                const server::DeliveryState delivery = self.delivery_state();
-                py::list delivered;
-                for (const auto &[key, steps] : delivery.delivered)
-                    delivered.append(py::make_tuple(key.first, key.second, steps));
-                py::dict out;
-                out["finished"] = delivery.finished;
-                out["delivered"] = delivered;
-                out["field_sizes"] = delivery.field_sizes;
-                out["states"] = statistics_states(statistics);
-                out["groups"] = statistics_groups(statistics);
-                return out;
+                return py::bytes(reinterpret_cast<const char *>(bytes.data()), bytes.size());
             },
             py::arg("statistics"),
-            "A consistent snapshot of this rank: the receiver's delivery state and the "
-            "statistics' accumulators and groups in flight.")
+            "This rank's checkpoint: the receiver's delivery state and the statistics' "
+            "accumulators and Sobol groups in flight, consistent with each other (the receiver "
+            "waits between two messages meanwhile), in melissa's checkpoint format "
+            "(CHECKPOINT_VERSION).")
         .def(
-            "restore",
-            [](server::Receiver &self, const py::dict &checkpoint) {
-                server::DeliveryState state;
-                state.finished = checkpoint["finished"].cast<std::vector<std::uint32_t>>();
-                state.field_sizes =
-                    checkpoint["field_sizes"].cast<std::map<std::uint32_t, std::uint64_t>>();
-                for (const auto &entry : checkpoint["delivered"].cast<py::list>()) {
-                    const auto t = entry.cast<py::tuple>();
-                    state.delivered[{t[0].cast<std::uint32_t>(), t[1].cast<std::uint32_t>()}] =
-                        t[2].cast<std::vector<std::uint32_t>>();
-                }
-                self.restore(state);
+            "restore_checkpoint",
+            [](server::Receiver &self, server::FieldStatistics &statistics, const py::bytes &data) {
+                const std::string_view bytes = view(data);
+                py::gil_scoped_release release;
+                server::restore_checkpoint(self, statistics, bytes.data(), bytes.size());
             },
-            py::arg("checkpoint"), "Takes up the delivery state of checkpoint().")
+            py::arg("statistics"), py::arg("data"),
+            "Takes up checkpoint()'s bytes, before any client connects. Raises ValueError, "
+            "changing nothing, for anything but an intact checkpoint of this rank of this study "
+            "with these statistics, in a format this melissa reads.")
         .def("stop", &server::Receiver::stop, py::call_guard<py::gil_scoped_release>());
 }

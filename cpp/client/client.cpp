@@ -168,6 +168,7 @@ transport::Sender &Client::sender(std::uint32_t server) {
         transport::SendOptions options;
         options.timeout = settings_.timeout;
         options.prefer_local_ipc = settings_.prefer_local_ipc;
+        options.token = settings_.token;
         try {
             s = transport_->connect(servers_[server], options);
         } catch (const transport::TransportError &e) {

@@ -45,40 +45,53 @@ template <class T> void update_all(Accumulators &a, const T *values) {
 }
 } // namespace
 
-Accumulators &FieldStatistics::accumulators_at(std::uint32_t field, std::uint32_t step,
-                                               std::uint64_t offset, std::uint64_t cells) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    Delivery d;
-    d.field_id = field;
-    d.time_step = step;
-    d.offset = offset;
-    d.count = cells;
-    return accumulators_for(d);
+Accumulators make_accumulators(const StatisticsSpec &spec, std::uint64_t offset,
+                               std::uint64_t cells) {
+    Accumulators a;
+    a.offset = offset;
+    a.cells = cells;
+    if (spec.moments_order > 0)
+        a.moments = std::make_unique<stats::Moments>(cells, spec.moments_order);
+    if (spec.extrema)
+        a.extrema = std::make_unique<stats::Extrema>(cells);
+    if (!spec.thresholds.empty())
+        a.exceedance = std::make_unique<stats::ThresholdExceedance>(cells, spec.thresholds);
+    if (!spec.probabilities.empty())
+        a.quantiles = std::make_unique<stats::Quantiles>(cells, spec.probabilities);
+    if (spec.sobol_params > 0)
+        a.sobol = std::make_unique<stats::Sobol>(cells, spec.sobol_params);
+    return a;
 }
 
-void FieldStatistics::restore_group(const GroupKey &key, Group group) {
+std::vector<std::pair<std::string, std::vector<stats::StateArray>>> kernel_states(Accumulators &a) {
+    std::vector<std::pair<std::string, std::vector<stats::StateArray>>> states;
+    if (a.moments)
+        states.emplace_back("moments", a.moments->state());
+    if (a.extrema)
+        states.emplace_back("extrema", a.extrema->state());
+    if (a.exceedance)
+        states.emplace_back("exceedance", a.exceedance->state());
+    if (a.quantiles)
+        states.emplace_back("quantiles", a.quantiles->state());
+    if (a.sobol)
+        states.emplace_back("sobol", a.sobol->state());
+    return states;
+}
+
+void FieldStatistics::replace(AccumulatorMap accumulators, GroupMap groups) {
     std::lock_guard<std::mutex> lock(mutex_);
-    groups_[key] = std::move(group);
+    accumulators_ = std::move(accumulators);
+    groups_ = std::move(groups);
 }
 
 Accumulators &FieldStatistics::accumulators_for(const Delivery &d) {
-    auto [found, created] = accumulators_.try_emplace({d.field_id, d.time_step});
-    Accumulators &a = found->second;
-    if (created) {
-        a.offset = d.offset;
-        a.cells = d.count;
-        if (spec_.moments_order > 0)
-            a.moments = std::make_unique<stats::Moments>(d.count, spec_.moments_order);
-        if (spec_.extrema)
-            a.extrema = std::make_unique<stats::Extrema>(d.count);
-        if (!spec_.thresholds.empty())
-            a.exceedance = std::make_unique<stats::ThresholdExceedance>(d.count, spec_.thresholds);
-        if (!spec_.probabilities.empty())
-            a.quantiles = std::make_unique<stats::Quantiles>(d.count, spec_.probabilities);
-        if (spec_.sobol_params > 0)
-            a.sobol = std::make_unique<stats::Sobol>(d.count, spec_.sobol_params);
-    }
-    return a;
+    auto found = accumulators_.find({d.field_id, d.time_step});
+    if (found == accumulators_.end())
+        found = accumulators_
+                    .emplace(std::make_pair(d.field_id, d.time_step),
+                             make_accumulators(spec_, d.offset, d.count))
+                    .first;
+    return found->second;
 }
 
 void FieldStatistics::add_to_group(Accumulators &a, const Delivery &d) {

@@ -58,11 +58,20 @@ struct Accumulators {
     std::uint64_t cells = 0;
 };
 
+/// Fresh accumulators of `cells` cells from `offset`, for the statistics `spec` asks.
+Accumulators make_accumulators(const StatisticsSpec &spec, std::uint64_t offset,
+                               std::uint64_t cells);
+
+/// The state arrays of each kernel present, named as melissa.stats names its statistic
+/// ("moments", "extrema", "exceedance", "quantiles", "sobol"), in that order.
+std::vector<std::pair<std::string, std::vector<stats::StateArray>>> kernel_states(Accumulators &a);
+
 /// Updates the kernels straight from the receiver thread: no Python per message.
 class FieldStatistics final : public Consumer {
   public:
     explicit FieldStatistics(StatisticsSpec spec) : spec_(std::move(spec)) {}
     void deliver(const Delivery &delivery, const std::atomic<bool> &stopping) override;
+    const StatisticsSpec &spec() const { return spec_; }
 
     /// Calls visit(field, time step, accumulators) for each, in order, under the lock.
     template <class Visit> void visit(Visit &&visit) {
@@ -78,21 +87,21 @@ class FieldStatistics final : public Consumer {
         std::size_t n_arrived = 0;
     };
     using GroupKey = std::tuple<std::uint32_t, std::uint32_t, std::uint32_t>; // field, step, group
+    using AccumulatorMap = std::map<std::pair<std::uint32_t, std::uint32_t>, Accumulators>;
+    using GroupMap = std::map<GroupKey, Group>;
 
     /// Groups of which some members have arrived, for every (field, time step): what is in
     /// flight, and what failed simulations left incomplete.
     std::size_t pending_groups();
 
-    /// For checkpoints: the accumulators of a (field, time step), created if new (to restore
-    /// them through their state()), and the groups in flight. Call under Receiver::pause().
-    Accumulators &accumulators_at(std::uint32_t field, std::uint32_t step, std::uint64_t offset,
-                                  std::uint64_t cells);
+    /// For checkpoints: the groups in flight, under the lock.
     template <class Visit> void visit_groups(Visit &&visit) {
         std::lock_guard<std::mutex> lock(mutex_);
         for (auto &[key, group] : groups_)
             visit(key, group);
     }
-    void restore_group(const GroupKey &key, Group group);
+    /// Takes up a checkpoint's accumulators and groups in flight in place of its own.
+    void replace(AccumulatorMap accumulators, GroupMap groups);
 
   private:
     Accumulators &accumulators_for(const Delivery &delivery);
@@ -100,8 +109,8 @@ class FieldStatistics final : public Consumer {
 
     StatisticsSpec spec_;
     std::mutex mutex_;
-    std::map<std::pair<std::uint32_t, std::uint32_t>, Accumulators> accumulators_;
-    std::map<GroupKey, Group> groups_;
+    AccumulatorMap accumulators_;
+    GroupMap groups_;
 };
 
 } // namespace melissa::server

@@ -2,7 +2,9 @@
 #include "receiver.hpp"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
+#include <stdexcept>
 
 namespace melissa::server {
 
@@ -15,19 +17,72 @@ constexpr auto kPollInterval = 50ms;
 // larger time step is refused rather than allowed to allocate without bound.
 constexpr std::uint32_t kMaxTimeSteps = 1u << 26;
 
+// Pieces of an assembly given room when it begins; more client ranks make it grow.
+constexpr std::uint64_t kReservedPieces = 1024;
+
 struct Receiver::Assembly {
+    struct Piece {
+        std::uint32_t client_rank;
+        std::uint64_t offset, count;
+    };
     wire::DType dtype;
     std::uint64_t begin, length, filled = 0;
-    std::shared_ptr<std::vector<std::byte>> buffer;
-    std::vector<bool> ranks_seen; // a client rank sends one piece per time step to a server rank
+    // Left uninitialised, so that memory is touched only as pieces arrive: a field too large to
+    // hold costs what was sent of it, not its size.
+    std::shared_ptr<std::byte[]> buffer;
+    // By client rank. A client's ranks hold consecutive slices of a field in rank order, and each
+    // sends a server rank one piece per time step: pieces that keep that order and do not overlap
+    // their neighbours are disjoint, so that `filled` reaching `length` means every cell written.
+    std::vector<Piece> pieces;
 };
+
+namespace {
+
+/// A buffer of n values of `size` bytes, or nothing if this machine cannot hold it.
+std::shared_ptr<std::byte[]> allocate(std::uint64_t n, std::size_t size) noexcept {
+    if (n > static_cast<std::uint64_t>(PTRDIFF_MAX) / size)
+        return nullptr;
+    try {
+        return std::shared_ptr<std::byte[]>(new std::byte[n * size]);
+    } catch (const std::bad_alloc &) {
+        return nullptr;
+    }
+}
+
+ReceiverConfig validated(ReceiverConfig config) {
+    if (!config.field_sizes.empty() && config.field_sizes.size() != config.field_names.size())
+        throw std::invalid_argument("Receiver: " + std::to_string(config.field_sizes.size()) +
+                                    " field sizes declared for " +
+                                    std::to_string(config.field_names.size()) + " fields");
+    config.field_sizes.resize(config.field_names.size(), 0);
+    if (config.nb_time_steps > kMaxTimeSteps)
+        throw std::invalid_argument("Receiver: nb_time_steps beyond 2^26");
+    return config;
+}
+
+/// The largest frame a client sends: a piece of the largest field, as float64, when every
+/// field's size is declared; the transport's default otherwise.
+std::int64_t max_message_bytes(const ReceiverConfig &config) {
+    std::uint64_t largest = 0;
+    for (std::uint64_t size : config.field_sizes) {
+        if (size == 0)
+            return transport::kDefaultMaxMessageBytes;
+        largest = std::max(largest, size);
+    }
+    if (largest > static_cast<std::uint64_t>(INT64_MAX) / sizeof(double))
+        return INT64_MAX;
+    return std::max<std::int64_t>(wire::kHeaderSize,
+                                  static_cast<std::int64_t>(largest * sizeof(double)));
+}
+
+} // namespace
 
 struct Receiver::Simulation {
     std::map<std::pair<std::uint32_t, std::uint32_t>, Assembly> pending; // (field, time step)
     std::map<std::uint32_t, std::vector<bool>> delivered;                // by field, time step
     std::map<std::uint32_t, std::uint64_t> delivered_count;
-    std::map<std::uint32_t, std::uint64_t> expected; // time steps this rank gets, from END
-    std::uint64_t fields = 0;                        // how many fields the simulation sends
+    std::map<std::uint32_t, std::uint64_t> expected; // time steps this rank owns, by END seen
+    std::uint64_t fields = 0;                        // how many fields must have an END
 };
 
 struct Receiver::PendingFlush {
@@ -40,15 +95,19 @@ struct Receiver::PendingFlush {
 constexpr auto kForgetFlushAfter = std::chrono::minutes(10);
 
 Receiver::Receiver(ReceiverConfig config, std::shared_ptr<Consumer> consumer)
-    : config_(std::move(config)), consumer_(std::move(consumer)),
-      transport_(transport::make_zmq_transport()) {
+    : config_(validated(std::move(config))), consumer_(std::move(consumer)),
+      transport_(transport::make_zmq_transport()), field_sizes_(config_.field_sizes),
+      max_time_steps_(config_.nb_time_steps != 0 ? config_.nb_time_steps : kMaxTimeSteps) {
     transport::BindOptions options;
     options.host = config_.host;
+    options.bind_address = config_.bind_address;
     options.ipc_dir = config_.ipc_dir;
     options.name = std::to_string(config_.rank);
     options.high_water_mark = config_.high_water_mark;
+    options.token = config_.token;
+    options.max_message_bytes = max_message_bytes(config_);
     inbox_ = transport_->bind(options);
-    responder_ = transport_->respond(config_.host);
+    responder_ = transport_->respond(config_.bind_address);
     endpoint_ = inbox_->endpoint();
     endpoint_.control = responder_->address();
     receiver_thread_ = std::thread([this] { receive_loop(); });
@@ -63,6 +122,11 @@ void Receiver::stop() {
         receiver_thread_.join();
     if (control_thread_.joinable())
         control_thread_.join();
+    // The threads that used the sockets are gone: the ports close, and the authentication of
+    // new peers stops with them.
+    inbox_.reset();
+    responder_.reset();
+    transport_.reset();
 }
 
 std::string Receiver::serve_handshakes(std::vector<wire::ServerEndpoint> layout) {
@@ -122,18 +186,24 @@ std::optional<std::vector<std::byte>> Receiver::answer_flush(const wire::Flush &
 std::vector<std::byte> Receiver::answer(const std::vector<std::byte> &request) {
     wire::Welcome welcome;
     welcome.routing = config_.routing;
-    auto refuse = [&](const std::string &why) {
-        std::lock_guard<std::mutex> lock(mutex_);
+    const std::string refusal = admit(request, welcome);
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (refusal.empty()) {
+        ++counters_.handshakes;
+    } else {
         ++counters_.rejected_handshakes;
         welcome.status = 1;
-        welcome.message = why;
-        return wire::encode_welcome(welcome);
-    };
+        welcome.message = refusal;
+    }
+    return wire::encode_welcome(welcome);
+}
+
+std::string Receiver::admit(const std::vector<std::byte> &request, wire::Welcome &welcome) {
     wire::Hello hello;
     try {
         hello = wire::decode_hello(request.data(), request.size());
     } catch (const wire::MalformedMessage &e) {
-        return refuse(std::string("malformed handshake: ") + e.what());
+        return std::string("malformed handshake: ") + e.what();
     }
     std::vector<wire::ServerEndpoint> layout;
     {
@@ -141,31 +211,36 @@ std::vector<std::byte> Receiver::answer(const std::vector<std::byte> &request) {
         layout = layout_;
     }
     if (layout.empty())
-        return refuse("this server rank does not take handshakes (rank 0 does)");
+        return "this server rank does not take handshakes (rank 0 does)";
     if (hello.token != config_.token)
-        return refuse("wrong study token: this client belongs to another study");
+        return "wrong study token: this client belongs to another study";
     const auto found =
         std::find(config_.field_names.begin(), config_.field_names.end(), hello.field_name);
     if (found == config_.field_names.end()) {
         std::string known;
         for (const auto &name : config_.field_names)
             known += (known.empty() ? "'" : ", '") + name + "'";
-        return refuse("unknown field '" + hello.field_name + "'; the study's fields are " + known);
+        return "unknown field '" + hello.field_name + "'; the study's fields are " + known;
     }
     welcome.field_id = static_cast<std::uint32_t>(found - config_.field_names.begin());
     if (hello.field_size == 0)
-        return refuse("field '" + hello.field_name + "' has no cells");
+        return "field '" + hello.field_name + "' has no cells";
     {
         std::lock_guard<std::mutex> lock(mutex_);
-        auto [size, inserted] = field_sizes_.emplace(welcome.field_id, hello.field_size);
-        if (!inserted && size->second != hello.field_size)
-            return refuse("field '" + hello.field_name + "' has " + std::to_string(size->second) +
-                          " cells in the other simulations, " + std::to_string(hello.field_size) +
-                          " in this one");
-        ++counters_.handshakes;
+        std::uint64_t &known = field_sizes_[welcome.field_id];
+        if (known == 0)
+            known = hello.field_size;
+        else if (known != hello.field_size)
+            return config_.field_sizes[welcome.field_id] != 0
+                       ? "field '" + hello.field_name + "' is declared with " +
+                             std::to_string(known) + " cells, this simulation has " +
+                             std::to_string(hello.field_size)
+                       : "field '" + hello.field_name + "' has " + std::to_string(known) +
+                             " cells in the other simulations, " +
+                             std::to_string(hello.field_size) + " in this one";
     }
     welcome.servers = std::move(layout);
-    return wire::encode_welcome(welcome);
+    return {};
 }
 
 void Receiver::receive_loop() {
@@ -184,7 +259,7 @@ DeliveryState Receiver::delivery_state() const {
     std::lock_guard<std::mutex> lock(mutex_);
     DeliveryState state;
     state.finished.assign(finished_.begin(), finished_.end());
-    state.field_sizes = field_sizes_;
+    state.field_sizes = known_sizes();
     for (const auto &[sim, simulation] : simulations_) {
         if (finished_.count(sim))
             continue;
@@ -200,6 +275,26 @@ DeliveryState Receiver::delivery_state() const {
 
 void Receiver::restore(const DeliveryState &state) {
     std::lock_guard<std::mutex> lock(mutex_);
+    // All checked before anything changes: a refused state leaves the receiver as it was.
+    auto check_field = [&](std::uint32_t field) {
+        if (field >= config_.field_names.size())
+            throw std::invalid_argument("Receiver.restore: field " + std::to_string(field) +
+                                        " of a study with " +
+                                        std::to_string(config_.field_names.size()) + " fields");
+    };
+    for (const auto &[field, size] : state.field_sizes) {
+        check_field(field);
+        if (size == 0 || (field_sizes_[field] != 0 && field_sizes_[field] != size))
+            throw std::invalid_argument("Receiver.restore: " +
+                                        size_mismatch(field, field_sizes_[field], size));
+    }
+    for (const auto &[key, steps] : state.delivered) {
+        check_field(key.second);
+        for (std::uint32_t t : steps)
+            if (t >= max_time_steps_)
+                throw std::invalid_argument("Receiver.restore: time step " + std::to_string(t) +
+                                            " " + beyond_time_steps());
+    }
     finished_.insert(state.finished.begin(), state.finished.end());
     for (const auto &[field, size] : state.field_sizes)
         field_sizes_[field] = size;
@@ -207,8 +302,6 @@ void Receiver::restore(const DeliveryState &state) {
         Simulation &sim = simulations_[key.first];
         std::vector<bool> &delivered = sim.delivered[key.second];
         for (std::uint32_t t : steps) {
-            if (t >= kMaxTimeSteps)
-                throw std::invalid_argument("Receiver.restore: time step beyond 2^26");
             if (delivered.size() <= t)
                 delivered.resize(t + 1, false);
             if (!delivered[t]) {
@@ -221,16 +314,39 @@ void Receiver::restore(const DeliveryState &state) {
 
 void Receiver::drop(const std::string &reason) { ++counters_.dropped[reason]; }
 
-bool Receiver::check_field_size(std::uint32_t field, std::uint64_t size) {
-    auto [known, inserted] = field_sizes_.emplace(field, size);
-    return inserted || known->second == size;
+std::string Receiver::size_mismatch(std::uint32_t field, std::uint64_t known,
+                                    std::uint64_t size) const {
+    if (config_.field_sizes[field] == 0)
+        return "field size differs from the handshake's";
+    return "field '" + config_.field_names[field] + "': " + std::to_string(size) +
+           " cells received, " + std::to_string(known) + " declared";
 }
 
-std::pair<std::uint64_t, std::uint64_t> Receiver::owned_range(const wire::Header &h) const {
+const char *Receiver::beyond_time_steps() const {
+    return config_.nb_time_steps != 0 ? "beyond nb_time_steps" : "beyond 2^26";
+}
+
+std::map<std::uint32_t, std::uint64_t> Receiver::known_sizes() const {
+    std::map<std::uint32_t, std::uint64_t> sizes;
+    for (std::uint32_t field = 0; field < field_sizes_.size(); ++field)
+        if (field_sizes_[field] != 0)
+            sizes[field] = field_sizes_[field];
+    return sizes;
+}
+
+void Receiver::count(const wire::Header &h, std::size_t bytes) {
+    ++counters_.messages;
+    counters_.bytes += bytes;
+    auto &per_simulation = counters_.simulations[h.simulation_id];
+    ++per_simulation.messages;
+    per_simulation.bytes += bytes;
+}
+
+std::pair<std::uint64_t, std::uint64_t> Receiver::owned_cells(std::uint64_t field_size) const {
     if (config_.routing != wire::Routing::Cells)
-        return {0, h.field_size};
-    return {wire::range_begin(h.field_size, config_.rank, config_.n_ranks),
-            wire::range_begin(h.field_size, config_.rank + 1, config_.n_ranks)};
+        return {0, field_size};
+    return {wire::range_begin(field_size, config_.rank, config_.n_ranks),
+            wire::range_begin(field_size, config_.rank + 1, config_.n_ranks)};
 }
 
 bool Receiver::routed_here(const wire::Header &h) const {
@@ -242,8 +358,24 @@ bool Receiver::routed_here(const wire::Header &h) const {
     case wire::Routing::Cells:
         break;
     }
-    const auto [begin, end] = owned_range(h);
+    const auto [begin, end] = owned_cells(h.field_size);
     return h.offset >= begin && h.offset + h.count <= end;
+}
+
+std::uint64_t Receiver::steps_owned(const wire::Header &h, std::uint64_t steps) const {
+    const std::uint64_t n = config_.n_ranks, rank = config_.rank;
+    switch (config_.routing) {
+    case wire::Routing::Cells: {
+        // A field of fewer cells than ranks leaves some ranks none.
+        const auto [begin, end] = owned_cells(h.field_size);
+        return begin == end ? 0 : steps;
+    }
+    case wire::Routing::WholeBySimulation:
+        return h.simulation_id % n == rank ? steps : 0;
+    case wire::Routing::WholeByTimeStep:
+        return steps > rank ? (steps - rank - 1) / n + 1 : 0;
+    }
+    return 0;
 }
 
 void Receiver::handle(std::unique_ptr<transport::Message> message) {
@@ -263,44 +395,40 @@ void Receiver::handle(std::unique_ptr<transport::Message> message) {
     ++arrived_[{h.simulation_id, h.client_rank, h.run}];
     if (h.field_id >= config_.field_names.size())
         return drop("unknown field");
-    if (!check_field_size(h.field_id, h.field_size))
-        return drop("field size differs from the handshake's");
+    // Checked before anything is allocated for the field; learnt (when not declared) only from
+    // a message that is taken, so that one dropped cannot set the size for the others.
+    std::uint64_t &known_size = field_sizes_[h.field_id];
+    if (known_size != 0 && known_size != h.field_size)
+        return drop(size_mismatch(h.field_id, known_size, h.field_size));
     if (finished_.count(h.simulation_id))
         return drop("simulation already complete");
     Simulation &sim = simulations_[h.simulation_id];
 
     if (h.kind == wire::Kind::End) {
-        const std::uint64_t steps = h.count, n = config_.n_ranks, rank = config_.rank;
-        std::uint64_t here = steps;
-        const auto [begin, end] = owned_range(h);
-        if (config_.routing == wire::Routing::Cells && begin == end)
-            here = 0; // a field of fewer cells than ranks leaves some ranks none
-        else if (config_.routing == wire::Routing::WholeBySimulation)
-            here = h.simulation_id % n == rank ? steps : 0;
-        else if (config_.routing == wire::Routing::WholeByTimeStep)
-            here = steps > rank ? (steps - rank - 1) / n + 1 : 0;
-        sim.expected[h.field_id] = here;
-        sim.fields = h.offset;
+        const bool declared = config_.nb_time_steps != 0;
+        if (declared && h.count != config_.nb_time_steps)
+            return drop("END's time steps differ from nb_time_steps");
+        known_size = h.field_size;
+        sim.expected[h.field_id] = steps_owned(h, h.count);
+        // Declared, every field of the study must come, whatever the client says it sends.
+        sim.fields = declared ? config_.field_names.size() : h.offset;
         return update_finished(h.simulation_id);
     }
 
     if (!routed_here(h))
         return drop("cells not routed to this rank");
-    if (h.time_step >= kMaxTimeSteps)
-        return drop("time step beyond 2^26");
+    if (h.time_step >= max_time_steps_)
+        return drop(std::string("time step ") + beyond_time_steps());
     std::vector<bool> &delivered = sim.delivered[h.field_id];
     if (h.time_step < delivered.size() && delivered[h.time_step])
         return drop("time step already received");
-    ++counters_.messages;
-    counters_.bytes += message->payload_size();
-    auto &per_sim = counters_.simulations[h.simulation_id];
-    ++per_sim.messages;
-    per_sim.bytes += message->payload_size();
 
-    const auto [begin, end] = owned_range(h);
+    const auto [begin, end] = owned_cells(h.field_size);
     const std::size_t value_size = wire::dtype_size(h.dtype);
     if (h.offset == begin && h.count == end - begin) {
         // The piece is all this rank owns: handed over as received, no copy.
+        known_size = h.field_size;
+        count(h, message->payload_size());
         std::shared_ptr<transport::Message> owner(std::move(message));
         const void *values = owner->payload();
         lock.unlock();
@@ -310,29 +438,40 @@ void Receiver::handle(std::unique_ptr<transport::Message> message) {
     const auto key = std::make_pair(h.field_id, h.time_step);
     auto found = sim.pending.find(key);
     if (found == sim.pending.end()) {
-        Assembly fresh{h.dtype,
-                       begin,
-                       end - begin,
-                       0,
-                       std::make_shared<std::vector<std::byte>>((end - begin) * value_size),
-                       std::vector<bool>(h.n_client_ranks, false)};
-        found = sim.pending.emplace(key, std::move(fresh)).first;
+        // The last line behind the size checks: a field too large for this machine, whose size
+        // was not declared, costs a drop, not the rank.
+        auto buffer = allocate(end - begin, value_size);
+        if (!buffer)
+            return drop("no memory to assemble the field");
+        found = sim.pending
+                    .emplace(key, Assembly{h.dtype, begin, end - begin, 0, std::move(buffer), {}})
+                    .first;
+        // Each client rank with cells here sends one piece: room for them all at once, but for
+        // what a header claims of many ranks.
+        found->second.pieces.reserve(
+            std::min<std::uint64_t>({h.n_client_ranks, end - begin, kReservedPieces}));
     }
     Assembly &a = found->second;
     if (a.dtype != h.dtype)
         return drop("value type differs between pieces");
-    if (h.client_rank >= a.ranks_seen.size() || a.ranks_seen[h.client_rank])
+    const auto next = std::lower_bound(
+        a.pieces.begin(), a.pieces.end(), h.client_rank,
+        [](const Assembly::Piece &p, std::uint32_t rank) { return p.client_rank < rank; });
+    if (next != a.pieces.end() && next->client_rank == h.client_rank)
         return drop("piece already received");
-    if (a.filled + h.count > a.length)
+    if ((next != a.pieces.begin() && std::prev(next)->offset + std::prev(next)->count > h.offset) ||
+        (next != a.pieces.end() && h.offset + h.count > next->offset))
         return drop("pieces overlap");
-    a.ranks_seen[h.client_rank] = true;
-    std::memcpy(a.buffer->data() + (h.offset - a.begin) * value_size, message->payload(),
+    a.pieces.insert(next, {h.client_rank, h.offset, h.count});
+    known_size = h.field_size;
+    count(h, message->payload_size());
+    std::memcpy(a.buffer.get() + (h.offset - a.begin) * value_size, message->payload(),
                 message->payload_size());
     a.filled += h.count;
     if (a.filled < a.length)
         return;
-    Delivery delivery{h.simulation_id, h.field_id, h.time_step,      a.begin,
-                      a.length,        a.dtype,    a.buffer->data(), a.buffer};
+    Delivery delivery{h.simulation_id, h.field_id, h.time_step,    a.begin,
+                      a.length,        a.dtype,    a.buffer.get(), a.buffer};
     sim.pending.erase(found);
     lock.unlock();
     complete(h, std::move(delivery));
@@ -379,7 +518,7 @@ std::vector<std::uint32_t> Receiver::finished_simulations() const {
 
 std::map<std::uint32_t, std::uint64_t> Receiver::field_sizes() const {
     std::lock_guard<std::mutex> lock(mutex_);
-    return field_sizes_;
+    return known_sizes();
 }
 
 } // namespace melissa::server

@@ -47,9 +47,17 @@ struct ReceiverConfig {
     std::uint64_t token = 0;
     std::uint32_t rank = 0, n_ranks = 1;
     wire::Routing routing = wire::Routing::Cells;
-    std::string host;    // how clients reach this host
-    std::string ipc_dir; // empty: tcp only
+    std::string host;         // this host's name: clients that have the same use ipc
+    std::string bind_address; // the IP address listened on, which tcp clients connect to
+    std::string ipc_dir;      // empty: tcp only
     int high_water_mark = 8;
+    // Cells of each field, by field id, as the study declares them: every handshake and message
+    // must agree. Empty, or 0 for a field: not declared, and the first size seen is the field's.
+    std::vector<std::uint64_t> field_sizes;
+    // Time steps of each field every simulation sends. Declared (> 0), a simulation is finished
+    // on a rank when the rank holds each of them that it owns, of every field of the study; not
+    // declared (0), when it holds what the simulation's END messages say it sent.
+    std::uint32_t nb_time_steps = 0;
 };
 
 /// Why messages were dropped, and how many of each.
@@ -76,6 +84,10 @@ class Receiver {
     Receiver(ReceiverConfig config, std::shared_ptr<Consumer> consumer);
     ~Receiver();
 
+    const ReceiverConfig &config() const { return config_; }
+    /// The cells [first, end) this rank owns of a field of `field_size` cells.
+    std::pair<std::uint64_t, std::uint64_t> owned_cells(std::uint64_t field_size) const;
+
     /// Where this rank receives data and control requests.
     const wire::ServerEndpoint &endpoint() const { return endpoint_; }
 
@@ -86,7 +98,8 @@ class Receiver {
     Counters counters() const;
     /// Simulations whose every field this rank owns has arrived whole (END seen, nothing missing).
     std::vector<std::uint32_t> finished_simulations() const;
-    /// Sizes of the fields seen so far (by handshake on rank 0, by data elsewhere), by field id.
+    /// Sizes of the fields declared or seen so far (by handshake on rank 0, by data elsewhere),
+    /// by field id.
     std::map<std::uint32_t, std::uint64_t> field_sizes() const;
     /// Holds the receiver thread between two messages while the returned lock lives: the
     /// receiver's and its consumer's states are then consistent with each other (checkpoints).
@@ -95,7 +108,7 @@ class Receiver {
     /// Takes up a checkpoint's state, before any client connects.
     void restore(const DeliveryState &state);
 
-    /// Stops the threads; idempotent. Called by the destructor.
+    /// Stops the threads and closes the sockets; idempotent. Called by the destructor.
     void stop();
 
   private:
@@ -108,11 +121,19 @@ class Receiver {
     void control_loop();
     void handle(std::unique_ptr<transport::Message> message);
     std::vector<std::byte> answer(const std::vector<std::byte> &request);
+    /// Why a handshake is refused (empty if it is not), filling `welcome` as it goes.
+    std::string admit(const std::vector<std::byte> &request, wire::Welcome &welcome);
     /// The answer to a flush, or nothing while messages it waits for are still on their way.
     std::optional<std::vector<std::byte>> answer_flush(const wire::Flush &flush);
     void drop(const std::string &reason);
-    bool check_field_size(std::uint32_t field, std::uint64_t size);
-    std::pair<std::uint64_t, std::uint64_t> owned_range(const wire::Header &h) const;
+    /// Why `size` cells of `field` are refused, knowing it has `known` cells.
+    std::string size_mismatch(std::uint32_t field, std::uint64_t known, std::uint64_t size) const;
+    /// "beyond nb_time_steps" or "beyond 2^26": why a time step is refused.
+    const char *beyond_time_steps() const;
+    std::map<std::uint32_t, std::uint64_t> known_sizes() const;
+    void count(const wire::Header &h, std::size_t bytes);
+    /// How many of `steps` time steps of h's simulation and field this rank owns.
+    std::uint64_t steps_owned(const wire::Header &h, std::uint64_t steps) const;
     bool routed_here(const wire::Header &h) const;
     void complete(const wire::Header &h, Delivery delivery);
     void update_finished(std::uint32_t simulation_id);
@@ -130,7 +151,8 @@ class Receiver {
     std::vector<wire::ServerEndpoint> layout_; // empty until serve_handshakes (rank 0 only)
     // Messages that arrived from each (simulation, client rank, run): what a flush waits for.
     std::map<std::tuple<std::uint32_t, std::uint32_t, std::uint32_t>, std::uint64_t> arrived_;
-    std::map<std::uint32_t, std::uint64_t> field_sizes_;
+    std::vector<std::uint64_t> field_sizes_; // by field id; 0 until declared or seen
+    std::uint32_t max_time_steps_;           // time steps of a field beyond this are dropped
     std::map<std::uint32_t, Simulation> simulations_;
     std::set<std::uint32_t> finished_;
 

@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -75,17 +76,28 @@ class Responder {
     virtual void reply(const ControlRequest &request, const std::vector<std::byte> &answer) = 0;
 };
 
+/// The largest frame an inbox takes when BindOptions does not say: 1 GiB, a piece of 2^27
+/// float64 values. A peer announcing a larger one is disconnected before anything is allocated
+/// for it; a server whose fields are larger must declare their sizes (ReceiverConfig).
+constexpr std::int64_t kDefaultMaxMessageBytes = std::int64_t{1} << 30;
+
 struct SendOptions {
     std::chrono::milliseconds timeout{60000};
     int high_water_mark = 8;      // messages queued per connection before send blocks
     bool prefer_local_ipc = true; // a server on this host is reached through a Unix socket
+    std::uint64_t token = 0;      // the study's, without which an inbox takes nothing
 };
 
 struct BindOptions {
-    std::string host;    // the name clients use to reach this host
-    std::string ipc_dir; // where the Unix socket goes; empty: no ipc endpoint
-    std::string name;    // distinguishes the sockets of several ranks on one host
+    std::string host;         // this host's name: clients that have the same reach it by ipc
+    std::string bind_address; // the IP address (v4 or v6) listened on, which tcp clients use
+    std::string ipc_dir;      // where the Unix socket goes; empty: no ipc endpoint
+    std::string name;         // distinguishes the sockets of several ranks on one host
     int high_water_mark = 8;
+    // Only a peer that presents it may send: ZeroMQ's PLAIN mechanism, the token (16 hex digits)
+    // as password, checked before the connection carries any message. It travels in clear text.
+    std::uint64_t token = 0;
+    std::int64_t max_message_bytes = kDefaultMaxMessageBytes; // larger frames: disconnected
 };
 
 class Transport {
@@ -98,7 +110,8 @@ class Transport {
     virtual std::vector<std::byte> request(const std::string &address,
                                            const std::vector<std::byte> &message,
                                            std::chrono::milliseconds timeout) = 0;
-    virtual std::unique_ptr<Responder> respond(const std::string &host) = 0;
+    /// Control requests, on `bind_address` (as BindOptions's), in messages of at most 64 KiB.
+    virtual std::unique_ptr<Responder> respond(const std::string &bind_address) = 0;
 };
 
 std::unique_ptr<Transport> make_zmq_transport();

@@ -6,21 +6,6 @@
 namespace melissa::wire {
 namespace {
 
-// Every multi-byte field is stored little-endian whatever the host, by memcpy of a value that
-// is byte-swapped first on a big-endian host.
-template <class T> T to_little(T v) {
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    T out;
-    auto *src = reinterpret_cast<const unsigned char *>(&v);
-    auto *dst = reinterpret_cast<unsigned char *>(&out);
-    for (std::size_t i = 0; i < sizeof(T); ++i)
-        dst[i] = src[sizeof(T) - 1 - i];
-    return out;
-#else
-    return v;
-#endif
-}
-
 template <class T> void put(HeaderBytes &bytes, std::size_t at, T v) {
     v = to_little(v);
     std::memcpy(bytes.data() + at, &v, sizeof(T));
@@ -145,6 +130,11 @@ std::optional<Header> decode(const void *data, std::size_t size, std::size_t pay
     return h;
 }
 
+Writer &Writer::u8(std::uint8_t v) {
+    bytes_.push_back(std::byte{v});
+    return *this;
+}
+
 Writer &Writer::u32(std::uint32_t v) {
     v = to_little(v);
     const auto *p = reinterpret_cast<const std::byte *>(&v);
@@ -166,11 +156,31 @@ Writer &Writer::str(const std::string &s) {
     return *this;
 }
 
+Writer &Writer::words(const void *values, std::size_t n) {
+    const auto *p = static_cast<const std::byte *>(values);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    for (std::size_t i = 0; i < n; ++i) {
+        std::uint64_t v;
+        std::memcpy(&v, p + 8 * i, 8);
+        u64(v);
+    }
+#else
+    bytes_.insert(bytes_.end(), p, p + 8 * n);
+#endif
+    return *this;
+}
+
 void Reader::take(void *out, std::size_t n) {
     if (n > size_ - at_)
         throw MalformedMessage("control message ends early");
     std::memcpy(out, data_ + at_, n);
     at_ += n;
+}
+
+std::uint8_t Reader::u8() {
+    std::uint8_t v;
+    take(&v, sizeof(v));
+    return v;
 }
 
 std::uint32_t Reader::u32() {
@@ -192,6 +202,17 @@ std::string Reader::str() {
     std::string s(reinterpret_cast<const char *>(data_ + at_), n);
     at_ += n;
     return s;
+}
+
+void Reader::words(void *values, std::size_t n) {
+    if (n > remaining() / 8)
+        throw MalformedMessage("control message ends early");
+    take(values, 8 * n);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    auto *p = static_cast<std::uint64_t *>(values);
+    for (std::size_t i = 0; i < n; ++i)
+        p[i] = to_little(p[i]);
+#endif
 }
 
 namespace {

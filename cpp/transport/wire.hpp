@@ -27,6 +27,21 @@ enum class DType : std::uint8_t { Float32 = 1, Float64 = 2 };
 
 inline std::size_t dtype_size(DType dtype) { return dtype == DType::Float32 ? 4 : 8; }
 
+/// `v` with its bytes in little-endian order, the order of every multi-byte field on the wire
+/// and in checkpoints, whatever the host's.
+template <class T> T to_little(T v) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    T out;
+    auto *src = reinterpret_cast<const unsigned char *>(&v);
+    auto *dst = reinterpret_cast<unsigned char *>(&out);
+    for (std::size_t i = 0; i < sizeof(T); ++i)
+        dst[i] = src[sizeof(T) - 1 - i];
+    return out;
+#else
+    return v;
+#endif
+}
+
 struct Header {
     Kind kind = Kind::Data;
     DType dtype = DType::Float64;
@@ -71,28 +86,36 @@ const char *describe(Defect defect);
 std::optional<Header> decode(const void *bytes, std::size_t size, std::size_t payload_size,
                              Defect &defect);
 
-/// Builds a control message: fields appended in order, strings length-prefixed.
+/// Builds a control message (or a checkpoint): fields appended in order, strings
+/// length-prefixed.
 class Writer {
   public:
+    Writer &u8(std::uint8_t v);
     Writer &u32(std::uint32_t v);
     Writer &u64(std::uint64_t v);
     Writer &str(const std::string &s);
+    /// n values of 8 bytes each (float64 or uint64), as a block.
+    Writer &words(const void *values, std::size_t n);
     const std::vector<std::byte> &bytes() const { return bytes_; }
+    std::vector<std::byte> take() { return std::move(bytes_); }
 
   private:
     std::vector<std::byte> bytes_;
 };
 
-/// Reads a control message written by Writer; throws MalformedMessage on any shortfall.
+/// Reads what Writer wrote; throws MalformedMessage on any shortfall.
 class Reader {
   public:
     Reader(const void *data, std::size_t size)
         : data_(static_cast<const std::byte *>(data)), size_(size) {}
+    std::uint8_t u8();
     std::uint32_t u32();
     std::uint64_t u64();
     std::string str();
+    void words(void *values, std::size_t n);
     bool done() const { return at_ == size_; }
     std::size_t consumed() const { return at_; }
+    std::size_t remaining() const { return size_ - at_; }
 
   private:
     void take(void *out, std::size_t n);

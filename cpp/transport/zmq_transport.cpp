@@ -2,11 +2,16 @@
 //
 // The ZeroMQ backend: PUSH/PULL for data (tcp, and ipc between processes of one host), REQ/ROUTER
 // for control. ZMQ_IMMEDIATE keeps messages out of queues to peers that are not connected, so a
-// dead server makes send block and time out instead of piling data up in memory.
+// dead server makes send block and time out instead of piling data up in memory. A data
+// connection carries messages only once the client has shown the study token (PLAIN, checked by
+// a ZAP handler), and no frame is longer than the inbox allows (ZMQ_MAXMSGSIZE): a peer that is
+// not a client of the study costs the server neither memory nor a look at what it sends.
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <filesystem>
+#include <thread>
 #include <zmq.hpp>
 
 #include "transport.hpp"
@@ -14,13 +19,92 @@
 namespace melissa::transport {
 namespace {
 
+// Control messages are handshakes and flushes, a few hundred bytes: a larger frame is not ours.
+constexpr std::int64_t kMaxControlBytes = 64 << 10;
+
+// How long the ZAP handler waits for a request before it looks at whether to stop.
+constexpr std::chrono::milliseconds kZapPollInterval{50};
+
+// Clients present this user name; the password alone (the token) is checked.
+constexpr const char *kPlainUser = "melissa";
+
 int milliseconds(std::chrono::milliseconds t) { return static_cast<int>(t.count()); }
 
-/// "tcp://0.0.0.0:41234" -> "tcp://host:41234": what the socket bound, as others reach it.
-std::string reachable(const std::string &bound, const std::string &host) {
-    const auto colon = bound.rfind(':');
-    return "tcp://" + host + bound.substr(colon);
+/// The study token as PLAIN password: 16 hex digits, however MELISSA_STUDY_TOKEN wrote it.
+std::string password(std::uint64_t token) {
+    char hex[17];
+    std::snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(token));
+    return hex;
 }
+
+/// Binds `socket` to a free port of `address`, IPv4 or IPv6; returns the endpoint to connect to.
+std::string bind_tcp(zmq::socket_t &socket, const std::string &address) {
+    if (address.empty())
+        throw TransportError("no address to bind: a server needs the IP address of the "
+                             "interface its clients reach");
+    const bool ipv6 = address.find(':') != std::string::npos;
+    socket.set(zmq::sockopt::ipv6, ipv6);
+    socket.bind("tcp://" + (ipv6 ? "[" + address + "]" : address) + ":*");
+    return socket.get(zmq::sockopt::last_endpoint);
+}
+
+/// Answers libzmq's authentication requests (ZAP, ZeroMQ RFC 27) for the sockets of one context:
+/// PLAIN with `password` passes, anything else is refused. libzmq asks before a connection
+/// carries any message, over an inproc endpoint that one socket of the context may bind: one
+/// inbox per transport.
+class ZapHandler {
+  public:
+    ZapHandler(zmq::context_t &context, std::string password)
+        : socket_(context, zmq::socket_type::rep), password_(std::move(password)) {
+        socket_.set(zmq::sockopt::linger, 0);
+        socket_.bind("inproc://zeromq.zap.01");
+        thread_ = std::thread([this] { serve(); });
+    }
+
+    ~ZapHandler() {
+        stopping_ = true;
+        thread_.join();
+    }
+
+  private:
+    void serve() {
+        try {
+            while (!stopping_) {
+                zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
+                if (zmq::poll(&item, 1, kZapPollInterval) == 0)
+                    continue;
+                // Version, request id, domain, address, identity, mechanism, then the
+                // mechanism's credentials: PLAIN's are a user name and a password.
+                std::vector<zmq::message_t> request;
+                do {
+                    request.emplace_back();
+                    (void)socket_.recv(request.back());
+                } while (request.back().more());
+                const bool allowed = request.size() == 8 && request[0].to_string_view() == "1.0" &&
+                                     request[5].to_string_view() == "PLAIN" &&
+                                     request[7].to_string_view() == password_;
+                const std::string id = request.size() > 1 ? request[1].to_string() : "";
+                // Version, request id, status code and text, user id, metadata.
+                socket_.send(zmq::str_buffer("1.0"), zmq::send_flags::sndmore);
+                socket_.send(zmq::buffer(id), zmq::send_flags::sndmore);
+                socket_.send(allowed ? zmq::str_buffer("200") : zmq::str_buffer("400"),
+                             zmq::send_flags::sndmore);
+                socket_.send(allowed ? zmq::str_buffer("OK")
+                                     : zmq::str_buffer("not the study token"),
+                             zmq::send_flags::sndmore);
+                socket_.send(zmq::str_buffer(""), zmq::send_flags::sndmore);
+                socket_.send(zmq::str_buffer(""), zmq::send_flags::none);
+            }
+        } catch (const zmq::error_t &) {
+            // The context is ending: nobody is left to authenticate.
+        }
+    }
+
+    zmq::socket_t socket_;
+    std::string password_;
+    std::atomic<bool> stopping_{false};
+    std::thread thread_;
+};
 
 class ZmqMessage final : public Message {
   public:
@@ -45,6 +129,9 @@ class ZmqSender final : public Sender {
         socket_.set(zmq::sockopt::sndtimeo, milliseconds(options.timeout));
         socket_.set(zmq::sockopt::linger, milliseconds(options.timeout));
         socket_.set(zmq::sockopt::immediate, 1);
+        socket_.set(zmq::sockopt::ipv6, 1);
+        socket_.set(zmq::sockopt::plain_username, kPlainUser);
+        socket_.set(zmq::sockopt::plain_password, password(options.token));
         socket_.connect(address);
     }
 
@@ -75,12 +162,13 @@ class ZmqSender final : public Sender {
 class ZmqInbox final : public Inbox {
   public:
     ZmqInbox(zmq::context_t &context, const BindOptions &options)
-        : socket_(context, zmq::socket_type::pull) {
+        : zap_(context, password(options.token)), socket_(context, zmq::socket_type::pull) {
         socket_.set(zmq::sockopt::rcvhwm, options.high_water_mark);
         socket_.set(zmq::sockopt::linger, 0);
-        socket_.bind("tcp://*:*");
+        socket_.set(zmq::sockopt::plain_server, 1);
+        socket_.set(zmq::sockopt::maxmsgsize, options.max_message_bytes);
         endpoint_.host = options.host;
-        endpoint_.tcp = reachable(socket_.get(zmq::sockopt::last_endpoint), options.host);
+        endpoint_.tcp = bind_tcp(socket_, options.bind_address);
         if (!options.ipc_dir.empty()) {
             ipc_path_ = options.ipc_dir + "/melissa-" + std::to_string(::getpid()) + "-" +
                         options.name + ".sock";
@@ -122,6 +210,7 @@ class ZmqInbox final : public Inbox {
     }
 
   private:
+    ZapHandler zap_; // before the socket, which must find it from its first connection
     zmq::socket_t socket_;
     wire::ServerEndpoint endpoint_;
     std::string ipc_path_;
@@ -129,11 +218,11 @@ class ZmqInbox final : public Inbox {
 
 class ZmqResponder final : public Responder {
   public:
-    ZmqResponder(zmq::context_t &context, const std::string &host)
+    ZmqResponder(zmq::context_t &context, const std::string &bind_address)
         : socket_(context, zmq::socket_type::router) {
         socket_.set(zmq::sockopt::linger, 0);
-        socket_.bind("tcp://*:*");
-        address_ = reachable(socket_.get(zmq::sockopt::last_endpoint), host);
+        socket_.set(zmq::sockopt::maxmsgsize, kMaxControlBytes);
+        address_ = bind_tcp(socket_, bind_address);
     }
 
     const std::string &address() const override { return address_; }
@@ -194,6 +283,7 @@ class ZmqTransport final : public Transport {
                                    std::chrono::milliseconds timeout) override {
         zmq::socket_t socket(context_, zmq::socket_type::req);
         socket.set(zmq::sockopt::linger, 0);
+        socket.set(zmq::sockopt::ipv6, 1);
         socket.set(zmq::sockopt::sndtimeo, milliseconds(timeout));
         socket.set(zmq::sockopt::rcvtimeo, milliseconds(timeout));
         try {
@@ -211,9 +301,9 @@ class ZmqTransport final : public Transport {
         return {data, data + reply.size()};
     }
 
-    std::unique_ptr<Responder> respond(const std::string &host) override {
+    std::unique_ptr<Responder> respond(const std::string &bind_address) override {
         try {
-            return std::make_unique<ZmqResponder>(context_, host);
+            return std::make_unique<ZmqResponder>(context_, bind_address);
         } catch (const zmq::error_t &e) {
             throw TransportError(std::string("cannot bind the control socket: ") + e.what());
         }

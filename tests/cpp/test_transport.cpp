@@ -2,7 +2,11 @@
 //
 // The receiver over real ZeroMQ sockets, in one process: what it delivers, what it drops and
 // counts, and the client C ABI's error paths (no server configured, a dead server, refusals).
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
@@ -11,60 +15,16 @@
 #include <zmq.hpp>
 
 #include "melissa/melissa_api.h"
-#include "server/consumers.hpp"
-#include "server/receiver.hpp"
-#include "transport/transport.hpp"
+#include "receiver_fixture.hpp"
 
 namespace server = melissa::server;
 namespace transport = melissa::transport;
 namespace wire = melissa::wire;
 using namespace std::chrono_literals;
 
+using namespace melissa::testing;
+
 namespace {
-
-constexpr std::uint64_t kToken = 0xC0FFEE;
-
-/// A one-rank server collecting what it receives, answering handshakes.
-struct TestServer {
-    std::shared_ptr<server::Collector> collector = std::make_shared<server::Collector>(64);
-    server::Receiver receiver;
-    std::string address;
-
-    explicit TestServer(wire::Routing routing = wire::Routing::Cells)
-        : receiver(
-              server::ReceiverConfig{
-                  {"u", "v"}, kToken, 0, 1, routing, transport::host_name(), "/tmp", 8},
-              collector) {
-        address = receiver.serve_handshakes({receiver.endpoint()});
-    }
-
-    /// Waits for the receiver to count `n` dropped messages in all.
-    std::uint64_t dropped_after(std::uint64_t n) {
-        for (int i = 0; i < 200; ++i) {
-            std::uint64_t total = 0;
-            for (const auto &[reason, count] : receiver.counters().dropped)
-                total += count;
-            if (total >= n)
-                return total;
-            std::this_thread::sleep_for(10ms);
-        }
-        return 0;
-    }
-};
-
-wire::Header piece(std::uint32_t step, std::uint64_t offset, std::uint64_t count) {
-    wire::Header h;
-    h.token = kToken;
-    h.simulation_id = 3;
-    h.time_step = step;
-    h.field_id = 0;
-    h.n_client_ranks = 2;
-    h.client_rank = offset == 0 ? 0 : 1;
-    h.field_size = 10;
-    h.offset = offset;
-    h.count = count;
-    return h;
-}
 
 /// Sets the client's environment for this test and restores nothing: each test sets all three.
 void client_environment(const std::string &address, std::uint64_t token, double timeout) {
@@ -81,7 +41,7 @@ void client_environment(const std::string &address, std::uint64_t token, double 
 TEST(Receiver, AssemblesPiecesAndDropsWhatIsWrong) {
     TestServer server;
     auto t = transport::make_zmq_transport();
-    auto sender = t->connect(server.receiver.endpoint(), {});
+    auto sender = connect(*t, server);
     std::vector<double> values(10);
     std::iota(values.begin(), values.end(), 0.0);
 
@@ -107,8 +67,7 @@ TEST(Receiver, AssemblesPiecesAndDropsWhatIsWrong) {
     {
         // Three frames: not something the client library ever sends.
         zmq::context_t context;
-        zmq::socket_t raw(context, zmq::socket_type::push);
-        raw.connect(server.receiver.endpoint().tcp);
+        zmq::socket_t raw = raw_push(context, server, token_hex());
         const auto header = wire::encode(piece(2, 0, 10));
         raw.send(zmq::buffer(header), zmq::send_flags::sndmore);
         raw.send(zmq::buffer(values), zmq::send_flags::sndmore);
@@ -136,10 +95,107 @@ TEST(Receiver, AssemblesPiecesAndDropsWhatIsWrong) {
     EXPECT_FALSE(server.collector->pop(100ms)) << "nothing else may be delivered";
 }
 
+TEST(Inbox, TakesNothingFromAPeerWithoutTheToken) {
+    TestServer server;
+    std::vector<double> values(10, 1.0);
+    zmq::context_t context;
+    // No credentials, and the wrong ones: each sends a message of the study, token included.
+    std::vector<zmq::socket_t> rogues;
+    for (const std::string &password : {std::string(), token_hex(kToken + 1)}) {
+        rogues.push_back(raw_push(context, server, password));
+        rogues.back().set(zmq::sockopt::linger, 0);
+        wire::Header h = piece(0, 0, 10);
+        h.client_rank = 0;
+        const auto header = wire::encode(h);
+        rogues.back().send(zmq::buffer(header), zmq::send_flags::sndmore);
+        rogues.back().send(zmq::buffer(values), zmq::send_flags::none);
+    }
+    auto t = transport::make_zmq_transport();
+    auto sender = connect(*t, server);
+    wire::Header h = piece(1, 0, 10);
+    h.client_rank = 0;
+    sender->send(wire::encode(h), values.data(), 10 * 8);
+    const auto d = server.collector->pop(5s);
+    ASSERT_TRUE(d);
+    EXPECT_EQ(d->time_step, 1u);
+    std::this_thread::sleep_for(300ms);
+    EXPECT_FALSE(server.collector->pop(0ms)) << "a peer without the token got data through";
+    const server::Counters c = server.receiver.counters();
+    EXPECT_EQ(c.messages, 1u);
+    EXPECT_TRUE(c.dropped.empty()) << "what a refused peer sends must not reach the receiver";
+}
+
+TEST(Inbox, DisconnectsAPeerSendingAFrameLargerThanTheLargestField) {
+    // Fields of 10 and 3 cells: no frame may exceed 80 bytes, 10 float64 values.
+    auto config = test_config();
+    config.field_sizes = {10, 3};
+    TestServer server(config);
+    std::vector<double> values(1 << 17, 1.0);
+    wire::Header h = piece(0, 0, 10);
+    h.client_rank = 0;
+    const auto header = wire::encode(h);
+    zmq::context_t context;
+    zmq::socket_t rogue = raw_push(context, server, token_hex());
+    rogue.set(zmq::sockopt::linger, 0);
+    rogue.send(zmq::buffer(header), zmq::send_flags::sndmore);
+    rogue.send(zmq::buffer(values), zmq::send_flags::none); // 1 MiB
+
+    auto t = transport::make_zmq_transport();
+    auto sender = connect(*t, server);
+    sender->send(header, values.data(), 10 * 8);
+    ASSERT_TRUE(server.collector->pop(5s));
+    std::this_thread::sleep_for(300ms);
+    EXPECT_FALSE(server.collector->pop(0ms));
+    EXPECT_TRUE(server.receiver.counters().dropped.empty())
+        << "the oversized frame reached the receiver";
+}
+
+TEST(Inbox, ListensOnTheAddressItIsGiven) {
+    auto config = test_config();
+    config.bind_address = "::1";
+    TestServer server(config);
+    const wire::ServerEndpoint &e = server.receiver.endpoint();
+    EXPECT_EQ(e.host, transport::host_name()) << "clients compare it with theirs to choose ipc";
+    EXPECT_EQ(e.tcp.rfind("tcp://[::1]:", 0), 0u) << e.tcp;
+    EXPECT_EQ(e.control.rfind("tcp://[::1]:", 0), 0u) << e.control;
+    EXPECT_EQ(handshake(server.address, "u", 10).status, 0u);
+    auto t = transport::make_zmq_transport();
+    transport::SendOptions options;
+    options.token = kToken;
+    options.prefer_local_ipc = false;
+    auto sender = t->connect(e, options);
+    wire::Header h = piece(0, 0, 10);
+    h.client_rank = 0;
+    std::vector<double> values(10, 1.0);
+    sender->send(wire::encode(h), values.data(), 10 * 8);
+    EXPECT_TRUE(server.collector->pop(5s));
+
+    config.bind_address.clear();
+    EXPECT_THROW(server::Receiver(config, server.collector), transport::TransportError);
+}
+
+TEST(Receiver, StopReleasesItsSocketsAndTheirAuthentication) {
+    TestServer server;
+    const std::string tcp = server.receiver.endpoint().tcp;
+    server.receiver.stop();
+    // The ZAP handler's thread is joined as the inbox closes: no port is left listening.
+    const auto port = static_cast<std::uint16_t>(std::stoi(tcp.substr(tcp.rfind(':') + 1)));
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(port);
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_NE(::connect(fd, reinterpret_cast<sockaddr *>(&address), sizeof(address)), 0)
+        << "something still listens on " << tcp;
+    ::close(fd);
+    EXPECT_THROW(handshake(server.address, "u", 10), transport::TimeoutError);
+    server.receiver.stop(); // again: nothing left to stop
+}
+
 TEST(Receiver, KnowsWhenASimulationIsComplete) {
     TestServer server;
     auto t = transport::make_zmq_transport();
-    auto sender = t->connect(server.receiver.endpoint(), {});
+    auto sender = connect(*t, server);
     std::vector<double> values(10, 1.0);
     wire::Header end = piece(0, 0, 0);
     end.kind = wire::Kind::End;

@@ -2,10 +2,12 @@
 """A test server: every rank receives, checks every value it is handed and writes a report.
 
     mpirun -np M python collect_server.py --fields a,b --token HEX --routing cells \
-        --simulations 0 1 --address-file ADDR --report-dir DIR [--deadline S]
+        --simulations 0 1 --address-file ADDR --report-dir DIR [--deadline S] \
+        [--field-sizes N,N --nb-time-steps T]
 
-Rank 0 writes the clients' MELISSA_SERVER_ADDRESS, with every rank's data endpoints, to
-ADDR as JSON (atomically, so that a test polling for it never reads half a file). Each rank then
+Rank 0 writes the clients' MELISSA_SERVER_ADDRESS, with every rank's data endpoints and what the
+study declares, to ADDR as JSON (atomically, so that a test polling for it never reads half a
+file). Each rank then
 pops deliveries until every simulation of --simulations is finished on it (or the deadline
 passes) and writes DIR/report.<rank>.json. The checks need the data, so they are made here:
 
@@ -17,7 +19,8 @@ passes) and writes DIR/report.<rank>.json. The checks need the data, so they are
 
 Which time steps should have arrived is left to the test, which knows the scenario: the report
 lists what did. DIR/first-delivery.<rank> appears when the rank is handed its first delivery, so
-that a test can kill the server mid-run.
+that a test can kill the server mid-run. The report gives the rank's resident memory once it
+listens and its peak at the end, so that a test can bound what rogue peers cost it.
 """
 
 from __future__ import annotations
@@ -41,6 +44,14 @@ MAX_ERRORS = 20  # enough to see a pattern, not so many that the report drowns i
 def expected_values(simulation: int, field: int, step: int, first: int, count: int) -> np.ndarray:
     return simulation * 1e6 + field * 1e5 + step * 1e3 + np.arange(first, first + count,
                                                                      dtype=np.float64)
+
+
+def memory_kb(field: str) -> int:
+    """VmRSS (resident now) or VmHWM (peak resident) of this process, in kB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise LookupError(field)
 
 
 def write_atomically(path: Path, data: Any) -> None:
@@ -123,15 +134,23 @@ def main() -> int:
     parser.add_argument("--address-file", type=Path, required=True)
     parser.add_argument("--report-dir", type=Path, required=True)
     parser.add_argument("--deadline", type=float, default=30.0, help="seconds")
+    parser.add_argument("--field-sizes", help="the cells of each field, declared")
+    parser.add_argument("--nb-time-steps", type=int, default=0, help="declared")
     args = parser.parse_args()
 
     comm = MPI.COMM_WORLD
     collector = _core.Collector(64)
-    receiver, address = open_receiver(comm, args.fields.split(","), int(args.token, 16),
-                                      collector, routing=args.routing)
+    fields = args.fields.split(",")
+    field_sizes = [int(n) for n in args.field_sizes.split(",")] if args.field_sizes else None
+    receiver, address = open_receiver(comm, fields, int(args.token, 16), collector,
+                                      routing=args.routing, field_sizes=field_sizes,
+                                      nb_time_steps=args.nb_time_steps)
     layout = comm.allgather(receiver.endpoint)
+    rss_at_start = memory_kb("VmRSS")
     if comm.rank == 0:
-        write_atomically(args.address_file, {"address": address, "layout": layout})
+        write_atomically(args.address_file, {
+            "address": address, "layout": layout, "routing": args.routing, "fields": fields,
+            "field_sizes": field_sizes, "nb_time_steps": args.nb_time_steps})
 
     checker = Checker(comm.rank, comm.size, args.routing, receiver)
     expected = set(args.simulations)
@@ -164,6 +183,8 @@ def main() -> int:
         finished=sorted(receiver.finished_simulations()),
         counters=receiver.counters(),
         field_sizes={str(f): s for f, s in receiver.field_sizes().items()},
+        rss_at_start_kb=rss_at_start,
+        peak_rss_kb=memory_kb("VmHWM"),
     )
     write_atomically(args.report_dir / f"report.{comm.rank}.json", report)
     return 0

@@ -164,10 +164,13 @@ class Processes:
             shutil.rmtree(directory, ignore_errors=True)
 
     def start_server(self, ranks: int, fields: Sequence[str], simulations: Sequence[int], *,
-                     routing: str = "cells", deadline: float = 30) -> CollectServer:
+                     routing: str = "cells", deadline: float = 30,
+                     field_sizes: Sequence[int] | None = None,
+                     nb_time_steps: int = 0) -> CollectServer:
         """Starts tests/programs/collect_server.py on `ranks` ranks, with a fresh study token;
         returns once it has published its address. It stops by itself when every simulation
-        listed is finished on every rank, or after `deadline` s."""
+        listed is finished on every rank, or after `deadline` s. field_sizes and nb_time_steps:
+        what the study declares (None, 0: nothing)."""
         run_dir = Path(tempfile.mkdtemp(prefix="server-", dir=self.log_dir))
         # Unix socket paths are limited to 108 bytes, too few for pytest's deep tmp_path.
         ipc_dir = Path(tempfile.mkdtemp(prefix="melissa-"))
@@ -178,6 +181,9 @@ class Processes:
                               "--fields", ",".join(fields), "--token", f"{token:016x}",
                               "--routing", routing, "--address-file", str(address_file),
                               "--report-dir", str(run_dir), "--deadline", str(deadline),
+                              "--nb-time-steps", str(nb_time_steps),
+                              *(["--field-sizes", ",".join(map(str, field_sizes))]
+                                if field_sizes else []),
                               "--simulations", *map(str, simulations)])
         process = self.start(argv, {"MELISSA_IPC_DIR": str(ipc_dir)})
         give_up = time.monotonic() + 60

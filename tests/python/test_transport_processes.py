@@ -62,6 +62,17 @@ class Scenario:
     fields: tuple[str, ...] = FIELDS
     concurrent: bool = False  # the simulations run at once, or one after the other
     deadline: float = 30  # the server's, in seconds
+    # The server is told the fields' sizes and the time steps (those of the first simulation):
+    # it then counts a simulation finished from what it holds, not from what the client says.
+    declared: bool = False
+
+    def declarations(self) -> dict[str, Any]:
+        """start_server's keywords for what the study declares."""
+        if not self.declared:
+            return {}
+        first = self.simulations[0]
+        return {"field_sizes": [sum(first.cells)] * len(self.fields),
+                "nb_time_steps": first.steps}
 
 
 def routed_steps(routing: str, rank: int, n_ranks: int, size: int, run: Simulation) -> list[int]:
@@ -76,10 +87,10 @@ def routed_steps(routing: str, rank: int, n_ranks: int, size: int, run: Simulati
 
 
 def check_reports(scenario: Scenario, reports: list[dict[str, Any]],
-                  dropped: dict[str, int] | None = None) -> None:
+                  dropped: list[dict[str, int]] | None = None) -> None:
     """Every time step of every simulation arrived exactly once, at the ranks it is routed to,
     with the value type it was sent in; every rank knows every simulation finished; nothing was
-    dropped (but `dropped`, the count by reason expected on each rank)."""
+    dropped (but `dropped`, the count by reason expected on each rank, by rank)."""
     size = sum(scenario.simulations[0].cells)
     for report in reports:
         rank = report["rank"]
@@ -102,7 +113,8 @@ def check_reports(scenario: Scenario, reports: list[dict[str, Any]],
             f"{where}: finished simulations {report['finished']}, expected {expected_finished}")
         assert report["field_sizes"] == {str(f): size for f in range(len(scenario.fields))}
         counters = report["counters"]
-        assert counters["dropped"] == (dropped or {}), f"{where}: dropped messages"
+        assert counters["dropped"] == (dropped[rank] if dropped else {}), \
+            f"{where}: dropped messages"
         assert {sim: c["time_steps"] for sim, c in counters["simulations"].items()} == \
             dict(expected_steps), f"{where}: per-simulation counters"
     if scenario.routing == "cells":
@@ -121,7 +133,7 @@ def run_scenario(processes: Processes, programs: dict[str, list[str]],
     server ranks' reports after checking them."""
     server = processes.start_server(
         scenario.server_ranks, scenario.fields, [s.simulation for s in scenario.simulations],
-        routing=scenario.routing, deadline=scenario.deadline)
+        routing=scenario.routing, deadline=scenario.deadline, **scenario.declarations())
     launched = []
     for run in scenario.simulations:
         env = {**server.client_env(run.simulation), **run.env}
@@ -188,6 +200,18 @@ SCENARIOS = {
     "small-messages-ipc-finalize": Scenario(1, tuple(
         Simulation(SERIAL, (128,), simulation=k, steps=1500, mpi=False) for k in range(4)),
         concurrent=True),
+    # Declared sizes and time steps: each rank finishes a simulation on what it owns of every
+    # field, under each routing, including none at all.
+    "declared-c-tiny-field-1x3": Scenario(3, (Simulation(SERIAL, (2,), mpi=False),),
+                                          deadline=5, declared=True),
+    "declared-whole-by-simulation-3": Scenario(3, (
+        Simulation(C, (3, 5), simulation=0),
+        Simulation(PY, (8,), simulation=4, mpi=False),
+    ), routing="whole_by_simulation", declared=True),
+    "declared-whole-by-time-step-2": Scenario(2, (
+        Simulation(F_08, (4, 4), simulation=8, steps=5),
+        Simulation(C, (6, 2), simulation=9, steps=5),
+    ), routing="whole_by_time_step", concurrent=True, declared=True),
 }
 
 
@@ -197,18 +221,25 @@ def test_every_value_arrives_once(processes: Processes, test_programs: dict[str,
     run_scenario(processes, test_programs, scenario)
 
 
-def test_refusals_and_rogue_messages(processes: Processes,
-                                     test_programs: dict[str, list[str]]) -> None:
-    """Clients of another study or with a field the study lacks are refused, and messages that
-    are not a client's are dropped and counted, while a good client gets everything through."""
+@pytest.mark.parametrize("declared", [False, True], ids=["undeclared", "declared"])
+def test_refusals_and_rogue_messages(processes: Processes, test_programs: dict[str, list[str]],
+                                     declared: bool) -> None:
+    """A peer without the study token gets nothing through and costs nothing; clients of another
+    study or with a field the study lacks are refused; messages that are not a client's, from a
+    peer with the token, are dropped and counted, a frame larger than any field makes the server
+    hang up before it allocates it, a field too large for memory costs a drop; meanwhile a good
+    client gets everything through. Declared or not, the fields' sizes bound what is taken."""
     good = Simulation(C, (5, 4), simulation=1)
-    scenario = Scenario(2, (good,))
-    server = processes.start_server(2, FIELDS, [good.simulation])
+    scenario = Scenario(2, (good,), declared=declared)
+    server = processes.start_server(2, FIELDS, [good.simulation], **scenario.declarations())
 
     rogue = processes.run([sys.executable, str(PROGRAMS / "rogue_sender.py"),
-                           str(server.address_file), f"{server.token:016x}"], timeout=30)
+                           str(server.address_file), f"{server.token:016x}"], timeout=60)
     assert rogue.returncode == 0, str(rogue)
-    dropped = dict(Counter(json.loads(rogue.output)))
+    sent = json.loads(rogue.output)
+    for rank, frame in enumerate(sent["oversized"]):
+        assert frame["hung_up"] and frame["sent"] < 64 << 20, (
+            f"server rank {rank} took {frame['sent']} bytes of a frame announced as 2 GiB")
 
     other_study = Simulation(C, (5, 4), simulation=7)
     refused = processes.run(other_study.argv(test_programs, FIELDS),
@@ -227,10 +258,13 @@ def test_refusals_and_rogue_messages(processes: Processes,
     finished = processes.run(good.argv(test_programs, FIELDS), server.client_env(1))
     assert finished.returncode == 0, str(finished)
     reports = server.reports()
-    check_reports(scenario, reports, dropped)
+    check_reports(scenario, reports, [dict(Counter(reasons)) for reasons in sent["dropped"]])
     assert reports[0]["counters"]["rejected_handshakes"] == 2
     # The good client's two fields, and the first field of the one with an unknown field.
     assert reports[0]["counters"]["handshakes"] == 3
+    for report in reports:
+        grown = report["peak_rss_kb"] - report["rss_at_start_kb"]
+        assert grown < 64 << 10, f"server rank {report['rank']} grew by {grown} kB"
 
 
 @pytest.mark.parametrize(("program", "ranks"), [(C, 2), (F_08, 1), (PY, 0)])

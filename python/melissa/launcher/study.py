@@ -269,11 +269,14 @@ class StudyRun:
         except ValueError as error:
             raise ConfigError(f"--resume: {error}") from None
         if finished is None:
-            where = (self.files.checkpoint if self.training else
-                     f"{self.files.checkpoints}/statistics-N.ckpt for each of the "
-                     f"{self.config.launcher_config.num_server_processes} server ranks "
-                     "(launcher_config.num_server_processes)")
-            raise ConfigError(f"--resume needs a checkpoint: {where} does not exist")
+            if self.training:
+                raise ConfigError(f"--resume: {self.files.checkpoint} does not exist")
+            ranks = self.config.launcher_config.num_server_processes
+            missing = [str(self.files.statistics_checkpoint(rank)) for rank in range(ranks)
+                       if not self.files.statistics_checkpoint(rank).exists()]
+            raise ConfigError(f"--resume needs a checkpoint of each of the {ranks} server ranks "
+                              f"(launcher_config.num_server_processes); missing: "
+                              f"{', '.join(missing)}")
         self.take_up(finished)
 
     def take_up(self, finished: set[int]) -> None:

@@ -83,7 +83,8 @@ class Checkpoints:
 
     def resume(self) -> None:
         self.receiver.restore_checkpoint(self.consumer, self.path.read_bytes())
-        log.info("resumed from %s", self.path)
+        log.info("resumed from %s: %d simulations complete", self.path,
+                 len(self.receiver.finished_simulations()))
 
 
 def serve(watch: Watch, interrupted: list[bool],

@@ -1,0 +1,380 @@
+// SPDX-License-Identifier: BSD-3-Clause
+#include "checkpoint.hpp"
+
+#include <cstring>
+#include <sstream>
+
+namespace melissa::server {
+namespace {
+
+constexpr char kMagic[8] = {'M', 'L', 'S', 'A', 'C', 'K', 'P', 'T'};
+constexpr std::size_t kSizeAt = sizeof(kMagic) + 4; // after the magic and the version
+constexpr std::size_t kBodyAt = kSizeAt + 8;
+constexpr std::size_t kChecksumSize = 8;
+
+std::uint64_t fnv1a(const std::byte *data, std::size_t size) {
+    std::uint64_t hash = 0xcbf29ce484222325ull;
+    for (std::size_t i = 0; i < size; ++i) {
+        hash ^= static_cast<std::uint8_t>(data[i]);
+        hash *= 0x100000001b3ull;
+    }
+    return hash;
+}
+
+std::string quoted(const std::vector<std::string> &names) {
+    std::string out;
+    for (const auto &name : names)
+        out += (out.empty() ? "'" : ", '") + name + "'";
+    return out.empty() ? "none" : out;
+}
+
+/// A checkpoint whose checksum holds but whose contents do not: written by something else than
+/// melissa, or by a melissa with a bug.
+[[noreturn]] void malformed(const std::string &what) {
+    throw CheckpointError("checkpoint malformed: " + what);
+}
+
+/// `n`, the count of entries of at least `entry_bytes` each that `r` holds next, refused if
+/// they cannot all be in what is left: a wrong count must not become an allocation.
+std::uint64_t count(wire::Reader &r, std::uint64_t n, std::size_t entry_bytes) {
+    if (n > r.remaining() / entry_bytes)
+        malformed("it counts more entries than it holds");
+    return n;
+}
+
+void write_values(wire::Writer &w, const std::vector<double> &values) {
+    w.u32(static_cast<std::uint32_t>(values.size())).words(values.data(), values.size());
+}
+
+std::vector<double> read_values(wire::Reader &r) {
+    std::vector<double> values(count(r, r.u32(), 8));
+    r.words(values.data(), values.size());
+    return values;
+}
+
+void write_spec(wire::Writer &w, const StatisticsSpec &spec) {
+    w.u32(static_cast<std::uint32_t>(spec.moments_order)).u8(spec.extrema ? 1 : 0);
+    write_values(w, spec.thresholds);
+    write_values(w, spec.probabilities);
+    w.u64(spec.sobol_params);
+}
+
+StatisticsSpec read_spec(wire::Reader &r) {
+    StatisticsSpec spec;
+    spec.moments_order = static_cast<int>(r.u32());
+    spec.extrema = r.u8() != 0;
+    spec.thresholds = read_values(r);
+    spec.probabilities = read_values(r);
+    spec.sobol_params = r.u64();
+    return spec;
+}
+
+bool same(const StatisticsSpec &a, const StatisticsSpec &b) {
+    return a.moments_order == b.moments_order && a.extrema == b.extrema &&
+           a.thresholds == b.thresholds && a.probabilities == b.probabilities &&
+           a.sobol_params == b.sobol_params;
+}
+
+std::string describe(const StatisticsSpec &spec) {
+    std::ostringstream out;
+    out << "moments to order " << spec.moments_order << (spec.extrema ? ", extrema" : "");
+    auto list = [&](const char *what, const std::vector<double> &values) {
+        out << ", " << what << " [";
+        for (std::size_t i = 0; i < values.size(); ++i)
+            out << (i ? ", " : "") << values[i];
+        out << "]";
+    };
+    list("thresholds", spec.thresholds);
+    list("quantiles", spec.probabilities);
+    out << ", Sobol indices of " << spec.sobol_params << " parameters";
+    return out.str();
+}
+
+/// A checkpoint whose preamble (magic, version, size) and checksum are checked: what follows.
+struct Opened {
+    std::uint32_t version;
+    wire::Reader body;
+};
+
+Opened open(const void *data, std::size_t size) {
+    const auto *bytes = static_cast<const std::byte *>(data);
+    if (size < sizeof(kMagic) || std::memcmp(bytes, kMagic, sizeof(kMagic)) != 0)
+        throw CheckpointError("not a melissa checkpoint");
+    if (size < kBodyAt + kChecksumSize)
+        throw CheckpointError("checkpoint truncated: " + std::to_string(size) + " bytes");
+    wire::Reader preamble(bytes + sizeof(kMagic), kBodyAt - sizeof(kMagic));
+    const std::uint32_t version = preamble.u32();
+    if (version > kCheckpointVersion)
+        throw CheckpointError("checkpoint written by a newer melissa (format " +
+                              std::to_string(version) + ", this one reads up to " +
+                              std::to_string(kCheckpointVersion) + ")");
+    if (version == 0)
+        throw CheckpointError("checkpoint of unknown format 0");
+    const std::uint64_t expected = preamble.u64();
+    if (size < expected)
+        throw CheckpointError("checkpoint truncated: " + std::to_string(size) + " of its " +
+                              std::to_string(expected) + " bytes");
+    if (size > expected)
+        throw CheckpointError("checkpoint followed by " + std::to_string(size - expected) +
+                              " bytes that are not its own");
+    std::uint64_t checksum;
+    std::memcpy(&checksum, bytes + size - kChecksumSize, kChecksumSize);
+    if (fnv1a(bytes, size - kChecksumSize) != wire::to_little(checksum))
+        throw CheckpointError("checkpoint damaged: its checksum does not match its contents");
+    return {version, wire::Reader(bytes + kBodyAt, size - kBodyAt - kChecksumSize)};
+}
+
+/// Reads what a checkpoint says of itself, up to the finished simulations.
+CheckpointSummary read_summary(Opened &opened) {
+    wire::Reader &r = opened.body;
+    CheckpointSummary s;
+    s.version = opened.version;
+    s.rank = r.u32();
+    s.n_ranks = r.u32();
+    s.routing = static_cast<wire::Routing>(r.u32());
+    s.field_names.resize(count(r, r.u32(), 4));
+    for (auto &name : s.field_names)
+        name = r.str();
+    s.finished.resize(count(r, r.u32(), 4));
+    for (auto &simulation : s.finished)
+        simulation = r.u32();
+    return s;
+}
+
+/// The rest of the delivery state, after the finished simulations.
+void read_delivery(wire::Reader &r, DeliveryState &delivery) {
+    for (std::uint64_t n = count(r, r.u32(), 12); n > 0; --n) {
+        const std::uint32_t field = r.u32();
+        delivery.field_sizes[field] = r.u64();
+    }
+    for (std::uint64_t n = count(r, r.u32(), 12); n > 0; --n) {
+        const std::uint32_t simulation = r.u32();
+        const std::uint32_t field = r.u32();
+        std::vector<std::uint32_t> &steps = delivery.delivered[{simulation, field}];
+        steps.resize(count(r, r.u32(), 4));
+        for (auto &step : steps)
+            step = r.u32();
+    }
+}
+
+void write_accumulators(wire::Writer &w, FieldStatistics &statistics) {
+    std::uint64_t n = 0;
+    statistics.visit([&](std::uint32_t, std::uint32_t, Accumulators &) { ++n; });
+    w.u64(n);
+    statistics.visit([&](std::uint32_t field, std::uint32_t step, Accumulators &a) {
+        w.u32(field).u32(step).u64(a.offset).u64(a.cells);
+        const auto kernels = kernel_states(a);
+        w.u32(static_cast<std::uint32_t>(kernels.size()));
+        for (const auto &[kernel, arrays] : kernels) {
+            w.str(kernel).u32(static_cast<std::uint32_t>(arrays.size()));
+            for (const auto &array : arrays) {
+                w.str(array.name).u8(array.type == stats::StateArray::Type::Float64 ? 0 : 1);
+                w.u32(static_cast<std::uint32_t>(array.shape.size()));
+                std::size_t values = 1;
+                for (std::size_t d : array.shape) {
+                    w.u64(d);
+                    values *= d;
+                }
+                w.words(array.data, values);
+            }
+        }
+    });
+}
+
+/// Reads one (field, time step)'s kernels into `a`, fresh accumulators of the same statistics
+/// and cells, whose arrays the checkpoint's must match in name, type and shape: what is read
+/// into an array is what it holds.
+void read_kernels(wire::Reader &r, Accumulators &a) {
+    auto expect = [](bool same) {
+        if (!same)
+            malformed("its accumulators are not laid out as the statistics it names");
+    };
+    auto kernels = kernel_states(a);
+    expect(r.u32() == kernels.size());
+    for (auto &[kernel, arrays] : kernels) {
+        expect(r.str() == kernel && r.u32() == arrays.size());
+        for (auto &array : arrays) {
+            const bool float64 = array.type == stats::StateArray::Type::Float64;
+            expect(r.str() == array.name && r.u8() == (float64 ? 0 : 1) &&
+                   r.u32() == array.shape.size());
+            std::size_t values = 1;
+            for (std::size_t d : array.shape) {
+                expect(r.u64() == d);
+                values *= d;
+            }
+            r.words(array.data, values);
+        }
+    }
+}
+
+void write_groups(wire::Writer &w, FieldStatistics &statistics) {
+    std::uint64_t n = 0;
+    statistics.visit_groups(
+        [&](const FieldStatistics::GroupKey &, const FieldStatistics::Group &) { ++n; });
+    w.u64(n);
+    statistics.visit_groups(
+        [&](const FieldStatistics::GroupKey &key, const FieldStatistics::Group &g) {
+            w.u32(std::get<0>(key)).u32(std::get<1>(key)).u32(std::get<2>(key));
+            w.u32(static_cast<std::uint32_t>(g.arrived.size()));
+            for (bool arrived : g.arrived)
+                w.u8(arrived ? 1 : 0);
+            w.u64(g.values.size()).words(g.values.data(), g.values.size());
+        });
+}
+
+FieldStatistics::GroupMap read_groups(wire::Reader &r, const StatisticsSpec &spec,
+                                      const FieldStatistics::AccumulatorMap &accumulators) {
+    FieldStatistics::GroupMap groups;
+    for (std::uint64_t n = count(r, r.u64(), 24); n > 0; --n) {
+        const std::uint32_t field = r.u32(), step = r.u32(), group = r.u32();
+        const auto found = accumulators.find({field, step});
+        if (found == accumulators.end())
+            malformed("it holds a Sobol group without accumulators");
+        FieldStatistics::Group g;
+        g.arrived.resize(count(r, r.u32(), 1));
+        for (std::size_t m = 0; m < g.arrived.size(); ++m) {
+            g.arrived[m] = r.u8() != 0;
+            g.n_arrived += g.arrived[m] ? 1 : 0;
+        }
+        g.values.resize(count(r, r.u64(), 8));
+        if (g.arrived.size() != spec.sobol_params + 2 ||
+            g.values.size() != g.arrived.size() * found->second.cells)
+            malformed("a Sobol group's size is not its statistics'");
+        r.words(g.values.data(), g.values.size());
+        if (!groups.emplace(std::make_tuple(field, step, group), std::move(g)).second)
+            malformed("it holds a Sobol group twice");
+    }
+    return groups;
+}
+
+void check_study(const CheckpointSummary &s, const ReceiverConfig &config) {
+    if (s.field_names != config.field_names)
+        throw CheckpointError("checkpoint of another study: its fields are " +
+                              quoted(s.field_names) + ", this study's " +
+                              quoted(config.field_names));
+    if (s.rank != config.rank || s.n_ranks != config.n_ranks)
+        throw CheckpointError("checkpoint of server rank " + std::to_string(s.rank) + " of " +
+                              std::to_string(s.n_ranks) + "; this is rank " +
+                              std::to_string(config.rank) + " of " +
+                              std::to_string(config.n_ranks));
+    if (s.routing != config.routing)
+        throw CheckpointError("checkpoint of a server that routes otherwise (routing " +
+                              std::to_string(static_cast<std::uint32_t>(s.routing)) +
+                              ", this one " +
+                              std::to_string(static_cast<std::uint32_t>(config.routing)) + ")");
+}
+
+/// Whether `field` is one of the study's and [offset, offset + cells) what this rank owns of
+/// it, by the size the checkpoint or the study gives it: deliveries to come hold what the rank
+/// owns, and accumulators of other cells would be read past their end.
+bool owns(const Receiver &receiver, const DeliveryState &delivery, std::uint32_t field,
+          std::uint64_t offset, std::uint64_t cells) {
+    auto size = delivery.field_sizes.find(field);
+    const auto declared = receiver.field_sizes();
+    if (size == delivery.field_sizes.end() && (size = declared.find(field)) == declared.end())
+        return false;
+    return field < receiver.config().field_names.size() &&
+           receiver.owned_cells(size->second) == std::make_pair(offset, offset + cells);
+}
+
+} // namespace
+
+std::vector<std::byte> write_checkpoint(Receiver &receiver, FieldStatistics &statistics) {
+    const auto paused = receiver.pause();
+    const DeliveryState delivery = receiver.delivery_state();
+    const ReceiverConfig &config = receiver.config();
+    wire::Writer w;
+    for (char c : kMagic)
+        w.u8(static_cast<std::uint8_t>(c));
+    w.u32(kCheckpointVersion).u64(0); // the size, known at the end
+    w.u32(config.rank).u32(config.n_ranks).u32(static_cast<std::uint32_t>(config.routing));
+    w.u32(static_cast<std::uint32_t>(config.field_names.size()));
+    for (const auto &name : config.field_names)
+        w.str(name);
+    w.u32(static_cast<std::uint32_t>(delivery.finished.size()));
+    for (std::uint32_t simulation : delivery.finished)
+        w.u32(simulation);
+    w.u32(static_cast<std::uint32_t>(delivery.field_sizes.size()));
+    for (const auto &[field, size] : delivery.field_sizes)
+        w.u32(field).u64(size);
+    w.u32(static_cast<std::uint32_t>(delivery.delivered.size()));
+    for (const auto &[key, steps] : delivery.delivered) {
+        w.u32(key.first).u32(key.second).u32(static_cast<std::uint32_t>(steps.size()));
+        for (std::uint32_t step : steps)
+            w.u32(step);
+    }
+    write_spec(w, statistics.spec());
+    write_accumulators(w, statistics);
+    write_groups(w, statistics);
+
+    std::vector<std::byte> bytes = w.take();
+    const std::uint64_t size = wire::to_little<std::uint64_t>(bytes.size() + kChecksumSize);
+    std::memcpy(bytes.data() + kSizeAt, &size, sizeof(size));
+    const std::uint64_t checksum = wire::to_little(fnv1a(bytes.data(), bytes.size()));
+    const auto *end = reinterpret_cast<const std::byte *>(&checksum);
+    bytes.insert(bytes.end(), end, end + sizeof(checksum));
+    return bytes;
+}
+
+void restore_checkpoint(Receiver &receiver, FieldStatistics &statistics, const void *data,
+                        std::size_t size) {
+    const auto paused = receiver.pause();
+    try {
+        Opened opened = open(data, size);
+        wire::Reader &r = opened.body;
+        const CheckpointSummary summary = read_summary(opened);
+        check_study(summary, receiver.config());
+        DeliveryState delivery;
+        delivery.finished = summary.finished;
+        read_delivery(r, delivery);
+        const StatisticsSpec spec = read_spec(r);
+        if (!same(spec, statistics.spec()))
+            throw CheckpointError("checkpoint of other statistics (" + describe(spec) +
+                                  ") than this server's (" + describe(statistics.spec()) + ")");
+
+        // Everything is read into objects of its own first: a checkpoint refused half-way
+        // leaves the receiver and the statistics as they were.
+        FieldStatistics::AccumulatorMap accumulators;
+        Accumulators none = make_accumulators(spec, 0, 0);
+        const bool stateless = kernel_states(none).empty();
+        for (std::uint64_t n = count(r, r.u64(), 28); n > 0; --n) {
+            const std::uint32_t field = r.u32(), step = r.u32();
+            const std::uint64_t offset = r.u64(), cells = r.u64();
+            if (!owns(receiver, delivery, field, offset, cells))
+                throw CheckpointError("checkpoint holds accumulators of field " +
+                                      std::to_string(field) + " at time step " +
+                                      std::to_string(step) +
+                                      " that are not of the cells this rank owns");
+            if (accumulators.count({field, step}))
+                malformed("it holds accumulators twice");
+            // Each kernel holds at least a value per cell: cells beyond what the checkpoint
+            // holds are not allocated.
+            Accumulators a =
+                make_accumulators(spec, offset, stateless ? cells : count(r, cells, 8));
+            read_kernels(r, a);
+            accumulators.emplace(std::make_pair(field, step), std::move(a));
+        }
+        FieldStatistics::GroupMap groups = read_groups(r, spec, accumulators);
+        if (!r.done())
+            malformed("bytes are left after its contents");
+        try {
+            receiver.restore(delivery);
+        } catch (const std::invalid_argument &e) {
+            throw CheckpointError(std::string("checkpoint does not fit this server: ") + e.what());
+        }
+        statistics.replace(std::move(accumulators), std::move(groups));
+    } catch (const wire::MalformedMessage &) {
+        malformed("it ends before its contents do");
+    }
+}
+
+CheckpointSummary checkpoint_summary(const void *data, std::size_t size) {
+    try {
+        Opened opened = open(data, size);
+        return read_summary(opened);
+    } catch (const wire::MalformedMessage &) {
+        malformed("it ends before its contents do");
+    }
+}
+
+} // namespace melissa::server

@@ -1,0 +1,327 @@
+// SPDX-License-Identifier: BSD-3-Clause
+//
+// A statistics server rank's checkpoint: taken up by fresh objects, it gives them the state of
+// the ones it was taken from, to the byte; each way it can be refused is, with its reason, and
+// a refused checkpoint leaves the receiver and the statistics as they were.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <functional>
+
+#include "receiver_fixture.hpp"
+#include "server/checkpoint.hpp"
+
+namespace server = melissa::server;
+namespace transport = melissa::transport;
+namespace wire = melissa::wire;
+using namespace melissa::testing;
+
+namespace {
+
+using Bytes = std::vector<std::byte>;
+
+/// Every statistic: moments, extrema, thresholds, quantiles, and Sobol indices of one parameter
+/// (groups of three simulations).
+server::StatisticsSpec every_statistic() { return {4, true, {0.5, 2.0}, {0.1, 0.5, 0.9}, 1}; }
+
+/// A receiver feeding statistics.
+struct StatisticsServer {
+    std::shared_ptr<server::FieldStatistics> statistics;
+    server::Receiver receiver;
+
+    explicit StatisticsServer(server::StatisticsSpec spec = every_statistic(),
+                              server::ReceiverConfig config = test_config())
+        : statistics(std::make_shared<server::FieldStatistics>(std::move(spec))),
+          receiver(std::move(config), statistics) {}
+
+    Bytes checkpoint() { return server::write_checkpoint(receiver, *statistics); }
+
+    /// restore_checkpoint's refusal of `bytes`, or "" if it takes them up.
+    std::string refusal(const Bytes &bytes) {
+        try {
+            server::restore_checkpoint(receiver, *statistics, bytes.data(), bytes.size());
+        } catch (const server::CheckpointError &e) {
+            return e.what();
+        }
+        return "";
+    }
+};
+
+/// Simulations 0 and 1 whole (END), 2 without its END, 3 and 4 of the second Sobol group
+/// (still in flight): fields u (10 cells) and v (3), two time steps each.
+void stream(const server::Receiver &receiver) {
+    auto t = transport::make_zmq_transport();
+    auto sender = connect(*t, receiver);
+    for (std::uint32_t simulation = 0; simulation < 5; ++simulation)
+        for (std::uint32_t field = 0; field < 2; ++field) {
+            const std::uint64_t size = field == 0 ? 10 : 3;
+            wire::Header h;
+            h.token = kToken;
+            h.simulation_id = simulation;
+            h.field_id = field;
+            h.n_client_ranks = 1;
+            h.field_size = size;
+            h.count = size;
+            std::vector<double> values(size);
+            for (h.time_step = 0; h.time_step < 2; ++h.time_step) {
+                for (std::uint64_t c = 0; c < size; ++c)
+                    values[c] = std::sin(1.0 + simulation * 0.7 + field * 0.3 + h.time_step) * c;
+                sender->send(wire::encode(h), values.data(), size * sizeof(double));
+            }
+            if (simulation < 2) {
+                h.kind = wire::Kind::End;
+                h.count = 2;
+                h.offset = 2;
+                sender->send(wire::encode(h), nullptr, 0);
+            }
+        }
+    settle(receiver, *sender);
+}
+
+std::vector<double> mean(server::FieldStatistics &statistics, std::uint32_t field,
+                         std::uint32_t step) {
+    std::vector<double> out;
+    statistics.visit([&](std::uint32_t f, std::uint32_t s, server::Accumulators &a) {
+        if (f == field && s == step) {
+            out.resize(a.cells);
+            a.moments->mean(out.data());
+        }
+    });
+    return out;
+}
+
+std::uint64_t fnv1a(const std::byte *data, std::size_t size) {
+    std::uint64_t hash = 0xcbf29ce484222325ull;
+    for (std::size_t i = 0; i < size; ++i)
+        hash = (hash ^ static_cast<std::uint8_t>(data[i])) * 0x100000001b3ull;
+    return hash;
+}
+
+/// A checkpoint of format 1 of the test study (one rank, routed by cells, every statistic),
+/// whose contents after the statistics `body` writes: what another program, or a melissa with
+/// a bug, might write. Its size and checksum are right.
+Bytes forged(const std::function<void(wire::Writer &)> &body) {
+    wire::Writer w;
+    for (char c : std::string("MLSACKPT"))
+        w.u8(static_cast<std::uint8_t>(c));
+    w.u32(1).u64(0).u32(0).u32(1).u32(0);         // version, size, rank, ranks, cells
+    w.u32(2).str("u").str("v").u32(0);            // fields, none finished
+    w.u32(2).u32(0).u64(10).u32(1).u64(3).u32(0); // field sizes, nothing delivered
+    const double thresholds[] = {0.5, 2.0}, probabilities[] = {0.1, 0.5, 0.9};
+    w.u32(4).u8(1).u32(2).words(thresholds, 2).u32(3).words(probabilities, 3).u64(1);
+    body(w);
+    Bytes bytes = w.take();
+    const std::uint64_t size = bytes.size() + 8;
+    std::memcpy(bytes.data() + 12, &size, 8);
+    const std::uint64_t checksum = fnv1a(bytes.data(), bytes.size());
+    const auto *end = reinterpret_cast<const std::byte *>(&checksum);
+    bytes.insert(bytes.end(), end, end + 8);
+    return bytes;
+}
+
+} // namespace
+
+TEST(Checkpoint, TakenUpByFreshObjectsGivesThemTheSameState) {
+    StatisticsServer original;
+    stream(original.receiver);
+    ASSERT_GT(original.statistics->pending_groups(), 0u) << "a Sobol group should be in flight";
+    const Bytes bytes = original.checkpoint();
+
+    StatisticsServer fresh;
+    ASSERT_EQ(fresh.refusal(bytes), "");
+    EXPECT_EQ(fresh.checkpoint(), bytes) << "the state taken up differs from the one saved";
+    EXPECT_EQ(fresh.receiver.finished_simulations(), (std::vector<std::uint32_t>{0, 1}));
+    EXPECT_EQ(fresh.receiver.field_sizes(), original.receiver.field_sizes());
+    EXPECT_EQ(fresh.statistics->pending_groups(), original.statistics->pending_groups());
+    EXPECT_EQ(mean(*fresh.statistics, 0, 1), mean(*original.statistics, 0, 1));
+    EXPECT_EQ(mean(*fresh.statistics, 0, 1).size(), 10u);
+
+    // What it held is not counted again.
+    auto t = transport::make_zmq_transport();
+    auto sender = connect(*t, fresh.receiver);
+    std::vector<double> values(10, 1.0);
+    wire::Header h;
+    h.token = kToken;
+    h.n_client_ranks = 1;
+    h.field_size = 10;
+    h.count = 10;
+    h.simulation_id = 2;
+    sender->send(wire::encode(h), values.data(), 80);
+    h.simulation_id = 0;
+    sender->send(wire::encode(h), values.data(), 80);
+    settle(fresh.receiver, *sender);
+    EXPECT_EQ(dropped(fresh.receiver, "time step already received"), 1u);
+    EXPECT_EQ(dropped(fresh.receiver, "simulation already complete"), 1u);
+
+    const server::CheckpointSummary summary =
+        server::checkpoint_summary(bytes.data(), bytes.size());
+    EXPECT_EQ(summary.version, server::kCheckpointVersion);
+    EXPECT_EQ(summary.rank, 0u);
+    EXPECT_EQ(summary.n_ranks, 1u);
+    EXPECT_EQ(summary.field_names, (std::vector<std::string>{"u", "v"}));
+    EXPECT_EQ(summary.finished, (std::vector<std::uint32_t>{0, 1}));
+}
+
+TEST(Checkpoint, RefusesWhatIsNotAnIntactCheckpointOfThisFormat) {
+    StatisticsServer original;
+    stream(original.receiver);
+    const Bytes good = original.checkpoint();
+    auto changed = [&](const std::function<void(Bytes &)> &change) {
+        Bytes bytes = good;
+        change(bytes);
+        return bytes;
+    };
+    const std::uint64_t size = good.size();
+    const std::vector<std::pair<Bytes, std::string>> cases = {
+        {changed([](Bytes &b) { b[3] = std::byte{'X'}; }), "not a melissa checkpoint"},
+        {changed([](Bytes &b) { b.resize(20); }), "checkpoint truncated: 20 bytes"},
+        {changed([](Bytes &b) { b[8] = std::byte{2}; }),
+         "checkpoint written by a newer melissa (format 2, this one reads up to 1)"},
+        {changed([](Bytes &b) { b[8] = std::byte{0}; }), "checkpoint of unknown format 0"},
+        {changed([](Bytes &b) { b.pop_back(); }),
+         "checkpoint truncated: " + std::to_string(size - 1) + " of its " + std::to_string(size) +
+             " bytes"},
+        {changed([](Bytes &b) { b.push_back(std::byte{0}); }),
+         "checkpoint followed by 1 bytes that are not its own"},
+        {changed([](Bytes &b) { b[b.size() / 2] ^= std::byte{1}; }),
+         "checkpoint damaged: its checksum does not match its contents"},
+    };
+    for (const auto &[bytes, reason] : cases) {
+        StatisticsServer fresh;
+        EXPECT_EQ(fresh.refusal(bytes), reason);
+        EXPECT_THROW(server::checkpoint_summary(bytes.data(), bytes.size()),
+                     server::CheckpointError)
+            << reason;
+    }
+}
+
+TEST(Checkpoint, RefusesAnotherStudysRankOrStatistics) {
+    StatisticsServer original;
+    stream(original.receiver);
+    const Bytes bytes = original.checkpoint();
+
+    auto config = test_config();
+    config.field_names = {"u", "w"};
+    EXPECT_EQ(StatisticsServer(every_statistic(), config).refusal(bytes),
+              "checkpoint of another study: its fields are 'u', 'v', this study's 'u', 'w'");
+    config = test_config();
+    config.n_ranks = 2;
+    EXPECT_EQ(StatisticsServer(every_statistic(), config).refusal(bytes),
+              "checkpoint of server rank 0 of 1; this is rank 0 of 2");
+    config = test_config(wire::Routing::WholeBySimulation);
+    EXPECT_EQ(StatisticsServer(every_statistic(), config).refusal(bytes),
+              "checkpoint of a server that routes otherwise (routing 0, this one 1)");
+    EXPECT_EQ(StatisticsServer({2, false, {}, {}, 0}).refusal(bytes),
+              "checkpoint of other statistics (moments to order 4, extrema, thresholds [0.5, 2], "
+              "quantiles [0.1, 0.5, 0.9], Sobol indices of 1 parameters) than this server's "
+              "(moments to order 2, thresholds [], quantiles [], Sobol indices of 0 parameters)");
+
+    // Refused after its statistics were read: neither the receiver nor they changed.
+    config = test_config();
+    config.field_sizes = {12, 3};
+    StatisticsServer declared(every_statistic(), config);
+    const Bytes untouched = declared.checkpoint();
+    EXPECT_EQ(declared.refusal(bytes), "checkpoint does not fit this server: Receiver.restore: "
+                                       "field 'u': 10 cells received, 12 declared");
+    EXPECT_EQ(declared.checkpoint(), untouched);
+
+    // Accumulators of cells other than those a delivery would bring: 7 cells of u's 10.
+    StatisticsServer odd;
+    stream(odd.receiver);
+    const std::vector<double> values(7, 1.0);
+    const std::atomic<bool> stopping{false};
+    odd.statistics->deliver({9, 0, 5, 0, 7, wire::DType::Float64, values.data(), {}}, stopping);
+    EXPECT_EQ(StatisticsServer().refusal(odd.checkpoint()),
+              "checkpoint holds accumulators of field 0 at time step 5 that are not of the cells "
+              "this rank owns");
+}
+
+TEST(Checkpoint, RefusesContentsThatContradictThemselves) {
+    auto accumulator = [](wire::Writer &w, std::uint32_t step, const char *first_kernel) {
+        server::Accumulators a = server::make_accumulators(every_statistic(), 0, 10);
+        w.u32(0).u32(step).u64(0).u64(10);
+        auto kernels = server::kernel_states(a);
+        w.u32(static_cast<std::uint32_t>(kernels.size()));
+        for (auto &[kernel, arrays] : kernels) {
+            w.str(kernel == "moments" ? first_kernel : kernel);
+            w.u32(static_cast<std::uint32_t>(arrays.size()));
+            for (auto &array : arrays) {
+                w.str(array.name)
+                    .u8(array.type == melissa::stats::StateArray::Type::Float64 ? 0 : 1);
+                w.u32(static_cast<std::uint32_t>(array.shape.size()));
+                std::size_t n = 1;
+                for (auto d : array.shape) {
+                    w.u64(d);
+                    n *= d;
+                }
+                w.words(array.data, n);
+            }
+        }
+    };
+    auto group = [](wire::Writer &w, std::uint32_t step, std::uint32_t members) {
+        const std::vector<double> values(members * 10, 1.0);
+        w.u32(0).u32(step).u32(0).u32(members);
+        for (std::uint32_t m = 0; m < members; ++m)
+            w.u8(m == 0);
+        w.u64(values.size()).words(values.data(), values.size());
+    };
+    const std::vector<std::pair<Bytes, std::string>> cases = {
+        {forged([&](wire::Writer &w) { w.u64(1000).u64(0); }),
+         "it counts more entries than it holds"},
+        {forged([&](wire::Writer &w) {
+             w.u64(1);
+             accumulator(w, 0, "moments");
+         }),
+         "it ends before its contents do"},
+        {forged([&](wire::Writer &w) {
+             w.u64(1);
+             accumulator(w, 0, "momentz");
+             w.u64(0);
+         }),
+         "its accumulators are not laid out as the statistics it names"},
+        {forged([&](wire::Writer &w) {
+             w.u64(2);
+             accumulator(w, 0, "moments");
+             accumulator(w, 0, "moments");
+             w.u64(0);
+         }),
+         "it holds accumulators twice"},
+        {forged([&](wire::Writer &w) {
+             w.u64(0).u64(1);
+             group(w, 0, 3);
+         }),
+         "it holds a Sobol group without accumulators"},
+        {forged([&](wire::Writer &w) {
+             w.u64(1);
+             accumulator(w, 0, "moments");
+             w.u64(1);
+             group(w, 0, 4);
+         }),
+         "a Sobol group's size is not its statistics'"},
+        {forged([&](wire::Writer &w) {
+             w.u64(1);
+             accumulator(w, 0, "moments");
+             w.u64(2);
+             group(w, 0, 3);
+             group(w, 0, 3);
+         }),
+         "it holds a Sobol group twice"},
+        {forged([&](wire::Writer &w) { w.u64(0).u64(0).u8(0); }),
+         "bytes are left after its contents"},
+    };
+    for (const auto &[bytes, reason] : cases) {
+        StatisticsServer fresh;
+        EXPECT_EQ(fresh.refusal(bytes), "checkpoint malformed: " + reason);
+    }
+    // The forgery itself, without contradictions, is taken up.
+    StatisticsServer fresh;
+    EXPECT_EQ(fresh.refusal(forged([&](wire::Writer &w) {
+        w.u64(1);
+        accumulator(w, 0, "moments");
+        w.u64(1);
+        group(w, 0, 3);
+    })),
+              "");
+    EXPECT_EQ(fresh.statistics->pending_groups(), 1u);
+}

@@ -1,0 +1,90 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""A statistics server rank's checkpoint through the Python API: the bytes a receiver gives,
+taken up by a fresh receiver and statistics, give back the same state; what they say of
+themselves, for the launcher; and the refusals, as ValueError."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+from conftest import PROGRAMS, Processes
+
+from melissa import _core
+
+TOKEN = 0x5EED
+FIELDS = ["temperature", "pressure"]
+
+
+@contextmanager
+def statistics_server(fields: list[str] = FIELDS) -> Iterator[
+        tuple[_core.Receiver, _core.FieldStatistics]]:
+    statistics = _core.FieldStatistics(moments_order=2, extrema=True, thresholds=[1e5],
+                                       probabilities=[0.5], sobol_params=1)
+    with tempfile.TemporaryDirectory() as ipc_dir:
+        receiver = _core.Receiver(fields, TOKEN, 0, 1, "cells", socket.gethostname(), ipc_dir,
+                                  8, statistics, bind_address="127.0.0.1")
+        try:
+            yield receiver, statistics
+        finally:
+            receiver.stop()
+
+
+def test_checkpoint_round_trip(processes: Processes) -> None:
+    with statistics_server() as (receiver, statistics):
+        address = receiver.serve_handshakes([receiver.endpoint])
+        # Simulations 0 and 1, two of the three members of Sobol group 0: it stays in flight.
+        for simulation in (0, 1):
+            env = {"MELISSA_SERVER_ADDRESS": address, "MELISSA_SIMULATION_ID": str(simulation),
+                   "MELISSA_STUDY_TOKEN": f"{TOKEN:016x}", "MELISSA_TIMEOUT": "10"}
+            done = processes.run([sys.executable, str(PROGRAMS / "solver.py"), ",".join(FIELDS),
+                                  "3", "6", "--no-mpi"], env)
+            assert done.returncode == 0, str(done)
+        deadline = time.monotonic() + 10
+        while receiver.finished_simulations() != [0, 1]:
+            assert time.monotonic() < deadline, receiver.finished_simulations()
+            time.sleep(0.02)
+        data = receiver.checkpoint(statistics)
+        states = statistics.states()
+        assert statistics.pending_groups() == 6  # a group per (field, time step)
+
+    assert isinstance(data, bytes)
+    assert _core.checkpoint_summary(data) == {
+        "version": _core.CHECKPOINT_VERSION, "rank": 0, "n_ranks": 1, "field_names": FIELDS,
+        "finished": [0, 1]}
+
+    with statistics_server() as (receiver, statistics):
+        receiver.restore_checkpoint(statistics, data)
+        assert receiver.checkpoint(statistics) == data
+        assert receiver.finished_simulations() == [0, 1]
+        assert statistics.pending_groups() == 6
+        restored = statistics.states()
+    assert [s[:4] for s in restored] == [s[:4] for s in states]
+    for (*_, got), (*_, saved) in zip(restored, states, strict=True):
+        assert got.keys() == saved.keys()
+        for kernel in saved:
+            for name, array in saved[kernel].items():
+                np.testing.assert_array_equal(got[kernel][name], array, f"{kernel}.{name}")
+
+    with statistics_server() as (receiver, statistics):
+        with pytest.raises(ValueError, match=r"^checkpoint truncated: \d+ of its \d+ bytes$"):
+            receiver.restore_checkpoint(statistics, data[:-1])
+        assert statistics.states() == [], "a refused checkpoint changes nothing"
+    with statistics_server(["temperature", "humidity"]) as (receiver, statistics):
+        with pytest.raises(ValueError, match="checkpoint of another study: its fields are "
+                                             "'temperature', 'pressure', this study's "
+                                             "'temperature', 'humidity'"):
+            receiver.restore_checkpoint(statistics, data)
+    version = _core.CHECKPOINT_VERSION
+    newer = data[:8] + (version + 1).to_bytes(4, "little") + data[12:]
+    with pytest.raises(ValueError, match=rf"written by a newer melissa \(format {version + 1}, "
+                                         rf"this one reads up to {version}\)"):
+        _core.checkpoint_summary(newer)
+    with pytest.raises(ValueError, match="not a melissa checkpoint"):
+        _core.checkpoint_summary(b"\x80\x05pickle")
