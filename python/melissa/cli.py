@@ -69,8 +69,8 @@ def _run(config: Path, overwrite: bool, resume: bool) -> int:
         print(f"  simulation {sim} failed: {reason}")
     if outcome.redrawn_groups:
         print(f"Sobol groups redrawn in place of groups that lost a member: "
-              f"{outcome.redrawn_groups} (their other {len(outcome.dropped)} simulations are "
-              "marked dropped)")
+              f"{outcome.redrawn_groups} (their {len(outcome.dropped)} other C runs were "
+              "stopped and are marked dropped)")
     if outcome.server_restarts:
         print(f"The server was restarted {outcome.server_restarts} time(s) from its checkpoints.")
     if outcome.results is not None:

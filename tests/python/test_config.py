@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,6 @@ from typing import Any
 import pytest
 from test_study import melissa, study_config
 
-from melissa import _core
 from melissa.config import MAX_TIME_STEPS, ConfigError, load_config, parse_config, schema
 from melissa.launcher import preflight as checks
 
@@ -286,35 +284,6 @@ def test_openmpi_compares_the_largest_rank_only() -> None:
     with pytest.raises(ConfigError):
         checks.check_memory(local, estimate.server_rank + estimate.launcher)
     checks.check_memory(spread, estimate.server_rank + estimate.launcher)
-
-
-def resident() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads /proc")
-def test_accumulator_estimate_bounds_what_the_kernels_hold() -> None:
-    """The estimate's bytes per (field, time step) and per cell against the resident memory of
-    real accumulators, every statistic asked, and of the copy results are written from."""
-    steps, cells = 2000, 100
-    config = parse_config(statistics_config(
-        study_options={"nb_time_steps": steps, "field_names": ["u"],
-                       "field_shapes": {"u": [cells]}},
-        sa_config={"mean": True, "kurtosis": True, "min": True, "threshold_exceedance": [1.0, 2.0],
-                   "quantiles": [0.5], "sobol_indices": True},
-        launcher_config={"num_server_processes": 1}))
-    part = next(part for part in checks.estimate_memory(config).parts
-                if part.what.startswith("the statistics' accumulators"))
-    statistics = _core.FieldStatistics(moments_order=4, extrema=True, thresholds=[1.0, 2.0],
-                                       probabilities=[0.5], sobol_params=3)
-    before = resident()
-    for step in range(steps):
-        statistics.restore(0, step, 0, cells, {})
-    states = statistics.states()
-    held = resident() - before
-    assert len(states) == steps
-    assert held <= part.total <= 1.5 * held, (held, part.total)
 
 
 # -- through `melissa run` ----------------------------------------------------------------------

@@ -227,7 +227,8 @@ def test_crashing_solver_keeps_the_other_results(tmp_path: Path) -> None:
     done = melissa("run", str(config))
     assert done.returncode == 1
     assert "6/8 simulations completed, 2 failed (2, 5)" in done.stdout
-    assert "simulation 2 failed (exit status 3) after 2 attempts" in done.stderr
+    assert "simulation 2 failed (exit status 3: simulation 2 crashes on purpose) after 2 " \
+           "attempts" in done.stderr
     with xr.open_dataset(tmp_path / "out" / "results.nc") as ds:
         status = ds["simulation_status"].values
         assert list(np.flatnonzero(status == 1)) == [2, 5]

@@ -78,7 +78,7 @@ class Outcome:
     completed: list[int] = field(default_factory=list)
     failed: list[int] = field(default_factory=list)
     not_run: list[int] = field(default_factory=list)
-    # Members of Sobol groups replaced by redrawn ones: their data is not in the Sobol indices.
+    # C runs of Sobol groups replaced by redrawn ones: their data is in no statistic.
     dropped: list[int] = field(default_factory=list)
     reasons: dict[int, str] = field(default_factory=dict)  # why each failed one failed
     redrawn_groups: int = 0
@@ -204,7 +204,7 @@ class StudyRun:
         self.done_before: set[int] = set()  # complete in the checkpoint the server resumed
         self.completed: set[int] = set()
         self.failed: dict[int, str] = {}
-        self.dropped: set[int] = set()  # members of dropped Sobol groups, except failed ones
+        self.dropped: set[int] = set()  # C runs of dropped Sobol groups, except failed ones
         self.dropped_groups: set[int] = set()
         self.queue: deque[tuple[int, int]] = deque()  # (simulation, attempt)
         self.running: dict[int, _Running] = {}
@@ -358,12 +358,13 @@ class StudyRun:
         return all(p is not None and any(first <= sim <= last for first, last in p.finished)
                    for p in self.ranks_progress)
 
-    def data_seen(self, sim: int) -> list[int]:
-        """(Messages + time steps delivered) of an unfinished simulation, by server rank."""
+    def data_seen(self, sim: int) -> list[tuple[int, int]]:
+        """(Messages received, (field, time step)s delivered) of an unfinished simulation, by
+        server rank."""
         seen = []
         for progress in self.ranks_progress:
             entry = next((e for e in progress.in_flight if e[0] == sim), None) if progress else None
-            seen.append(entry[1] + entry[2] if entry else 0)
+            seen.append((entry[1], entry[2]) if entry else (0, 0))
         return seen
 
     def restart_server(self, lost: ServerLost) -> str:
@@ -477,7 +478,7 @@ class StudyRun:
                 self.read_progress()
                 last_progress = now
             for sim, run in list(self.running.items()):
-                seen = sum(self.data_seen(sim))
+                seen = sum(messages + steps for messages, steps in self.data_seen(sim))
                 if seen > run.received:
                     run.received, run.last_data = seen, now
                 if run.exited is None:
@@ -489,7 +490,9 @@ class StudyRun:
                                                 "(study_options.simulation_timeout): killed")
                         continue
                     if state is JobState.FAILED:
-                        self.attempt_failed(sim, run, f"exit status {run.job.exit_code}")
+                        last = _last_line(run.job.stderr_tail())
+                        self.attempt_failed(sim, run, f"exit status {run.job.exit_code}"
+                                            + (f": {last}" if last else ""))
                         continue
                     run.exited = run.last_data = now
                 if self.confirmed(sim):
@@ -502,8 +505,8 @@ class StudyRun:
                         sim, run, f"exited with status 0, but the server does not hold all of "
                         f"its data: every one of the {study.nb_time_steps} time steps "
                         f"(study_options.nb_time_steps) of each of the fields "
-                        f"{study.field_names}, then finalize (messages and time steps held, "
-                        f"by server rank: {self.data_seen(sim)})")
+                        f"{study.field_names}, then finalize ((field, time step)s held, by "
+                        f"server rank: {[steps for _, steps in self.data_seen(sim)]})")
             self.progress.update(len(self.completed - self.dropped), len(self.running),
                                  len(self.failed))
             time.sleep(POLL_INTERVAL)
@@ -515,8 +518,9 @@ class StudyRun:
         # The same error again and again is printed once: a broken solver must not bury the
         # console under hundreds of copies of its traceback.
         signature = _signature(reason, tail)
-        shown = f"its stderr ends with:\n{tail}" if signature != self.last_tail else \
-            "its stderr ends as the previous failure's"
+        shown = ("its stderr is empty" if not tail.strip() else
+                 f"its stderr ends with:\n{tail}" if signature != self.last_tail else
+                 "its stderr ends as the previous failure's")
         self.last_tail = signature
         if run.attempt < self.config.launcher_config.simulation_retries:
             log.warning("simulation %d failed (%s), starting it again; %s", sim, reason, shown)
@@ -543,7 +547,10 @@ class StudyRun:
 
     def redraw_group(self, group: int) -> None:
         """Drops a Sobol group whose member failed for good and queues a new one drawn in its
-        place: the study still ends with the groups it asked for, each of them whole."""
+        place: the study still ends with the groups it asked for, each of them whole. The
+        dropped group's A and B runs go on: the other statistics use every A and B run, and
+        must not depend on when the group was dropped; its C runs, of use to the indices
+        only, are stopped."""
         members = range(group * self.group_size, (group + 1) * self.group_size)
         if group in self.dropped_groups:
             return
@@ -554,12 +561,14 @@ class StudyRun:
                       "region of the parameters?)", group, limit)
             return
         self.dropped_groups.add(group)
-        for sim in members:
+        pick_freeze = set(members[2:]) - set(self.failed)
+        for sim in pick_freeze:
             if sim in self.running:
                 self.running.pop(sim).job.cancel()
-            if sim not in self.failed:
-                self.dropped.add(sim)
-        self.queue = deque((sim, attempt) for sim, attempt in self.queue if sim not in members)
+        self.dropped |= pick_freeze
+        self.completed -= pick_freeze
+        self.queue = deque((sim, attempt) for sim, attempt in self.queue
+                           if sim not in pick_freeze)
         first = len(self.parameters)
         replacement = draw_replacement_group(self.config.study_options,
                                              self.outcome.redrawn_groups)
@@ -567,8 +576,8 @@ class StudyRun:
         self.outcome.redrawn_groups += 1
         self.queue.extend((sim, 0) for sim in range(first, len(self.parameters)))
         self.progress.total = len(self.parameters) - len(self.dropped)
-        log.warning("Sobol group %d (simulations %d-%d) dropped whole: simulation(s) %s failed "
-                    "for good; group %d (simulations %d-%d) drawn in its place", group,
+        log.warning("Sobol group %d (simulations %d-%d) dropped: simulation(s) %s failed for "
+                    "good; group %d (simulations %d-%d) drawn in its place", group,
                     members[0], members[-1], sorted(set(members) & set(self.failed)),
                     first // self.group_size, first, len(self.parameters) - 1)
 
@@ -640,10 +649,13 @@ class StudyRun:
                                  - set(self.failed) - self.dropped)
 
 
+def _last_line(text: str) -> str:
+    return next((line.strip() for line in reversed(text.splitlines()) if line.strip()), "")
+
+
 def _signature(reason: str, tail: str) -> str:
     """A failure with its numbers masked: simulations failing the same way differ only there."""
-    last = next((line for line in reversed(tail.splitlines()) if line.strip()), "")
-    return re.sub(r"\d+", "#", f"{reason} | {last}")
+    return re.sub(r"\d+", "#", f"{reason} | {_last_line(tail)}")
 
 
 def run_study(config_path: str | Path, *, overwrite: bool = False, resume: bool = False,

@@ -22,8 +22,8 @@ from melissa.config import Config
 
 Array = npt.NDArray[Any]
 
-# Simulation outcomes stored in results.nc. "dropped": the member of a Sobol group that was
-# replaced by a redrawn one because another member failed for good.
+# Simulation outcomes stored in results.nc. "dropped": a C run of a Sobol group replaced by a
+# redrawn one because another member failed for good (its A and B runs count as any other).
 STATUS_CODES = {"completed": 0, "failed": 1, "not_run": 2, "dropped": 3}
 
 

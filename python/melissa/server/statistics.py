@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import logging
 import resource
+import shutil
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import netCDF4
@@ -121,8 +123,8 @@ def write_results(comm: Any, config: Config, study: StudyDescription, files: Stu
     try:
         if comm.rank == 0:
             results.create(partial, config, sizes, stop.parameters, stop.statuses, study.config)
-    except OSError as error:
-        failure = f"rank 0 could not create it: {error}"
+    except WRITE_ERRORS as error:
+        failure = f"rank 0 could not create it: {_write_error(error, partial)}"
     failure = comm.bcast(failure)
     # One rank at a time appends its cells: NetCDF files take one writer.
     for writer in range(comm.size):
@@ -132,8 +134,9 @@ def write_results(comm: Any, config: Config, study: StudyDescription, files: Stu
                     for field, step, offset, cells, state in states:
                         values = results.statistics_of(config, cells, state)
                         results.write_into(ds, names[field], step, offset, values)
-            except OSError as error:
-                failure = f"rank {comm.rank} could not write its cells: {error}"
+            except WRITE_ERRORS as error:
+                failure = f"rank {comm.rank} could not write its cells: " \
+                          f"{_write_error(error, partial)}"
         failure = next((f for f in comm.allgather(failure) if f is not None), None)
     if failure is None and comm.rank == 0:
         try:
@@ -145,6 +148,20 @@ def write_results(comm: Any, config: Config, study: StudyDescription, files: Stu
         if comm.rank == 0:
             partial.unlink(missing_ok=True)
         raise OSError(failure)
+
+
+# The NetCDF library reports a failed write (a full disk among others) as a RuntimeError.
+WRITE_ERRORS = (OSError, RuntimeError)
+
+
+def _write_error(error: Exception, path: Path) -> str:
+    """The error, with the room left where it happened: NetCDF's own words ("HDF error") do not
+    say that the disk is full."""
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        return str(error)
+    return f"{error} ({free / 2**20:.1f} MiB free in {path.parent})"
 
 
 def main(argv: list[str] | None = None) -> int:
