@@ -236,7 +236,8 @@ def test_solver_that_cannot_start_stops_the_study_at_once(tmp_path: Path) -> Non
     # The traceback once as a warning, once in the final message: not once per attempt.
     assert done.stderr.count("Traceback (most recent call last)") <= 2
     assert "No module named 'no_such_module'" in done.stderr
-    assert len(list((tmp_path / "out" / "logs" / "simulations").glob("*.err"))) <= 4
+    # 3 simulations failing twice (simulation_retries 1), and those that started meanwhile.
+    assert len(list((tmp_path / "out" / "logs" / "simulations").glob("*.err"))) <= 6
     assert not (tmp_path / "out" / "results.nc").exists()
     # Nothing blocks a new run once the command is right.
     fixed = study_config(tmp_path, sa=MOMENTS)
@@ -309,7 +310,8 @@ def test_local_server_listens_on_loopback_only(tmp_path: Path) -> None:
         wait_for(lambda: all("receiving at" in (out / "logs" / f"server-{rank}.log").read_text()
                              for rank in range(2)), 30, "the ranks logged their endpoints")
         logged = "".join((out / "logs" / f"server-{rank}.log").read_text() for rank in range(2))
-        endpoints = re.findall(r"tcp://([0-9.]+):([0-9]+)", logged)
+        endpoints = set(re.findall(r"tcp://([0-9.]+):([0-9]+)", logged))
+        # Data and control, of each rank.
         assert len(endpoints) == 4 and {host for host, _ in endpoints} == {"127.0.0.1"}
         listening: dict[int, str] = {}
         for pid in server.pids:

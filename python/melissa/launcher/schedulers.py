@@ -45,6 +45,7 @@ class Job:
         spec.stdout.parent.mkdir(parents=True, exist_ok=True)
         # Appended to: a restarted job keeps the output of its earlier attempts.
         with open(spec.stdout, "ab") as out, open(spec.stderr, "ab") as err:
+            self._stderr_start = err.tell()  # where this attempt's output begins
             self._process = subprocess.Popen(
                 argv, cwd=spec.cwd, env={**os.environ, **spec.env}, stdout=out, stderr=err,
                 stdin=subprocess.DEVNULL, start_new_session=True)
@@ -84,7 +85,8 @@ class Job:
         return self.poll()
 
     def stderr_tail(self, lines: int = 10) -> str:
-        return _tail(self.spec.stderr, lines)
+        """The end of this attempt's stderr."""
+        return _tail(self.spec.stderr, lines, self._stderr_start)
 
 
 def session_members(session: int) -> list[int]:
@@ -118,9 +120,10 @@ def kill_session(session: int) -> None:
         time.sleep(0.05)
 
 
-def _tail(path: Path, lines: int) -> str:
+def _tail(path: Path, lines: int, start: int = 0) -> str:
     try:
         with open(path, "rb") as f:
+            f.seek(start)
             return b"".join(f.readlines()[-lines:]).decode(errors="replace")
     except OSError:
         return ""

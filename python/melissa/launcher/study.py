@@ -56,9 +56,9 @@ HEARTBEAT_INTERVAL = 1.0
 # its data: its flush at finalize makes that a matter of a progress file or two. Past this long
 # without the server receiving more of it, it failed (it never called finalize, say).
 CONFIRMATION_TIMEOUT = 10.0
-# When this many first attempts of the study all fail the same way, the solver cannot run:
-# the study stops instead of trying every simulation.
-FAIL_FAST_ATTEMPTS = 3
+# When this many simulations fail for good (retries included) the same way before any
+# completes, the solver cannot run: the study stops instead of trying every simulation.
+FAIL_FAST_FAILURES = 3
 
 
 class StudyError(RuntimeError):
@@ -92,7 +92,6 @@ class _Running:
     job: Job
     started: float
     attempt: int
-    order: int  # how many attempts of the study started before this one
     last_data: float  # when the server last saw data of it (start time until then)
     received: int = 0
     exited: float | None = None  # exited with status 0: waiting for the server's confirmation
@@ -208,8 +207,7 @@ class StudyRun:
         self.dropped_groups: set[int] = set()
         self.queue: deque[tuple[int, int]] = deque()  # (simulation, attempt)
         self.running: dict[int, _Running] = {}
-        self.attempts_started = 0
-        self.first_failures: list[tuple[str, str]] = []  # (signature, stderr tail)
+        self.first_failures: list[str] = []  # signatures of failures before any completion
         self.last_tail = ""
         self.ranks_progress: list[RankProgress | None] = []
 
@@ -452,8 +450,7 @@ class StudyRun:
                     f.write(f"\n=== melissa: attempt {attempt + 1} ===\n")
         job = self.scheduler.submit(spec)
         now = time.monotonic()
-        self.running[sim] = _Running(job, now, attempt, self.attempts_started, now)
-        self.attempts_started += 1
+        self.running[sim] = _Running(job, now, attempt, now)
         log.info("simulation %d started (attempt %d): %s", sim, attempt + 1,
                  shlex.join(job.spec.argv))
 
@@ -478,6 +475,8 @@ class StudyRun:
                 self.read_progress()
                 last_progress = now
             for sim, run in list(self.running.items()):
+                if self.running.get(sim) is not run:
+                    continue  # stopped meanwhile, with its dropped Sobol group
                 seen = sum(messages + steps for messages, steps in self.data_seen(sim))
                 if seen > run.received:
                     run.received, run.last_data = seen, now
@@ -514,7 +513,6 @@ class StudyRun:
     def attempt_failed(self, sim: int, run: _Running, reason: str) -> None:
         del self.running[sim]
         tail = run.job.stderr_tail()
-        self.check_fail_fast(run, reason, tail)
         # The same error again and again is printed once: a broken solver must not bury the
         # console under hundreds of copies of its traceback.
         signature = _signature(reason, tail)
@@ -529,17 +527,19 @@ class StudyRun:
         self.failed[sim] = reason
         log.error("simulation %d failed (%s) after %d attempts; %s; logs: %s", sim, reason,
                   run.attempt + 1, shown, run.job.spec.stderr)
+        self.check_fail_fast(reason, tail)
         if self.config.sobol:
             self.redraw_group(sim // self.group_size)
 
-    def check_fail_fast(self, run: _Running, reason: str, tail: str) -> None:
-        attempts = min(FAIL_FAST_ATTEMPTS, len(self.parameters))
-        if run.order >= attempts or self.completed:
+    def check_fail_fast(self, reason: str, tail: str) -> None:
+        """Stops the study when the first simulations to fail for good, before any completed,
+        all failed the same way: the solver cannot run, and every other one would fail too."""
+        if self.completed:
             return
-        self.first_failures.append((_signature(reason, tail), tail))
-        if (len(self.first_failures) == attempts
-                and len({signature for signature, _ in self.first_failures}) == 1):
-            raise FailFast(f"the first {attempts} simulations all failed the same way ({reason}) "
+        self.first_failures.append(_signature(reason, tail))
+        failures = min(FAIL_FAST_FAILURES, len(self.parameters))
+        if len(self.first_failures) == failures and len(set(self.first_failures)) == 1:
+            raise FailFast(f"the first {failures} simulations all failed the same way ({reason}) "
                            f"before any completed: the solver cannot run as configured "
                            f"(client_config.executable_command). Its stderr ends with:\n{tail}"
                            f"Nothing was written that would block a new run; logs in "
