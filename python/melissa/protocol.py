@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import secrets
 import socket
 import time
 from collections.abc import Iterable
@@ -134,6 +135,11 @@ class StopRequest(_Message):
     statuses: list[str]  # of every simulation, by id: completed, failed, dropped, not_run
     parameters: list[list[float]]  # of every simulation, redrawn Sobol groups included
     write_results: bool = True  # False: the study is abandoned, nothing must block a re-run
+
+
+def study_token() -> int:
+    """A fresh random study token; clients get it as 16 hex digits in MELISSA_STUDY_TOKEN."""
+    return secrets.randbits(64)
 
 
 def ranges(ids: Iterable[int]) -> list[list[int]]:

@@ -23,7 +23,7 @@ import pytest
 from melissa import stats
 from melissa.cli import cmake_dir
 from melissa.launcher.schedulers import kill_session
-from melissa.server import study_token
+from melissa.protocol import study_token
 
 
 @pytest.fixture

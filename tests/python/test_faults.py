@@ -343,6 +343,27 @@ def test_killed_server_rank_is_restarted_from_its_checkpoint(tmp_path: Path) -> 
     assert_equals_offline(tmp_path, out / "results.nc")
 
 
+def test_silent_server_is_restarted(tmp_path: Path) -> None:
+    """A rank that stops answering (SIGSTOP: as a hung one) without dying is found out by its
+    heartbeat and the server restarted."""
+    config = study_config(tmp_path, solver_options="--step-delay 0.2", sa=MOMENTS,
+                          launcher={"timeouts": {"transport": 20, "heartbeat": 3}})
+    raw = json.loads(config.read_text().split("\n", 1)[1])
+    raw["sa_config"]["checkpoint_interval"] = 0.5
+    config.write_text(json.dumps(raw))
+    out = tmp_path / "out"
+    launcher = start_melissa("run", str(config))
+    server = server_of(out)
+    wait_for(lambda: finished_on_every_rank(out, 2) >= 2, 60, "two simulations done")
+    os.kill(server.pids[0], signal.SIGSTOP)
+    stdout, stderr = launcher.communicate(timeout=240)
+    assert launcher.returncode == 0, stderr
+    assert "server rank 0 gave no sign of life for" in stderr
+    assert "The server was restarted 1 time(s)" in stdout
+    assert not process_alive(server.pids[0])
+    assert_equals_offline(tmp_path, out / "results.nc")
+
+
 def test_killed_training_server_is_restarted_from_its_checkpoint(tmp_path: Path) -> None:
     from test_training import training_config
 

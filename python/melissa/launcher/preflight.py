@@ -68,6 +68,19 @@ def check_training_modules() -> None:
             "with it)")
 
 
+def check_server_class(config: Config, config_dir: Path) -> None:
+    """The user's training server, found and checked now, as the server will load it."""
+    if config.dl_config is None or not config.dl_config.server_class:
+        return
+    # The one server module the launcher imports: checking the class needs its base class.
+    from melissa.server.training import load_server_class
+
+    try:
+        load_server_class(config.dl_config.server_class, config_dir)
+    except (ImportError, AttributeError, TypeError, ValueError) as error:
+        raise ConfigError(f"dl_config.server_class: {error}") from None
+
+
 # -- memory ------------------------------------------------------------------------------------
 # Bytes of the structures the estimate counts. The statistics' and the parameters' were
 # measured (RSS growth over 10^4 to 10^6 of them, CPython 3.11, glibc): against accumulators of

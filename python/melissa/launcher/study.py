@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from melissa.config import ConfigError, load_config
-from melissa.launcher.preflight import check_training_modules, preflight
+from melissa.launcher.preflight import check_server_class, check_training_modules, preflight
 from melissa.launcher.progress import Progress
 from melissa.launcher.schedulers import Job, JobSpec, JobState, make_scheduler, mpi_environment
 from melissa.protocol import (
@@ -39,6 +39,7 @@ from melissa.protocol import (
     ServerAnnouncement,
     StopRequest,
     StudyDescription,
+    study_token,
 )
 from melissa.sampling import draw_parameters, draw_replacement_group
 from melissa.study_files import StudyFiles
@@ -176,14 +177,7 @@ class StudyRun:
         self.training = self.config.dl_config is not None
         if self.training:
             check_training_modules()
-        if self.config.dl_config is not None and self.config.dl_config.server_class:
-            # Found and checked now, before anything starts, as the server will load it.
-            from melissa.server.training import load_server_class
-
-            try:
-                load_server_class(self.config.dl_config.server_class, self.config_path.parent)
-            except (ImportError, AttributeError, TypeError, ValueError) as error:
-                raise ConfigError(f"dl_config.server_class: {error}") from None
+            check_server_class(self.config, self.config_path.parent)
         self.product = self.files.model if self.training else self.files.results
         self.resume = resume
         if not resume and self.product.exists() and not overwrite:
@@ -193,7 +187,7 @@ class StudyRun:
         self.presence = LauncherPresence(self.files, launcher.timeouts.heartbeat)
         self.scheduler = make_scheduler(launcher.scheduler, launcher.mpirun_options)
         self.bind_address = self.server_bind_address()
-        self.token = int.from_bytes(os.urandom(8), "little")
+        self.token = study_token()
         self.progress = progress or Progress(self.config.n_simulations, interactive=False)
         self.parameters = draw_parameters(self.config.study_options, self.config.sobol)
         self.group_size = self.config.study_options.nb_parameters + 2 if self.config.sobol else 1

@@ -4,17 +4,11 @@
 from __future__ import annotations
 
 import os
-import secrets
 import socket
 import tempfile
 from typing import Any
 
 from melissa import _core
-
-
-def study_token() -> int:
-    """A fresh random study token; clients get it as 16 hex digits in MELISSA_STUDY_TOKEN."""
-    return secrets.randbits(64)
 
 
 def open_receiver(
