@@ -500,7 +500,8 @@ class StudyRun:
                         f"(study_options.nb_time_steps) of each of the fields "
                         f"{study.field_names}, then finalize ((field, time step)s held, by "
                         f"server rank: {[steps for _, steps in self.data_seen(sim)]})")
-            self.progress.update(len(self.completed - self.dropped), len(self.running),
+            self.progress.update(len(self.completed - self.dropped),
+                                 sum(r.exited is None for r in self.running.values()),
                                  len(self.failed))
             time.sleep(POLL_INTERVAL)
 
