@@ -360,27 +360,33 @@ class StudyRun:
         return seen
 
     def restart_server(self, lost: ServerLost) -> str:
+        """A new server, from the last checkpoint, in place of a lost one; its address. Raises
+        StudyError once launcher_config.server_restarts restarts are spent."""
         limit = self.config.launcher_config.server_restarts
         self.cancel_simulations()
-        if self.outcome.server_restarts >= limit:
-            raise StudyError(f"{lost}\nThe server was restarted {limit} times already "
-                             "(launcher_config.server_restarts); its checkpoints are kept: "
-                             "`melissa run --resume` takes the study up") from None
-        self.outcome.server_restarts += 1
-        log.error("%s", lost)
-        assert self.server is not None
-        self.server.cancel()
-        try:
-            finished = self.finished_in_checkpoint()
-        except ValueError as error:
-            log.error("the checkpoint cannot be used (%s): the study starts over", error)
-            finished = None
-        self.resume = finished is not None
-        self.take_up(finished or set())
-        log.warning("restarting the server (%d of at most %d) from %s",
-                    self.outcome.server_restarts, limit,
-                    "its last checkpoint" if self.resume else "scratch: no checkpoint")
-        return self.start_server()
+        while True:
+            if self.outcome.server_restarts >= limit:
+                raise StudyError(f"{lost}\nThe server was restarted {limit} times already "
+                                 "(launcher_config.server_restarts); its checkpoints are kept: "
+                                 "`melissa run --resume` takes the study up") from None
+            self.outcome.server_restarts += 1
+            log.error("%s", lost)
+            assert self.server is not None
+            self.server.cancel()
+            try:
+                finished = self.finished_in_checkpoint()
+            except ValueError as error:
+                log.error("the checkpoint cannot be used (%s): the study starts over", error)
+                finished = None
+            self.resume = finished is not None
+            self.take_up(finished or set())
+            log.warning("restarting the server (%d of at most %d) from %s",
+                        self.outcome.server_restarts, limit,
+                        "its last checkpoint" if self.resume else "scratch: no checkpoint")
+            try:
+                return self.start_server()
+            except ServerLost as again:
+                lost = again
 
     def stop_request(self, write_results: bool) -> StopRequest:
         statuses = []
@@ -595,14 +601,19 @@ class StudyRun:
             except FailFast as abandon:
                 self.cancel_simulations()
                 self.queue.clear()
-                self.finish_server(write_results=False)
+                with contextlib.suppress(ServerLost):  # it is cancelled below all the same
+                    self.finish_server(write_results=False)
                 raise StudyError(str(abandon)) from None
             except BaseException:
                 # Interrupted (Ctrl-C, SIGTERM) or failed: what completed is kept, the server
                 # writes it out.
                 self.cancel_simulations()
                 if self.server is not None and self.server.poll() is JobState.RUNNING:
-                    self.finish_server()
+                    try:
+                        self.finish_server()
+                    except ServerLost as lost:
+                        log.error("%s; the checkpoints are kept: `melissa run --resume` "
+                                  "takes the study up", lost)
                 raise
 
     def run(self) -> Outcome:
