@@ -69,7 +69,7 @@ class Checkpoints:
         if time.monotonic() - self.last > self.interval:
             self.save()
 
-    def save(self) -> bool:
+    def save(self) -> None:
         self.last = time.monotonic()
         data = self.receiver.checkpoint(self.consumer)
         try:
@@ -77,11 +77,10 @@ class Checkpoints:
         except OSError as error:
             log.error("checkpoint of %d bytes not written (%s); the previous one is kept, "
                       "next try in %g s", len(data), error, self.interval)
-            return False
+            return
         summary = _core.checkpoint_summary(data)
         log.info("checkpoint: %d simulations complete, %d bytes", len(summary["finished"]),
                  len(data))
-        return True
 
     def resume(self) -> None:
         self.receiver.restore_checkpoint(self.consumer, self.path.read_bytes())
