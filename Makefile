@@ -21,7 +21,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # python3-dev: the headers the extensions compile against, which Debian's python3 lacks.
 APT_PACKAGES := g++ gfortran make pkg-config python3-venv python3-dev openmpi-bin libopenmpi-dev \
-                libzmq3-dev cppzmq-dev libgtest-dev
+                libzmq3-dev cppzmq-dev libgtest-dev slurm-wlm munge
 # torch first, pinned: this version lies on disk as a CPU build, while an unpinned torch would
 # download a multi-GB CUDA build. The build tools go in the venv so that builds are incremental
 # (--no-build-isolation) and need no network after the first install: pyproject.toml's build

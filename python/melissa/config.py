@@ -203,9 +203,15 @@ class Timeouts(_Section):
 
 
 class LauncherConfig(_Section):
-    scheduler: Literal["local", "openmpi"] = Field(
+    scheduler: Literal["local", "openmpi", "slurm"] = Field(
         "local", description="local: processes on this machine (mpirun only for MPI jobs of "
-        "several processes); openmpi: every job through mpirun."
+        "several processes); openmpi: every job through mpirun; slurm: the server and every "
+        "simulation as Slurm batch jobs."
+    )
+    scheduler_options: dict[Literal["server", "simulation"], list[str]] = Field(
+        default_factory=dict, description="Extra arguments of the batch scheduler's submission "
+        "command by kind of job, e.g. {\"simulation\": [\"--partition=short\", "
+        "\"--time=00:10:00\"]}."
     )
     job_limit: PositiveInt = Field(2, description="Simulations running at once.")
     num_server_processes: PositiveInt = Field(1, description="MPI ranks of the server.")

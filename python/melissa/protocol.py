@@ -96,7 +96,7 @@ class StudyDescription(_Message):
     parameters: list[list[float]]
     config_dir: str
     resume: bool  # take up the checkpoints
-    bind_address: str  # the interface the server listens on
+    bind_address: str  # the interface the server listens on; empty: its host name's
 
 
 @dataclass(frozen=True)

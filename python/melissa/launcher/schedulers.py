@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -24,6 +25,11 @@ class JobState(Enum):
     RUNNING = "running"
     COMPLETED = "completed"  # exit status 0
     FAILED = "failed"  # any other exit status, or killed
+
+    @property
+    def active(self) -> bool:
+        """Not over yet: waiting to start, or running."""
+        return self in (JobState.PENDING, JobState.RUNNING)
 
 
 @dataclass(frozen=True)
@@ -37,22 +43,49 @@ class JobSpec:
     env: dict[str, str] = field(default_factory=dict)  # added to the launcher's environment
 
 
-class Job:
+class Job(ABC):
+    """A job the launcher started: it polls its state, waits for it, cancels it."""
+
+    spec: JobSpec
+    _stderr_start = 0  # where this attempt's output begins in its (appended) stderr file
+
+    @abstractmethod
+    def poll(self) -> JobState: ...
+
+    @property
+    @abstractmethod
+    def exit_code(self) -> int | None: ...
+
+    @abstractmethod
+    def cancel(self, grace: float = 5.0) -> None: ...
+
+    def wait(self, timeout: float) -> JobState:
+        deadline = time.monotonic() + timeout
+        while (state := self.poll()).active and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return state
+
+    def stderr_tail(self, lines: int = 10) -> str:
+        """The end of this attempt's stderr."""
+        return _tail(self.spec.stderr, lines, self._stderr_start)
+
+    def _open_logs(self) -> None:
+        self.spec.stdout.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.spec.stderr, "ab") as err:
+            self._stderr_start = err.tell()
+
+
+class ProcessJob(Job):
     """A job started as a process (a plain command or mpirun) in its own process group."""
 
     def __init__(self, spec: JobSpec, argv: list[str]) -> None:
         self.spec = spec
-        spec.stdout.parent.mkdir(parents=True, exist_ok=True)
+        self._open_logs()
         # Appended to: a restarted job keeps the output of its earlier attempts.
         with open(spec.stdout, "ab") as out, open(spec.stderr, "ab") as err:
-            self._stderr_start = err.tell()  # where this attempt's output begins
             self._process = subprocess.Popen(
                 argv, cwd=spec.cwd, env={**os.environ, **spec.env}, stdout=out, stderr=err,
                 stdin=subprocess.DEVNULL, start_new_session=True)
-
-    @property
-    def pid(self) -> int:
-        return self._process.pid
 
     def poll(self) -> JobState:
         code = self._process.poll()
@@ -78,15 +111,9 @@ class Job:
             self._process.wait(5.0)
 
     def wait(self, timeout: float) -> JobState:
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self._process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pass
         return self.poll()
-
-    def stderr_tail(self, lines: int = 10) -> str:
-        """The end of this attempt's stderr."""
-        return _tail(self.spec.stderr, lines, self._stderr_start)
 
 
 def session_members(session: int) -> list[int]:
@@ -143,7 +170,7 @@ class Scheduler:
 
     def submit(self, spec: JobSpec) -> Job:
         argv = self.mpirun_argv(spec) if self.needs_mpirun(spec) else spec.argv
-        return Job(spec, argv)
+        return ProcessJob(spec, argv)
 
     def mpirun_argv(self, spec: JobSpec) -> list[str]:
         mpirun = shutil.which("mpirun") or shutil.which("mpiexec")
@@ -164,7 +191,12 @@ class OpenMpiScheduler(Scheduler):
         return True
 
 
-def make_scheduler(name: str, mpirun_options: list[str]) -> Scheduler:
+def make_scheduler(name: str, mpirun_options: list[str],
+                   options: dict[str, list[str]] | None = None) -> Scheduler:
+    if name == "slurm":
+        from melissa.launcher.slurm import SlurmScheduler
+
+        return SlurmScheduler(mpirun_options, options)
     return {"local": Scheduler, "openmpi": OpenMpiScheduler}[name](mpirun_options)
 
 

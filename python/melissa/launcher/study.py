@@ -185,7 +185,9 @@ class StudyRun:
                               "another output_dir or pass --overwrite")
         launcher = self.config.launcher_config
         self.presence = LauncherPresence(self.files, launcher.timeouts.heartbeat)
-        self.scheduler = make_scheduler(launcher.scheduler, launcher.mpirun_options)
+        self.scheduler = make_scheduler(launcher.scheduler, launcher.mpirun_options,
+                                        {str(kind): options for kind, options
+                                         in launcher.scheduler_options.items()})
         self.bind_address = self.server_bind_address()
         self.token = study_token()
         self.progress = progress or Progress(self.config.n_simulations, interactive=False)
@@ -207,12 +209,15 @@ class StudyRun:
 
     def server_bind_address(self) -> str:
         """Where the server listens: loopback when every process runs on this machine, else
-        the address of the host clients reach it by (MELISSA_SERVER_HOST, or this host's name).
-        A host name that does not resolve would make every simulation wait out its timeout:
+        the address of the host clients reach it by (MELISSA_SERVER_HOST, or this host's name);
+        empty when only the server's node knows it (a batch scheduler places the server). A
+        host name that does not resolve would make every simulation wait out its timeout:
         refused now, saying so."""
         host = os.environ.get("MELISSA_SERVER_HOST")
         if host is None and self.scheduler.name == "local":
             return "127.0.0.1"
+        if host is None and self.scheduler.name == "slurm":
+            return ""
         host = host or socket.gethostname()
         try:
             return socket.gethostbyname(host)
@@ -313,7 +318,7 @@ class StudyRun:
             if published is not None:
                 log.info("server of %d ranks at %s", len(published.pids), published.address)
                 return published.address
-            if self.server.poll() is not JobState.RUNNING:
+            if not self.server.poll().active:
                 raise ServerLost(f"the server exited with status {self.server.exit_code} before "
                                  f"taking connections:\n{self.server.stderr_tail()}"
                                  f"(logs in {self.files.logs})")
@@ -326,7 +331,7 @@ class StudyRun:
     def check_server(self) -> None:
         """The server's processes, and every rank's heartbeat: its progress file."""
         assert self.server is not None
-        if self.server.poll() is not JobState.RUNNING:
+        if not self.server.poll().active:
             raise ServerLost(f"the server stopped (status {self.server.exit_code}) while "
                              f"simulations ran:\n{self.server.stderr_tail()}"
                              f"(logs in {self.files.logs})")
@@ -404,7 +409,7 @@ class StudyRun:
         self.stop_request(write_results).write(self.files.stop)
         shutdown = self.config.launcher_config.timeouts.shutdown
         state = self.server.wait(shutdown + 30.0)
-        if state is JobState.RUNNING:
+        if state.active:
             self.server.cancel()
             raise ServerLost(f"the server did not finish within {shutdown:g} s "
                              f"(launcher_config.timeouts.shutdown); logs in {self.files.logs}")
@@ -482,6 +487,9 @@ class StudyRun:
                     run.received, run.last_data = seen, now
                 if run.exited is None:
                     state = run.job.poll()
+                    if state is JobState.PENDING:
+                        run.last_data = now  # the silence counts from its start
+                        continue
                     if state is JobState.RUNNING:
                         if now - run.last_data > timeout:
                             run.job.cancel()
@@ -608,7 +616,7 @@ class StudyRun:
                 # Interrupted (Ctrl-C, SIGTERM) or failed: what completed is kept, the server
                 # writes it out.
                 self.cancel_simulations()
-                if self.server is not None and self.server.poll() is JobState.RUNNING:
+                if self.server is not None and self.server.poll().active:
                     try:
                         self.finish_server()
                     except ServerLost as lost:

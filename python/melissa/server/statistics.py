@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     receiver, address = open_receiver(
         comm, config.study_options.field_names, int(study.token, 16), consumer,
         field_sizes=config.study_options.field_sizes,
-        nb_time_steps=config.study_options.nb_time_steps, bind_address=study.bind_address)
+        nb_time_steps=config.study_options.nb_time_steps, bind_address=study.bind_address or None)
     log.info("receiving at %s", receiver.endpoint)
     checkpoints = Checkpoints(receiver, consumer, files, comm.rank,
                               config.sa_config.checkpoint_interval)

@@ -1,0 +1,116 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""Jobs through Slurm, from a login node: the server is one batch job, each simulation another.
+
+A job of several processes runs its command through mpirun inside its allocation (Open MPI
+starts its ranks with Slurm's own launcher there). Job states come from one `squeue` call for
+all of the study's jobs, at most every STATE_INTERVAL seconds, then from `scontrol show job`
+once a job has left the queue: polling every job every few milliseconds would flood the
+controller. PENDING is not a failure; a node failure or a time limit is one, and the launcher
+retries it as any other.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import time
+
+from melissa.launcher.schedulers import Job, JobSpec, JobState, Scheduler
+
+# Between two `squeue` calls of the launcher, whatever the number of jobs.
+STATE_INTERVAL = 1.0
+# Slurm's job states, as the launcher sees them; any other (FAILED, CANCELLED, TIMEOUT,
+# NODE_FAIL, OUT_OF_MEMORY, PREEMPTED, BOOT_FAIL, DEADLINE...) is a failure.
+_STATES = {"PENDING": JobState.PENDING, "CONFIGURING": JobState.PENDING,
+           "REQUEUED": JobState.PENDING, "RESIZING": JobState.PENDING,
+           "RUNNING": JobState.RUNNING, "COMPLETING": JobState.RUNNING,
+           "SUSPENDED": JobState.RUNNING, "COMPLETED": JobState.COMPLETED}
+
+
+class SlurmError(RuntimeError):
+    """A Slurm command failed; the message has its output."""
+
+
+def _run(argv: list[str], **kwargs: object) -> str:
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, **kwargs)  # type: ignore[call-overload]
+    if done.returncode != 0:
+        raise SlurmError(f"{shlex.join(argv)} failed ({done.returncode}): "
+                         f"{done.stderr.strip() or done.stdout.strip()}")
+    return str(done.stdout)
+
+
+class SlurmJob(Job):
+    def __init__(self, scheduler: SlurmScheduler, spec: JobSpec, job_id: str) -> None:
+        self.scheduler, self.spec, self.job_id = scheduler, spec, job_id
+        self._state = JobState.PENDING
+        self._exit_code: int | None = None
+
+    def poll(self) -> JobState:
+        if self._state.active:
+            self._state, self._exit_code = self.scheduler.state(self.job_id)
+        return self._state
+
+    @property
+    def exit_code(self) -> int | None:
+        return self._exit_code
+
+    def cancel(self, grace: float = 5.0) -> None:
+        if not self.poll().active:
+            return
+        subprocess.run(["scancel", self.job_id], capture_output=True, timeout=60)
+        self.wait(grace + STATE_INTERVAL)
+
+
+class SlurmScheduler(Scheduler):
+    name = "slurm"
+
+    def __init__(self, mpirun_options: list[str] | None = None,
+                 options: dict[str, list[str]] | None = None) -> None:
+        super().__init__(mpirun_options)
+        # Extra sbatch arguments by kind of job ("server", "simulation"): partition, account,
+        # time limit, QoS, constraints...
+        self.options = options or {}
+        self._queue: dict[str, str] = {}  # job id -> its state in the last squeue
+        self._queried = 0.0
+        self._watched: set[str] = set()
+
+    def submit(self, spec: JobSpec) -> Job:
+        command = self.mpirun_argv(spec) if spec.n_processes > 1 else spec.argv
+        spec.stdout.parent.mkdir(parents=True, exist_ok=True)
+        script = spec.stdout.with_suffix(".sbatch")
+        script.write_text("#!/bin/sh\n# written by melissa's launcher\nexec "
+                          + shlex.join(command) + "\n")
+        job = SlurmJob(self, spec, "")
+        job._open_logs()
+        kind = "server" if spec.name == "server" else "simulation"
+        job.job_id = _run(
+            ["sbatch", "--parsable", f"--job-name=melissa-{spec.name}",
+             *self.options.get(kind, []),
+             f"--ntasks={spec.n_processes}", f"--output={spec.stdout}",
+             f"--error={spec.stderr}", "--open-mode=append", f"--chdir={spec.cwd}",
+             "--export=ALL", str(script)],
+            env={**os.environ, **spec.env}).strip().split(";")[0]
+        self._watched.add(job.job_id)
+        self._queried = 0.0  # a new job: the next poll asks again
+        return job
+
+    def state(self, job_id: str) -> tuple[JobState, int | None]:
+        now = time.monotonic()
+        if now - self._queried >= STATE_INTERVAL:
+            listed = _run(["squeue", "-h", "-o", "%i %T", "-j", ",".join(sorted(self._watched))])
+            self._queue = dict(line.split() for line in listed.splitlines() if line.strip())
+            self._queried = now
+        if job_id in self._queue:
+            return _STATES.get(self._queue[job_id], JobState.RUNNING), None
+        # Not in the queue: its state from the controller, final once it has left.
+        fields = dict(item.split("=", 1) for item in
+                      _run(["scontrol", "show", "job", "-o", job_id]).split() if "=" in item)
+        state = _STATES.get(fields.get("JobState", ""), JobState.FAILED)
+        if state.active:
+            return state, None
+        self._watched.discard(job_id)
+        status, signal = (int(part) for part in fields.get("ExitCode", "0:0").split(":"))
+        return state, 128 + signal if signal else status
+
+

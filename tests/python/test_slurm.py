@@ -1,0 +1,137 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""Studies through a real Slurm: a cluster of 3 nodes started on this machine by
+tools/virtual-cluster (network, UTS and mount namespaces; slurmctld, 3 slurmd, munged). The
+launcher runs on node1 as on a login node; the server and the simulations are batch jobs that
+Slurm places on the nodes, talking tcp between them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_faults import assert_same_results, wait_for
+from test_study import ROOT_MPI, melissa, study_config
+
+ROOT = Path(__file__).resolve().parents[2]
+CLUSTER = ROOT / "tools" / "virtual-cluster"
+# Not the default cluster's: a developer's own may be running.
+NAMES = {"VC_PREFIX": "mvct", "VC_SUBNET": "10.78.0"}
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
+
+
+class Cluster:
+    def __init__(self, directory: Path) -> None:
+        self.env = {**os.environ, **ROOT_MPI, **NAMES, "VC_DIR": str(directory)}
+
+    def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(CLUSTER), *args], capture_output=True, text=True,
+                              timeout=timeout, env=self.env, cwd=ROOT)
+
+    def start_on(self, node: str, *argv: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([str(CLUSTER), "exec", node, *argv], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=self.env, cwd=ROOT)
+
+    def jobs(self) -> list[dict[str, str]]:
+        """Every job the controller knows (finished ones included), as scontrol gives them."""
+        listed = self.run("exec", "node1", "scontrol", "show", "job", "-o").stdout
+        return [dict(item.split("=", 1) for item in line.split() if "=" in item)
+                for line in listed.splitlines() if line.startswith("JobId=")]
+
+    def queue(self) -> list[str]:
+        return self.run("exec", "node1", "squeue", "-h", "-o", "%i %j %T").stdout.splitlines()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    if shutil.which("slurmctld") is None:
+        pytest.fail("Slurm is missing: make install puts Debian's slurm-wlm and munge in")
+    cluster = Cluster(tmp_path_factory.mktemp("cluster") / "vc")
+    started = cluster.run("start", "3")
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        yield cluster
+    finally:
+        cluster.run("stop")
+
+
+def slurm_config(tmp_path: Path, **overrides: Any) -> Path:
+    config = study_config(tmp_path, sa={"mean": True, "variance": True, "min": True,
+                                        "max": True},
+                          study={"field_shapes": {"u": [40], "v": [40]}, **overrides})
+    local = json.loads(config.read_text().split("\n", 1)[1])
+    clustered = tmp_path / "slurm"
+    clustered.mkdir()
+    local["launcher_config"]["scheduler"] = "slurm"
+    (clustered / "config.json").write_text(json.dumps(local))
+    return clustered / "config.json"
+
+
+def test_study_through_slurm_equals_a_local_one(cluster: Cluster, tmp_path: Path) -> None:
+    config = slurm_config(tmp_path)
+    done = cluster.run("exec", "node1", sys.executable, "-m", "melissa", "run", str(config),
+                       timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "8/8 simulations completed" in done.stdout
+    local = melissa("run", str(tmp_path / "config.json"))
+    assert local.returncode == 0, local.stderr
+    assert_same_results(config.parent / "out" / "results.nc", tmp_path / "out" / "results.nc")
+
+    jobs = [job for job in cluster.jobs()
+            if job["WorkDir"] in (str(config.parent), str(config.parent / "out"))]
+    assert len(jobs) == 9 and all(job["JobState"] == "COMPLETED" for job in jobs)
+    server = next(job for job in jobs if job["JobName"] == "melissa-server")
+    elsewhere = [job for job in jobs if job["NodeList"] != server["NodeList"]]
+    assert elsewhere, "every simulation ran on the server's node: no tcp between nodes"
+    assert not cluster.queue()
+
+
+def test_cancelled_simulation_job_is_retried(cluster: Cluster, tmp_path: Path) -> None:
+    config = slurm_config(tmp_path)
+    raw = json.loads(config.read_text())
+    raw["client_config"]["executable_command"] += " --step-delay 0.5"
+    config.write_text(json.dumps(raw))
+    launcher = cluster.start_on("node1", sys.executable, "-m", "melissa", "run", str(config))
+
+    def running_simulation() -> str | None:
+        for line in cluster.queue():
+            job, name, state = line.split()
+            if name == "melissa-simulation-2" and state == "RUNNING":
+                return job
+        return None
+
+    wait_for(lambda: running_simulation() is not None, 120, "simulation 2 running")
+    assert cluster.run("exec", "node1", "scancel", str(running_simulation())).returncode == 0
+    stdout, stderr = launcher.communicate(timeout=300)
+    assert launcher.returncode == 0, stdout + stderr
+    assert "simulation 2 failed" in stderr and "8/8 simulations completed" in stdout
+    local = melissa("run", str(tmp_path / "config.json"))
+    assert local.returncode == 0, local.stderr
+    assert_same_results(config.parent / "out" / "results.nc", tmp_path / "out" / "results.nc")
+
+
+def test_interrupted_study_leaves_no_job(cluster: Cluster, tmp_path: Path) -> None:
+    config = slurm_config(tmp_path, parameter_sweep_size=30)
+    raw = json.loads(config.read_text())
+    raw["client_config"]["executable_command"] += " --step-delay 1"
+    config.write_text(json.dumps(raw))
+    launcher = cluster.start_on("node1", sys.executable, "-m", "melissa", "run", str(config))
+    wait_for(lambda: sum("melissa-simulation" in line for line in cluster.queue()) >= 2, 120,
+             "simulations queued")
+    time.sleep(1)
+    # nsenter passes the signal on to the launcher, as a terminal's Ctrl-C would reach it.
+    launcher.send_signal(signal.SIGINT)
+    _, stderr = launcher.communicate(timeout=120)
+    assert launcher.returncode == 130, stderr
+    assert not cluster.queue()
+    assert (config.parent / "out" / "results.nc").exists(), "what completed was kept"
