@@ -19,7 +19,8 @@ PIP := $(PYTHON) -m pip --disable-pip-version-check --quiet
 LOGS := build/logs
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-# python3-dev: the headers the extensions compile against, which Debian's python3 lacks.
+# python3-dev: the headers the extensions compile against, which Debian's python3 lacks; slurm-wlm
+# and munge: the virtual cluster (tools/virtual-cluster) that the Slurm tests start.
 APT_PACKAGES := g++ gfortran make pkg-config python3-venv python3-dev openmpi-bin libopenmpi-dev \
                 libzmq3-dev cppzmq-dev libgtest-dev slurm-wlm munge
 # torch first, pinned: this version lies on disk as a CPU build, while an unpinned torch would

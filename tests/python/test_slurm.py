@@ -73,6 +73,7 @@ def slurm_config(tmp_path: Path, **overrides: Any) -> Path:
     clustered = tmp_path / "slurm"
     clustered.mkdir()
     local["launcher_config"]["scheduler"] = "slurm"
+    local["launcher_config"]["scheduler_options"] = {"simulation": ["--comment=melissa-test"]}
     (clustered / "config.json").write_text(json.dumps(local))
     return clustered / "config.json"
 
@@ -91,6 +92,9 @@ def test_study_through_slurm_equals_a_local_one(cluster: Cluster, tmp_path: Path
             if job["WorkDir"] in (str(config.parent), str(config.parent / "out"))]
     assert len(jobs) == 9 and all(job["JobState"] == "COMPLETED" for job in jobs)
     server = next(job for job in jobs if job["JobName"] == "melissa-server")
+    # scheduler_options reach the simulations' sbatch, not the server's.
+    assert [job.get("Comment") for job in jobs].count("melissa-test") == 8
+    assert server.get("Comment") != "melissa-test"
     elsewhere = [job for job in jobs if job["NodeList"] != server["NodeList"]]
     assert elsewhere, "every simulation ran on the server's node: no tcp between nodes"
     assert not cluster.queue()
@@ -135,3 +139,41 @@ def test_interrupted_study_leaves_no_job(cluster: Cluster, tmp_path: Path) -> No
     assert launcher.returncode == 130, stderr
     assert not cluster.queue()
     assert (config.parent / "out" / "results.nc").exists(), "what completed was kept"
+
+
+def test_study_inside_an_allocation(cluster: Cluster, tmp_path: Path) -> None:
+    """The launcher in a batch job of its own: the server and the simulations are job steps
+    sharing its allocation of the 3 nodes."""
+    config = slurm_config(tmp_path)
+    output = tmp_path / "launcher.out"
+    done = cluster.run("exec", "node1", "sbatch", "--wait", "--nodes=3", "--ntasks=6",
+                       f"--output={output}", f"--chdir={tmp_path}", "--wrap",
+                       f"{sys.executable} -m melissa run {config}", timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr + output.read_text()
+    assert "8/8 simulations completed" in output.read_text()
+    local = melissa("run", str(tmp_path / "config.json"))
+    assert local.returncode == 0, local.stderr
+    assert_same_results(config.parent / "out" / "results.nc", tmp_path / "out" / "results.nc")
+    assert not cluster.queue()
+    # Steps of the launcher's job, not jobs of their own.
+    assert not [job for job in cluster.jobs() if job["JobName"].startswith("melissa-")
+                and job["WorkDir"] in (str(config.parent), str(config.parent / "out"))]
+
+
+def test_training_study_through_slurm(cluster: Cluster, tmp_path: Path) -> None:
+    from test_training import training_config
+
+    config = training_config(tmp_path)
+    config["study_options"]["parameter_sweep_size"] = 16
+    config["launcher_config"]["scheduler"] = "slurm"
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    done = cluster.run("exec", "node1", sys.executable, "-m", "melissa", "run", str(path),
+                       timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "16/16 simulations completed" in done.stdout
+    metrics = [json.loads(line) for line in
+               (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["validation_loss"] is not None
+    assert (tmp_path / "out" / "model.pt").exists()
+    assert not cluster.queue()

@@ -1,8 +1,11 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""Jobs through Slurm, from a login node: the server is one batch job, each simulation another.
+"""Jobs through Slurm.
 
-A job of several processes runs its command through mpirun inside its allocation (Open MPI
-starts its ranks with Slurm's own launcher there). Job states come from one `squeue` call for
+From a login node, the server is one batch job and each simulation another; a job of several
+processes runs its command through mpirun inside its allocation (Open MPI starts its ranks with
+Slurm's own launcher there). Inside an allocation (the launcher itself run by `sbatch` or
+`salloc`: SLURM_JOB_ID is set), every job is a job step, `srun` sharing the allocation's nodes,
+its MPI ranks wired up by PMIx. Job states come from one `squeue` call for
 all of the study's jobs, at most every STATE_INTERVAL seconds, then from `scontrol show job`
 once a job has left the queue: polling every job every few milliseconds would flood the
 controller. PENDING is not a failure; a node failure or a time limit is one, and the launcher
@@ -16,7 +19,7 @@ import shlex
 import subprocess
 import time
 
-from melissa.launcher.schedulers import Job, JobSpec, JobState, Scheduler
+from melissa.launcher.schedulers import Job, JobSpec, JobState, ProcessJob, Scheduler
 
 # Between two `squeue` calls of the launcher, whatever the number of jobs.
 STATE_INTERVAL = 1.0
@@ -76,6 +79,12 @@ class SlurmScheduler(Scheduler):
         self._watched: set[str] = set()
 
     def submit(self, spec: JobSpec) -> Job:
+        kind = "server" if spec.name == "server" else "simulation"
+        if "SLURM_JOB_ID" in os.environ:
+            return ProcessJob(spec, [
+                "srun", f"--job-name=melissa-{spec.name}", f"--ntasks={spec.n_processes}",
+                "--exact", "--kill-on-bad-exit=1", "--mpi=pmix", *self.options.get(kind, []),
+                *spec.argv])
         command = self.mpirun_argv(spec) if spec.n_processes > 1 else spec.argv
         spec.stdout.parent.mkdir(parents=True, exist_ok=True)
         script = spec.stdout.with_suffix(".sbatch")
@@ -83,7 +92,6 @@ class SlurmScheduler(Scheduler):
                           + shlex.join(command) + "\n")
         job = SlurmJob(self, spec, "")
         job._open_logs()
-        kind = "server" if spec.name == "server" else "simulation"
         job.job_id = _run(
             ["sbatch", "--parsable", f"--job-name=melissa-{spec.name}",
              *self.options.get(kind, []),
