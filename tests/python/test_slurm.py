@@ -27,7 +27,8 @@ CLUSTER = ROOT / "tools" / "virtual-cluster"
 # Not the default cluster's: a developer's own may be running.
 NAMES = {"VC_PREFIX": "mvct", "VC_SUBNET": "10.78.0"}
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
+pytestmark = [pytest.mark.cluster,
+              pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")]
 
 
 class Cluster:
