@@ -5,11 +5,11 @@ From a login node, the server is one batch job and each simulation another; a jo
 processes runs its command through mpirun inside its allocation (Open MPI starts its ranks with
 Slurm's own launcher there). Inside an allocation (the launcher itself run by `sbatch` or
 `salloc`: SLURM_JOB_ID is set), every job is a job step, `srun` sharing the allocation's nodes,
-its MPI ranks wired up by PMIx. Job states come from one `squeue` call for
-all of the study's jobs, at most every STATE_INTERVAL seconds, then from `scontrol show job`
-once a job has left the queue: polling every job every few milliseconds would flood the
-controller. PENDING is not a failure; a node failure or a time limit is one, and the launcher
-retries it as any other.
+its MPI ranks wired up by PMIx (`scheduler_options` may choose another `--mpi`). Job states come
+from one `squeue` call for all of the study's jobs, at most every STATE_INTERVAL seconds, then
+from `scontrol show job` once a job has left the queue: polling every job every few milliseconds
+would flood the controller. PENDING is not a failure; a node failure or a time limit is one,
+and the launcher retries it as any other.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ class SlurmScheduler(Scheduler):
         self.options = options or {}
         self._queue: dict[str, str] = {}  # job id -> its state in the last squeue
         self._queried = 0.0
-        self._watched: set[str] = set()
+        self._watched: dict[str, float] = {}  # unfinished job id -> when it was submitted
 
     def submit(self, spec: JobSpec) -> Job:
         kind = "server" if spec.name == "server" else "simulation"
@@ -99,25 +99,30 @@ class SlurmScheduler(Scheduler):
              f"--error={spec.stderr}", "--open-mode=append", f"--chdir={spec.cwd}",
              "--export=ALL", str(script)],
             env={**os.environ, **spec.env}).strip().split(";")[0]
-        self._watched.add(job.job_id)
-        self._queried = 0.0  # a new job: the next poll asks again
+        self._watched[job.job_id] = time.monotonic()
         return job
 
     def state(self, job_id: str) -> tuple[JobState, int | None]:
         now = time.monotonic()
         if now - self._queried >= STATE_INTERVAL:
-            listed = _run(["squeue", "-h", "-o", "%i %T", "-j", ",".join(sorted(self._watched))])
+            listed = _run(["squeue", "-h", "-o", "%i %T", "-j", ",".join(self._watched)])
             self._queue = dict(line.split() for line in listed.splitlines() if line.strip())
             self._queried = now
         if job_id in self._queue:
             return _STATES.get(self._queue[job_id], JobState.RUNNING), None
+        if self._watched.get(job_id, 0.0) > self._queried:
+            return JobState.PENDING, None  # submitted since the last squeue
         # Not in the queue: its state from the controller, final once it has left.
-        fields = dict(item.split("=", 1) for item in
-                      _run(["scontrol", "show", "job", "-o", job_id]).split() if "=" in item)
+        try:
+            shown = _run(["scontrol", "show", "job", "-o", job_id])
+        except SlurmError:  # forgotten already (MinJobAge): how it ended is lost
+            self._watched.pop(job_id, None)
+            return JobState.FAILED, None
+        fields = dict(item.split("=", 1) for item in shown.split() if "=" in item)
         state = _STATES.get(fields.get("JobState", ""), JobState.FAILED)
         if state.active:
             return state, None
-        self._watched.discard(job_id)
+        self._watched.pop(job_id, None)
         status, signal = (int(part) for part in fields.get("ExitCode", "0:0").split(":"))
         return state, 128 + signal if signal else status
 
