@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -91,7 +92,9 @@ def test_study_through_slurm_equals_a_local_one(cluster: Cluster, tmp_path: Path
 
     jobs = [job for job in cluster.jobs()
             if job["WorkDir"] in (str(config.parent), str(config.parent / "out"))]
+    # The server and 8 simulations, as tasks of job arrays: fewer sbatch calls than jobs.
     assert len(jobs) == 9 and all(job["JobState"] == "COMPLETED" for job in jobs)
+    assert any("ArrayTaskId" in job for job in jobs)
     server = next(job for job in jobs if job["JobName"] == "melissa-server")
     # scheduler_options reach the simulations' sbatch, not the server's.
     assert [job.get("Comment") for job in jobs].count("melissa-test") == 8
@@ -107,13 +110,16 @@ def test_cancelled_simulation_job_is_retried(cluster: Cluster, tmp_path: Path) -
     raw["client_config"]["executable_command"] += " --step-delay 0.5"
     config.write_text(json.dumps(raw))
     launcher = cluster.start_on("node1", sys.executable, "-m", "melissa", "run", str(config))
+    log = config.parent / "out" / "logs" / "launcher.log"
 
     def running_simulation() -> str | None:
-        for line in cluster.queue():
-            job, name, state = line.split()
-            if name == "melissa-simulation-2" and state == "RUNNING":
-                return job
-        return None
+        """Simulation 2's job (a task of a job array, as the launcher logged it), once it runs."""
+        found = re.search(r"simulation 2 started \(attempt 1\) as Slurm job (\S+):",
+                          log.read_text() if log.exists() else "")
+        if found is None:
+            return None
+        running = {line.split()[0] for line in cluster.queue() if line.split()[2] == "RUNNING"}
+        return found[1] if found[1] in running else None
 
     wait_for(lambda: running_simulation() is not None, 120, "simulation 2 running")
     assert cluster.run("exec", "node1", "scancel", str(running_simulation())).returncode == 0

@@ -59,6 +59,11 @@ class Job(ABC):
     @abstractmethod
     def cancel(self, grace: float = 5.0) -> None: ...
 
+    @property
+    @abstractmethod
+    def name(self) -> str:
+        """How the job is known where it runs, for the logs."""
+
     def wait(self, timeout: float) -> JobState:
         deadline = time.monotonic() + timeout
         while (state := self.poll()).active and time.monotonic() < deadline:
@@ -86,6 +91,10 @@ class ProcessJob(Job):
             self._process = subprocess.Popen(
                 argv, cwd=spec.cwd, env={**os.environ, **spec.env}, stdout=out, stderr=err,
                 stdin=subprocess.DEVNULL, start_new_session=True)
+
+    @property
+    def name(self) -> str:
+        return f"process {self._process.pid}"
 
     def poll(self) -> JobState:
         code = self._process.poll()
@@ -171,6 +180,10 @@ class Scheduler:
     def submit(self, spec: JobSpec) -> Job:
         argv = self.mpirun_argv(spec) if self.needs_mpirun(spec) else spec.argv
         return ProcessJob(spec, argv)
+
+    def submit_all(self, specs: list[JobSpec]) -> list[Job]:
+        """Jobs of the same kind, together (a batch scheduler makes one request of them)."""
+        return [self.submit(spec) for spec in specs]
 
     def mpirun_argv(self, spec: JobSpec) -> list[str]:
         mpirun = shutil.which("mpirun") or shutil.which("mpiexec")

@@ -58,6 +58,10 @@ class SlurmJob(Job):
     def exit_code(self) -> int | None:
         return self._exit_code
 
+    @property
+    def name(self) -> str:
+        return f"Slurm job {self.job_id}"
+
     def cancel(self, grace: float = 5.0) -> None:
         if not self.poll().active:
             return
@@ -79,33 +83,62 @@ class SlurmScheduler(Scheduler):
         self._watched: dict[str, float] = {}  # unfinished job id -> when it was submitted
 
     def submit(self, spec: JobSpec) -> Job:
-        kind = "server" if spec.name == "server" else "simulation"
         if "SLURM_JOB_ID" in os.environ:
+            kind = "server" if spec.name == "server" else "simulation"
             return ProcessJob(spec, [
                 "srun", f"--job-name=melissa-{spec.name}", f"--ntasks={spec.n_processes}",
                 "--exact", "--kill-on-bad-exit=1", "--mpi=pmix", *self.options.get(kind, []),
                 *spec.argv])
-        command = self.mpirun_argv(spec) if spec.n_processes > 1 else spec.argv
-        spec.stdout.parent.mkdir(parents=True, exist_ok=True)
-        script = spec.stdout.with_suffix(".sbatch")
-        script.write_text("#!/bin/sh\n# written by melissa's launcher\nexec "
-                          + shlex.join(command) + "\n")
-        job = SlurmJob(self, spec, "")
-        job._open_logs()
-        job.job_id = _run(
-            ["sbatch", "--parsable", f"--job-name=melissa-{spec.name}",
-             *self.options.get(kind, []),
-             f"--ntasks={spec.n_processes}", f"--output={spec.stdout}",
-             f"--error={spec.stderr}", "--open-mode=append", f"--chdir={spec.cwd}",
-             "--export=ALL", str(script)],
-            env={**os.environ, **spec.env}).strip().split(";")[0]
-        self._watched[job.job_id] = time.monotonic()
-        return job
+        return self._sbatch([spec])[0]
+
+    def submit_all(self, specs: list[JobSpec]) -> list[Job]:
+        """Simulations started together as one job array: one sbatch call, not one each."""
+        if len(specs) < 2 or "SLURM_JOB_ID" in os.environ:
+            return super().submit_all(specs)
+        return self._sbatch(specs)
+
+    def _sbatch(self, specs: list[JobSpec]) -> list[Job]:
+        """One batch job, or a job array of a task per spec (all of one kind and size): its
+        script gives each task its command, environment and output files; Slurm's own words
+        about a job (a cancellation, a node failure) go beside them."""
+        first = specs[0]
+        kind = "server" if first.name == "server" else "simulation"
+        commands = []
+        for spec in specs:
+            argv = self.mpirun_argv(spec) if spec.n_processes > 1 else spec.argv
+            exports = " ".join(f"{name}={shlex.quote(value)}" for name, value in spec.env.items())
+            commands.append(f"export {exports}\n    exec {shlex.join(argv)} "
+                            f">>{shlex.quote(str(spec.stdout))} 2>>{shlex.quote(str(spec.stderr))}")
+        if len(specs) == 1:
+            body, array = commands[0], []
+        else:
+            tasks = "\n".join(f"  {task})\n    {command} ;;"
+                              for task, command in enumerate(commands))
+            body = f'case "$SLURM_ARRAY_TASK_ID" in\n{tasks}\nesac'
+            array = [f"--array=0-{len(specs) - 1}"]
+        first.stdout.parent.mkdir(parents=True, exist_ok=True)
+        script = first.stdout.with_suffix(".sbatch")
+        script.write_text(f"#!/bin/sh\n# written by melissa's launcher\n{body}\n")
+        jobs = [SlurmJob(self, spec, "") for spec in specs]
+        for job in jobs:
+            job._open_logs()
+        name = f"melissa-{first.name}" if len(specs) == 1 else "melissa-simulations"
+        submitted = _run(
+            ["sbatch", "--parsable", f"--job-name={name}", *self.options.get(kind, []), *array,
+             f"--ntasks={first.n_processes}", f"--chdir={first.cwd}", "--export=ALL",
+             f"--output={first.stdout.parent / ('slurm-%A_%a.log' if array else 'slurm-%j.log')}",
+             str(script)]).strip().split(";")[0]
+        now = time.monotonic()
+        for task, job in enumerate(jobs):
+            job.job_id = f"{submitted}_{task}" if array else submitted
+            self._watched[job.job_id] = now
+        return list[Job](jobs)
 
     def state(self, job_id: str) -> tuple[JobState, int | None]:
         now = time.monotonic()
         if now - self._queried >= STATE_INTERVAL:
-            listed = _run(["squeue", "-h", "-o", "%i %T", "-j", ",".join(self._watched)])
+            # -r: a job array's tasks one per line, as the launcher knows them.
+            listed = _run(["squeue", "-h", "-r", "-o", "%i %T", "-j", ",".join(self._watched)])
             self._queue = dict(line.split() for line in listed.splitlines() if line.strip())
             self._queried = now
         if job_id in self._queue:

@@ -447,17 +447,20 @@ class StudyRun:
                        stderr=self.files.simulation_log(sim, "err"),
                        cwd=self.config_path.parent, env=env)
 
-    def start_simulation(self, sim: int, attempt: int, address: str) -> None:
-        spec = self.simulation_spec(sim, address)
-        if attempt > 0:
-            for stream in (spec.stdout, spec.stderr):
-                with open(stream, "a") as f:
-                    f.write(f"\n=== melissa: attempt {attempt + 1} ===\n")
-        job = self.scheduler.submit(spec)
+    def start_simulations(self, batch: list[tuple[int, int]], address: str) -> None:
+        """Submits (simulation, attempt)s together: a batch scheduler takes them in one call."""
+        specs = [self.simulation_spec(sim, address) for sim, _ in batch]
+        for (_, attempt), spec in zip(batch, specs, strict=True):
+            if attempt > 0:
+                for stream in (spec.stdout, spec.stderr):
+                    with open(stream, "a") as f:
+                        f.write(f"\n=== melissa: attempt {attempt + 1} ===\n")
+        jobs = self.scheduler.submit_all(specs)
         now = time.monotonic()
-        self.running[sim] = _Running(job, now, attempt, now)
-        log.info("simulation %d started (attempt %d): %s", sim, attempt + 1,
-                 shlex.join(job.spec.argv))
+        for (sim, attempt), job in zip(batch, jobs, strict=True):
+            self.running[sim] = _Running(job, now, attempt, now)
+            log.info("simulation %d started (attempt %d) as %s: %s", sim, attempt + 1,
+                     job.name, shlex.join(job.spec.argv))
 
     def cancel_simulations(self) -> None:
         """Stops every running simulation; each will start again, its attempt not counted."""
@@ -472,9 +475,10 @@ class StudyRun:
         last_progress = 0.0
         while self.queue or self.running:
             self.check_server()
-            while self.queue and sum(r.exited is None
-                                     for r in self.running.values()) < launcher.job_limit:
-                self.start_simulation(*self.queue.popleft(), address)
+            free = launcher.job_limit - sum(r.exited is None for r in self.running.values())
+            if self.queue and free > 0:
+                self.start_simulations([self.queue.popleft()
+                                        for _ in range(min(free, len(self.queue)))], address)
             now = time.monotonic()
             if now - last_progress >= PROGRESS_INTERVAL:
                 self.read_progress()
