@@ -207,6 +207,7 @@ class OpenMpiScheduler(Scheduler):
 def make_scheduler(name: str, mpirun_options: list[str],
                    options: dict[str, list[str]] | None = None) -> Scheduler:
     if name == "slurm":
+        # Imported here: slurm.py builds on this module.
         from melissa.launcher.slurm import SlurmScheduler
 
         return SlurmScheduler(mpirun_options, options)
