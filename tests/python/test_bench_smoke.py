@@ -35,3 +35,11 @@ def test_transport_benchmark_runs() -> None:
                           text=True, timeout=300, env={**os.environ, **MPI_ROOT})
     assert done.returncode == 0, done.stderr
     assert "melissa / raw" in done.stdout
+
+
+def test_launcher_benchmark_runs() -> None:
+    done = subprocess.run([sys.executable, str(BENCH / "bench_launcher.py"), "--simulations",
+                           "10", "--scheduler", "local"], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, **MPI_ROOT})
+    assert done.returncode == 0, done.stderr
+    assert "local:" in done.stdout and "simulations/s" in done.stdout
