@@ -1,11 +1,11 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """Jobs through Slurm.
 
-From a login node, the server is one batch job and each simulation another; a job of several
-processes runs its command through mpirun inside its allocation (Open MPI starts its ranks with
-Slurm's own launcher there). Inside an allocation (the launcher itself run by `sbatch` or
-`salloc`: SLURM_JOB_ID is set), every job is a job step, `srun` sharing the allocation's nodes,
-its MPI ranks wired up by PMIx (`scheduler_options` may choose another `--mpi`). Job states come
+From a login node, the server is one batch job and each simulation another, each running its
+command as a job step (`srun`) of its allocation. Inside an allocation (the launcher itself run
+by `sbatch` or `salloc`: SLURM_JOB_ID is set), every job is a job step, `srun` sharing the
+allocation's nodes. Either way MPI ranks are wired up by PMIx (`scheduler_options` may choose
+another `--mpi`). Job states come
 from one `squeue` call for all of the study's jobs, at most every STATE_INTERVAL seconds, then
 from `scontrol show job` once a job has left the queue: polling every job every few milliseconds
 would flood the controller. PENDING is not a failure; a node failure or a time limit is one,
@@ -82,13 +82,20 @@ class SlurmScheduler(Scheduler):
         self._queried = 0.0
         self._watched: dict[str, float] = {}  # unfinished job id -> when it was submitted
 
+    def step_argv(self, spec: JobSpec, options: list[str]) -> list[str]:
+        """The job step that runs a job's command. Even a single process goes through srun: an
+        MPI program started alone in a batch job (a singleton) spawns a daemon of its own, and
+        with many starting at once some fail to ("Unable to start a daemon on the local
+        node": 10 of 2000 tiny simulations); under srun it gets its peers from PMIx."""
+        return ["srun", f"--job-name=melissa-{spec.name}", f"--ntasks={spec.n_processes}",
+                "--exact", "--kill-on-bad-exit=1", "--mpi=pmix", *options, *spec.argv]
+
+    def options_of(self, spec: JobSpec) -> list[str]:
+        return self.options.get("server" if spec.name == "server" else "simulation", [])
+
     def submit(self, spec: JobSpec) -> Job:
         if "SLURM_JOB_ID" in os.environ:
-            kind = "server" if spec.name == "server" else "simulation"
-            return ProcessJob(spec, [
-                "srun", f"--job-name=melissa-{spec.name}", f"--ntasks={spec.n_processes}",
-                "--exact", "--kill-on-bad-exit=1", "--mpi=pmix", *self.options.get(kind, []),
-                *spec.argv])
+            return ProcessJob(spec, self.step_argv(spec, self.options_of(spec)))
         return self._sbatch([spec])[0]
 
     def submit_all(self, specs: list[JobSpec]) -> list[Job]:
@@ -102,10 +109,9 @@ class SlurmScheduler(Scheduler):
         script gives each task its command, environment and output files; Slurm's own words
         about a job (a cancellation, a node failure) go beside them."""
         first = specs[0]
-        kind = "server" if first.name == "server" else "simulation"
         commands = []
         for spec in specs:
-            argv = self.mpirun_argv(spec) if spec.n_processes > 1 else spec.argv
+            argv = self.step_argv(spec, [])  # the options went to sbatch
             exports = " ".join(f"{name}={shlex.quote(value)}" for name, value in spec.env.items())
             commands.append(f"export {exports}\n    exec {shlex.join(argv)} "
                             f">>{shlex.quote(str(spec.stdout))} 2>>{shlex.quote(str(spec.stderr))}")
@@ -124,7 +130,7 @@ class SlurmScheduler(Scheduler):
             job._open_logs()
         name = f"melissa-{first.name}" if len(specs) == 1 else "melissa-simulations"
         submitted = _run(
-            ["sbatch", "--parsable", f"--job-name={name}", *self.options.get(kind, []), *array,
+            ["sbatch", "--parsable", f"--job-name={name}", *self.options_of(first), *array,
              f"--ntasks={first.n_processes}", f"--chdir={first.cwd}", "--export=ALL",
              f"--output={first.stdout.parent / ('slurm-%A_%a.log' if array else 'slurm-%j.log')}",
              str(script)]).strip().split(";")[0]
