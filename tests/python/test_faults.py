@@ -93,6 +93,8 @@ def assert_equals_offline(tmp_path: Path, results: Path, options: str = "",
 
 
 MOMENTS = {"mean": True, "variance": True, "min": True, "max": True}
+# Checkpoints often enough that a fault injected mid-study finds one.
+CHECKPOINTED = {**MOMENTS, "checkpoint_interval": 0.5}
 
 
 # -- 1. a solver whose field has the wrong size -----------------------------------------------
@@ -115,12 +117,9 @@ def test_wrong_field_size_fails_that_simulation_only(tmp_path: Path) -> None:
 @pytest.mark.parametrize("kill", [signal.SIGKILL, signal.SIGTERM])
 def test_dead_launcher_leaves_no_server_and_resume_finishes(tmp_path: Path,
                                                             kill: signal.Signals) -> None:
-    config = study_config(tmp_path, solver_options="--step-delay 0.4", sa=MOMENTS,
+    config = study_config(tmp_path, solver_options="--step-delay 0.4", sa=CHECKPOINTED,
                           study={"parameter_sweep_size": 10},
                           launcher={"job_limit": 2})
-    raw = json.loads(config.read_text().split("\n", 1)[1])
-    raw["sa_config"]["checkpoint_interval"] = 0.5
-    config.write_text(json.dumps(raw))
     out = tmp_path / "out"
     launcher = start_melissa("run", str(config))
     server = server_of(out)
@@ -259,10 +258,8 @@ def melissa_on_small_disk(mount: Path, size: str, *args: str) -> subprocess.Comp
 
 
 def test_checkpoints_on_a_full_disk_are_not_fatal(tmp_path: Path) -> None:
-    config = study_config(tmp_path, solver_options="--cells 4000 --step-delay 0.1", sa=MOMENTS)
-    raw = json.loads(config.read_text().split("\n", 1)[1])
-    raw["sa_config"]["checkpoint_interval"] = 0.2
-    config.write_text(json.dumps(raw))
+    config = study_config(tmp_path, solver_options="--cells 4000 --step-delay 0.1",
+                          sa={**MOMENTS, "checkpoint_interval": 0.2})
     done = melissa_on_small_disk(tmp_path / "out" / "checkpoints", "64k", "run", str(config))
     assert done.returncode == 0, done.stderr
     log = "".join(p.read_text() for p in (tmp_path / "out" / "logs").glob("server-*.log"))
@@ -326,11 +323,8 @@ def test_local_server_listens_on_loopback_only(tmp_path: Path) -> None:
 # -- the restart, and everything at once -------------------------------------------------------
 
 def test_killed_server_rank_is_restarted_from_its_checkpoint(tmp_path: Path) -> None:
-    config = study_config(tmp_path, solver_options="--step-delay 0.2", sa=MOMENTS,
+    config = study_config(tmp_path, solver_options="--step-delay 0.2", sa=CHECKPOINTED,
                           study={"parameter_sweep_size": 12})
-    raw = json.loads(config.read_text().split("\n", 1)[1])
-    raw["sa_config"]["checkpoint_interval"] = 0.5
-    config.write_text(json.dumps(raw))
     out = tmp_path / "out"
     launcher = start_melissa("run", str(config))
     server = server_of(out)
@@ -346,11 +340,8 @@ def test_killed_server_rank_is_restarted_from_its_checkpoint(tmp_path: Path) -> 
 def test_silent_server_is_restarted(tmp_path: Path) -> None:
     """A rank that stops answering (SIGSTOP: as a hung one) without dying is found out by its
     heartbeat and the server restarted."""
-    config = study_config(tmp_path, solver_options="--step-delay 0.2", sa=MOMENTS,
+    config = study_config(tmp_path, solver_options="--step-delay 0.2", sa=CHECKPOINTED,
                           launcher={"timeouts": {"transport": 20, "heartbeat": 3}})
-    raw = json.loads(config.read_text().split("\n", 1)[1])
-    raw["sa_config"]["checkpoint_interval"] = 0.5
-    config.write_text(json.dumps(raw))
     out = tmp_path / "out"
     launcher = start_melissa("run", str(config))
     server = server_of(out)
@@ -399,12 +390,10 @@ def test_no_single_fault_loses_the_study(tmp_path: Path) -> None:
 
     killed = [sim for sim in range(20) if sim % 4 == 1]  # 5 of 20
     faulty = study_config(
-        faulty_dir, sa=sobol, study=study, launcher={"job_limit": 4},
+        faulty_dir, sa={**sobol, "checkpoint_interval": 0.5}, study=study,
+        launcher={"job_limit": 4},
         solver_options=f"{wrong_size} --step-delay 0.15 --crash-once-after 3 "
                        f"--sigkill-ids {','.join(map(str, killed))}")
-    raw = json.loads(faulty.read_text().split("\n", 1)[1])
-    raw["sa_config"]["checkpoint_interval"] = 0.5
-    faulty.write_text(json.dumps(raw))
     launcher = start_melissa("run", str(faulty))
     server = server_of(faulty_dir / "out")
     wait_for(lambda: finished_on_every_rank(faulty_dir / "out", 2) >= 6, 120,
