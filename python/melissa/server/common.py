@@ -55,7 +55,10 @@ class Study:
             log.info("clients connect to %s", address)
 
     def withdraw(self) -> None:
-        """Rank 0, at a clean end: no server of this study runs any more."""
+        """At a rank's end (collective): no server of this study runs any more. No rank leaves
+        before every rank has saved what it holds: once one rank exits with a non-zero status,
+        mpirun kills the others, mid-checkpoint."""
+        self.comm.Barrier()
         if self.comm.rank == 0:
             self.files.server.unlink(missing_ok=True)
 

@@ -185,6 +185,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: interrupted.__setitem__(0, True))
     watch = Watch(files, comm.rank, receiver, config)
     stop = serve(watch, interrupted, checkpoints)
+    # Each rank decides at its own pace: one that saw the launcher go while another saw its stop
+    # request would leave the other waiting in write_results' collectives.
+    if not all(comm.allgather(stop is not None)):
+        stop = None
     counters = receiver.counters()
     log.info("received %d messages, %d bytes; dropped %s; Sobol groups left incomplete: %d",
              counters["messages"], counters["bytes"], counters["dropped"] or "nothing",
