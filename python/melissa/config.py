@@ -22,6 +22,7 @@ from pydantic import (
     PositiveFloat,
     PositiveInt,
     ValidationError,
+    ValidatorFunctionWrapHandler,
     field_validator,
     model_validator,
 )
@@ -213,7 +214,10 @@ class LauncherConfig(_Section):
         "command by kind of job, e.g. {\"simulation\": [\"--partition=short\", "
         "\"--time=00:10:00\"]}."
     )
-    job_limit: PositiveInt = Field(2, description="Simulations running at once.")
+    job_limit: PositiveInt | Literal["auto"] = Field(
+        2, description="Simulations running at once; \"auto\": as many as the scheduler starts "
+        "(with slurm, pending jobs are the sign that the cluster is full; locally, one per core)."
+    )
     num_server_processes: PositiveInt = Field(1, description="MPI ranks of the server.")
     num_client_processes: PositiveInt = Field(1, description="MPI ranks of each simulation.")
     simulation_retries: Annotated[int, Field(ge=0)] = Field(
@@ -228,6 +232,16 @@ class LauncherConfig(_Section):
         default_factory=list, description="Extra mpirun arguments, e.g. a hostfile."
     )
     timeouts: Timeouts = Field(default_factory=Timeouts)
+
+    @field_validator("job_limit", mode="wrap")
+    @classmethod
+    def _one_job_limit_error(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        """One error, not one per member of the union."""
+        try:
+            return handler(value)
+        except ValidationError:
+            raise ValueError(f'Input should be a positive integer or "auto" (got {value!r})') \
+                from None
 
 
 class ClientConfig(_Section):
@@ -300,6 +314,13 @@ class Config(_Section):
         study = self.study_options
         group = study.nb_parameters + 2 if self.sobol else 1
         return study.parameter_sweep_size * group
+
+    @property
+    def most_simulations_at_once(self) -> int:
+        """job_limit, or with "auto" the whole study: what the scheduler will start is not
+        known before it runs."""
+        limit = self.launcher_config.job_limit
+        return self.n_simulations if limit == "auto" else limit
 
     @property
     def sobol(self) -> bool:

@@ -197,6 +197,7 @@ def test_time_steps_beyond_the_receivers_are_refused() -> None:
 
 @pytest.mark.parametrize(("section", "values", "where"), [
     ("launcher_config", {"job_limit": 0}, "launcher_config.job_limit"),
+    ("launcher_config", {"job_limit": "many"}, "launcher_config.job_limit"),
     ("launcher_config", {"num_server_processes": 0}, "launcher_config.num_server_processes"),
     ("launcher_config", {"simulation_retries": -1}, "launcher_config.simulation_retries"),
     ("launcher_config", {"timeouts": {"transport": 0}}, "launcher_config.timeouts.transport"),

@@ -50,8 +50,13 @@ class Cluster:
         return [dict(item.split("=", 1) for item in line.split() if "=" in item)
                 for line in listed.splitlines() if line.startswith("JobId=")]
 
+    def node_cpus(self) -> int:
+        """The CPUs of one node (each declares what the machine has)."""
+        return int(self.run("exec", "node1", "sinfo", "-h", "-N", "-n", "node1", "-o", "%c").stdout)
+
     def queue(self) -> list[str]:
-        return self.run("exec", "node1", "squeue", "-h", "-o", "%i %j %T").stdout.splitlines()
+        # -r: a job array's tasks one per line, pending ones too.
+        return self.run("exec", "node1", "squeue", "-h", "-r", "-o", "%i %j %T").stdout.splitlines()
 
 
 @pytest.fixture(scope="module")
@@ -67,10 +72,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         cluster.run("stop")
 
 
-def slurm_config(tmp_path: Path, **overrides: Any) -> Path:
-    config = study_config(tmp_path, sa={"mean": True, "variance": True, "min": True,
-                                        "max": True},
-                          study={"field_shapes": {"u": [40], "v": [40]}, **overrides})
+def slurm_config(tmp_path: Path, *, sobol: bool = False, **overrides: Any) -> Path:
+    """A study through Slurm, in tmp_path/slurm; the same study run locally, in tmp_path."""
+    sa = {"mean": True, "variance": True, "min": True, "max": True, "sobol_indices": sobol}
+    config = study_config(tmp_path, sa=sa,
+                          study={"field_shapes": {"u": [40], "v": [40]},
+                                 "parameter_sweep_size": 4 if sobol else 8, **overrides})
     local = json.loads(config.read_text().split("\n", 1)[1])
     clustered = tmp_path / "slurm"
     clustered.mkdir()
@@ -80,24 +87,42 @@ def slurm_config(tmp_path: Path, **overrides: Any) -> Path:
     return clustered / "config.json"
 
 
-def test_study_through_slurm_equals_a_local_one(cluster: Cluster, tmp_path: Path) -> None:
-    config = slurm_config(tmp_path)
-    done = cluster.run("exec", "node1", sys.executable, "-m", "melissa", "run", str(config),
-                       timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "8/8 simulations completed" in done.stdout
+def assert_equals_the_local_study(tmp_path: Path, config: Path) -> None:
     local = melissa("run", str(tmp_path / "config.json"))
     assert local.returncode == 0, local.stderr
     assert_same_results(config.parent / "out" / "results.nc", tmp_path / "out" / "results.nc")
 
+
+def run_inside_an_allocation(cluster: Cluster, tmp_path: Path, config: Path) -> str:
+    """`melissa run` as a batch job of 6 tasks over the 3 nodes; what it printed."""
+    output = tmp_path / "launcher.out"
+    done = cluster.run("exec", "node1", "sbatch", "--wait", "--nodes=3", "--ntasks=6",
+                       f"--output={output}", f"--chdir={tmp_path}", "--wrap",
+                       f"{sys.executable} -m melissa run {config}", timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr + output.read_text()
+    assert not cluster.queue()
+    # Steps of the launcher's job, not jobs of their own.
+    assert not [job for job in cluster.jobs() if job["JobName"].startswith("melissa-")
+                and job["WorkDir"] in (str(config.parent), str(config.parent / "out"))]
+    return output.read_text()
+
+
+def test_sobol_study_through_slurm_equals_a_local_one(cluster: Cluster, tmp_path: Path) -> None:
+    config = slurm_config(tmp_path, sobol=True)
+    done = cluster.run("exec", "node1", sys.executable, "-m", "melissa", "run", str(config),
+                       timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "20/20 simulations completed" in done.stdout
+    assert_equals_the_local_study(tmp_path, config)
+
     jobs = [job for job in cluster.jobs()
             if job["WorkDir"] in (str(config.parent), str(config.parent / "out"))]
-    # The server and 8 simulations, as tasks of job arrays: fewer sbatch calls than jobs.
-    assert len(jobs) == 9 and all(job["JobState"] == "COMPLETED" for job in jobs)
+    # The server and 4 Sobol groups of 5, as tasks of job arrays: fewer sbatch calls than jobs.
+    assert len(jobs) == 21 and all(job["JobState"] == "COMPLETED" for job in jobs)
     assert any("ArrayTaskId" in job for job in jobs)
     server = next(job for job in jobs if job["JobName"] == "melissa-server")
     # scheduler_options reach the simulations' sbatch, not the server's.
-    assert [job.get("Comment") for job in jobs].count("melissa-test") == 8
+    assert [job.get("Comment") for job in jobs].count("melissa-test") == 20
     assert server.get("Comment") != "melissa-test"
     elsewhere = [job for job in jobs if job["NodeList"] != server["NodeList"]]
     assert elsewhere, "every simulation ran on the server's node: no tcp between nodes"
@@ -126,9 +151,7 @@ def test_cancelled_simulation_job_is_retried(cluster: Cluster, tmp_path: Path) -
     stdout, stderr = launcher.communicate(timeout=300)
     assert launcher.returncode == 0, stdout + stderr
     assert "simulation 2 failed" in stderr and "8/8 simulations completed" in stdout
-    local = melissa("run", str(tmp_path / "config.json"))
-    assert local.returncode == 0, local.stderr
-    assert_same_results(config.parent / "out" / "results.nc", tmp_path / "out" / "results.nc")
+    assert_equals_the_local_study(tmp_path, config)
 
 
 def test_interrupted_study_leaves_no_job(cluster: Cluster, tmp_path: Path) -> None:
@@ -148,26 +171,62 @@ def test_interrupted_study_leaves_no_job(cluster: Cluster, tmp_path: Path) -> No
     assert (config.parent / "out" / "results.nc").exists(), "what completed was kept"
 
 
-def test_study_inside_an_allocation(cluster: Cluster, tmp_path: Path) -> None:
+def test_auto_job_limit_follows_what_the_cluster_starts(cluster: Cluster,
+                                                         tmp_path: Path) -> None:
+    """job_limit "auto": as many simulations run as the nodes hold, a few wait in the queue,
+    and when a node comes back the study takes it up."""
+    config = slurm_config(tmp_path, parameter_sweep_size=24)
+    raw = json.loads(config.read_text())
+    raw["launcher_config"]["job_limit"] = "auto"
+    raw["client_config"]["executable_command"] += " --step-delay 0.5"
+    config.write_text(json.dumps(raw))
+    cpus = cluster.node_cpus()
+    seen: list[tuple[int, int]] = []  # (running, pending) simulations, as squeue lists them
+
+    def count() -> tuple[int, int]:
+        states = [line.split()[2] for line in cluster.queue() if "simulation" in line]
+        seen.append((states.count("RUNNING"), states.count("PENDING")))
+        return seen[-1]
+
+    drain = ["exec", "node1", "scontrol", "update", "NodeName=node3"]
+    assert cluster.run(*drain, "State=DRAIN", "Reason=melissa-test").returncode == 0
+    launcher = cluster.start_on("node1", sys.executable, "-m", "melissa", "run", str(config))
+    try:
+        # Two nodes, the server's 2 ranks on them: the rest of their CPUs for simulations.
+        wait_for(lambda: count() == (2 * cpus - 2, 4), 120, "the two nodes full, 4 waiting")
+        assert cluster.run(*drain, "State=RESUME").returncode == 0
+        wait_for(lambda: count()[0] == 3 * cpus - 2, 120, "node3 taken up")
+    except BaseException:
+        launcher.send_signal(signal.SIGINT)
+        launcher.communicate(timeout=120)
+        raise
+    finally:
+        cluster.run(*drain, "State=RESUME")
+    stdout, stderr = launcher.communicate(timeout=300)
+    assert launcher.returncode == 0, stdout + stderr
+    assert "24/24 simulations completed" in stdout
+    # Never more waiting than it takes to fill a slot at once; never a job the study did not need.
+    assert max(pending for _, pending in seen) <= 4, seen
+    assert len([job for job in cluster.jobs() if "simulation" in job["JobName"]
+                and job["WorkDir"] == str(config.parent)]) == 24
+    assert_equals_the_local_study(tmp_path, config)
+
+
+def test_sobol_study_inside_an_allocation(cluster: Cluster, tmp_path: Path) -> None:
     """The launcher in a batch job of its own: the server and the simulations are job steps
-    sharing its allocation of the 3 nodes."""
-    config = slurm_config(tmp_path)
-    output = tmp_path / "launcher.out"
-    done = cluster.run("exec", "node1", "sbatch", "--wait", "--nodes=3", "--ntasks=6",
-                       f"--output={output}", f"--chdir={tmp_path}", "--wrap",
-                       f"{sys.executable} -m melissa run {config}", timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr + output.read_text()
-    assert "8/8 simulations completed" in output.read_text()
-    local = melissa("run", str(tmp_path / "config.json"))
-    assert local.returncode == 0, local.stderr
-    assert_same_results(config.parent / "out" / "results.nc", tmp_path / "out" / "results.nc")
-    assert not cluster.queue()
-    # Steps of the launcher's job, not jobs of their own.
-    assert not [job for job in cluster.jobs() if job["JobName"].startswith("melissa-")
-                and job["WorkDir"] in (str(config.parent), str(config.parent / "out"))]
+    sharing its allocation of the 3 nodes, as many at once as it holds (job_limit "auto")."""
+    config = slurm_config(tmp_path, sobol=True)
+    raw = json.loads(config.read_text())
+    raw["launcher_config"]["job_limit"] = "auto"
+    config.write_text(json.dumps(raw))
+    assert "20/20 simulations completed" in run_inside_an_allocation(cluster, tmp_path, config)
+    # 6 tasks' CPUs, 2 of them the server's.
+    assert "job limit 4" in (config.parent / "out" / "logs" / "launcher.log").read_text()
+    assert_equals_the_local_study(tmp_path, config)
 
 
-def test_training_study_through_slurm(cluster: Cluster, tmp_path: Path) -> None:
+@pytest.mark.parametrize("inside", [False, True], ids=["login-node", "allocation"])
+def test_training_study_through_slurm(cluster: Cluster, tmp_path: Path, inside: bool) -> None:
     from test_training import training_config
 
     config = training_config(tmp_path)
@@ -175,10 +234,14 @@ def test_training_study_through_slurm(cluster: Cluster, tmp_path: Path) -> None:
     config["launcher_config"]["scheduler"] = "slurm"
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config))
-    done = cluster.run("exec", "node1", sys.executable, "-m", "melissa", "run", str(path),
-                       timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "16/16 simulations completed" in done.stdout
+    if inside:
+        printed = run_inside_an_allocation(cluster, tmp_path, path)
+    else:
+        done = cluster.run("exec", "node1", sys.executable, "-m", "melissa", "run", str(path),
+                           timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        printed = done.stdout
+    assert "16/16 simulations completed" in printed
     metrics = [json.loads(line) for line in
                (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
     assert metrics[-1]["validation_loss"] is not None

@@ -191,7 +191,7 @@ def _statistics_parts(config: Config, layout: _Layout) -> list[MemoryPart]:
     sa = config.sa_config
     assert sa is not None
     p = config.study_options.nb_parameters
-    job_limit = config.launcher_config.job_limit
+    job_limit = config.most_simulations_at_once
     # (asked, float64 or uint64 per cell, state arrays) of each kernel, as cpp/stats keeps them.
     kernels = [(sa.moments_order > 0, sa.moments_order, 1 + sa.moments_order),
                (sa.min or sa.max, 2, 3),

@@ -185,6 +185,12 @@ class Scheduler:
         """Jobs of the same kind, together (a batch scheduler makes one request of them)."""
         return [self.submit(spec) for spec in specs]
 
+    def capacity(self, processes: int, reserved: int) -> int | None:
+        """For job_limit "auto": how many jobs of `processes` processes run at once beside the
+        server's `reserved` processes; None where the scheduler's pending jobs tell instead.
+        Here the server mostly waits for data: the simulations get every core."""
+        return max(1, len(os.sched_getaffinity(0)) // processes)
+
     def mpirun_argv(self, spec: JobSpec) -> list[str]:
         mpirun = shutil.which("mpirun") or shutil.which("mpiexec")
         if mpirun is None:

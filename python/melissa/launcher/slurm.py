@@ -15,6 +15,7 @@ and the launcher retries it as any other.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
 import time
@@ -81,6 +82,16 @@ class SlurmScheduler(Scheduler):
         self._queue: dict[str, str] = {}  # job id -> its state in the last squeue
         self._queried = 0.0
         self._watched: dict[str, float] = {}  # unfinished job id -> when it was submitted
+
+    def capacity(self, processes: int, reserved: int) -> int | None:
+        """Inside an allocation, what its CPUs hold (each step takes its own, --exact); from a
+        login node, None: the queue tells."""
+        if "SLURM_JOB_ID" not in os.environ:
+            return None
+        # By node, as "36(x2),72": 36 CPUs on each of 2 nodes, then 72 on one.
+        cpus = sum(int(count) * int(nodes or 1) for count, nodes in re.findall(
+            r"(\d+)(?:\(x(\d+)\))?", os.environ.get("SLURM_JOB_CPUS_PER_NODE", "")))
+        return max(1, (cpus - reserved) // processes)
 
     def step_argv(self, spec: JobSpec, options: list[str]) -> list[str]:
         """The job step that runs a job's command. Even a single process goes through srun: an

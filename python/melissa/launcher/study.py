@@ -60,6 +60,10 @@ CONFIRMATION_TIMEOUT = 10.0
 # When this many simulations fail for good (retries included) the same way before any
 # completes, the solver cannot run: the study stops instead of trying every simulation.
 FAIL_FAST_FAILURES = 3
+# With job_limit "auto" and a batch scheduler, the simulations kept waiting in its queue: this
+# many, or a tenth of those running if more. A job that starts the moment the cluster has room
+# is always there, and pending jobs are the sign that it has none: no more are submitted.
+AUTO_PENDING = 4
 
 
 class StudyError(RuntimeError):
@@ -188,6 +192,9 @@ class StudyRun:
         self.scheduler = make_scheduler(launcher.scheduler, launcher.mpirun_options,
                                         {str(kind): options for kind, options
                                          in launcher.scheduler_options.items()})
+        # None with "auto" where the scheduler's queue tells when it is full.
+        self.job_limit = launcher.job_limit if launcher.job_limit != "auto" else \
+            self.scheduler.capacity(launcher.num_client_processes, launcher.num_server_processes)
         self.bind_address = self.server_bind_address()
         self.token = study_token()
         self.progress = progress or Progress(self.config.n_simulations, interactive=False)
@@ -470,12 +477,11 @@ class StudyRun:
         self.running.clear()
 
     def run_simulations(self, address: str) -> None:
-        launcher = self.config.launcher_config
         timeout = self.config.study_options.simulation_timeout
         last_progress = 0.0
         while self.queue or self.running:
             self.check_server()
-            free = launcher.job_limit - sum(r.exited is None for r in self.running.values())
+            free = self.room()
             if self.queue and free > 0:
                 self.start_simulations([self.queue.popleft()
                                         for _ in range(min(free, len(self.queue)))], address)
@@ -522,6 +528,14 @@ class StudyRun:
                                  sum(r.exited is None for r in self.running.values()),
                                  len(self.failed))
             time.sleep(POLL_INTERVAL)
+
+    def room(self) -> int:
+        """How many simulations to start now."""
+        active = [run for run in self.running.values() if run.exited is None]
+        if self.job_limit is not None:
+            return self.job_limit - len(active)
+        pending = sum(run.job.poll() is JobState.PENDING for run in active)
+        return max(AUTO_PENDING, (len(active) - pending) // 10) - pending
 
     def attempt_failed(self, sim: int, run: _Running, reason: str) -> None:
         del self.running[sim]
@@ -640,10 +654,11 @@ class StudyRun:
                 self.resume_from_checkpoint()
             self.queue.extend((sim, 0) for sim in range(len(self.parameters))
                               if sim not in self.done_before)
-            log.info("study %s: %d simulations, %d server ranks, job limit %d",
+            log.info("study %s: %d simulations, %d server ranks, job limit %s",
                      self.config_path, len(self.parameters),
                      self.config.launcher_config.num_server_processes,
-                     self.config.launcher_config.job_limit)
+                     self.job_limit or f"auto (as many as {self.scheduler.name} starts, "
+                                       f"{AUTO_PENDING}+ waiting in its queue)")
             with self.progress:
                 self.supervise()
         finally:
