@@ -15,8 +15,10 @@ instead of misreading a key.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import dataclasses
+import functools
 import os
 import secrets
 import socket
@@ -125,6 +127,25 @@ class RankProgress(_Message):
 
     def finished_set(self) -> set[int]:
         return {sim for first, last in self.finished for sim in range(first, last + 1)}
+
+    # The launcher asks these of every running simulation at every pass: with thousands
+    # running, a scan of the lists each time would make a pass cost their square.
+    def holds(self, sim: int) -> bool:
+        """Whether this rank holds the simulation whole."""
+        index = bisect.bisect_right(self._firsts, sim) - 1
+        return index >= 0 and sim <= self.finished[index][1]
+
+    def delivered(self, sim: int) -> tuple[int, int]:
+        """(Messages received, time steps delivered) of a simulation in flight; zeros if none."""
+        return self._in_flight.get(sim, (0, 0))
+
+    @functools.cached_property
+    def _firsts(self) -> list[int]:
+        return [first for first, _ in self.finished]
+
+    @functools.cached_property
+    def _in_flight(self) -> dict[int, tuple[int, int]]:
+        return {sim: (messages, steps) for sim, messages, steps in self.in_flight}
 
 
 @dataclass(frozen=True)

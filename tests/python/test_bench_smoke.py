@@ -43,3 +43,9 @@ def test_launcher_benchmark_runs() -> None:
                           timeout=300, env={**os.environ, **MPI_ROOT})
     assert done.returncode == 0, done.stderr
     assert "local:" in done.stdout and "simulations/s" in done.stdout
+    passes = subprocess.run([sys.executable, str(BENCH / "bench_launcher.py"), "--pass-cost"],
+                            capture_output=True, text=True, timeout=300)
+    assert passes.returncode == 0, passes.stderr
+    # Linear in the simulations running: a pass over 80,000 costs 80x one over 1,000, not 6400x.
+    per_simulation = [float(line.split(",")[-1].split()[0]) for line in passes.stdout.splitlines()]
+    assert len(per_simulation) == 3 and per_simulation[2] < 5 * per_simulation[0], passes.stdout

@@ -223,7 +223,7 @@ class StudyRun:
         host = os.environ.get("MELISSA_SERVER_HOST")
         if host is None and self.scheduler.name == "local":
             return "127.0.0.1"
-        if host is None and self.scheduler.name == "slurm":
+        if host is None and self.scheduler.name in ("slurm", "oar"):
             return ""
         host = host or socket.gethostname()
         try:
@@ -359,17 +359,12 @@ class StudyRun:
 
     def confirmed(self, sim: int) -> bool:
         """Whether every server rank holds the simulation whole."""
-        return all(p is not None and any(first <= sim <= last for first, last in p.finished)
-                   for p in self.ranks_progress)
+        return all(p is not None and p.holds(sim) for p in self.ranks_progress)
 
     def data_seen(self, sim: int) -> list[tuple[int, int]]:
         """(Messages received, (field, time step)s delivered) of an unfinished simulation, by
         server rank."""
-        seen = []
-        for progress in self.ranks_progress:
-            entry = next((e for e in progress.in_flight if e[0] == sim), None) if progress else None
-            seen.append((entry[1], entry[2]) if entry else (0, 0))
-        return seen
+        return [p.delivered(sim) if p else (0, 0) for p in self.ranks_progress]
 
     def restart_server(self, lost: ServerLost) -> str:
         """A new server, from the last checkpoint, in place of a lost one; its address. Raises
@@ -643,7 +638,7 @@ class StudyRun:
                 raise
 
     def run(self) -> Outcome:
-        start = time.monotonic()
+        start, cpu_start = time.monotonic(), time.process_time()
         self.files.create()
         self.presence.acquire()
         handler = logging.FileHandler(self.files.logs / "launcher.log")
@@ -668,6 +663,9 @@ class StudyRun:
             self.presence.release()
             self.outcome.seconds = time.monotonic() - start
             self.summarise()
+            # What the launcher itself costs (its jobs not counted): bench_launcher.py reads it.
+            log.info("launcher: %.2f s of CPU over %.1f s", time.process_time() - cpu_start,
+                     self.outcome.seconds)
             logging.getLogger("melissa").removeHandler(handler)
             handler.close()
         return self.outcome
