@@ -316,13 +316,6 @@ class Config(_Section):
         return study.parameter_sweep_size * group
 
     @property
-    def most_simulations_at_once(self) -> int:
-        """job_limit, or with "auto" the whole study: what the scheduler will start is not
-        known before it runs."""
-        limit = self.launcher_config.job_limit
-        return self.n_simulations if limit == "auto" else limit
-
-    @property
     def sobol(self) -> bool:
         return self.sa_config is not None and self.sa_config.sobol_indices
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from test_study import melissa, study_config
 
-from melissa.config import MAX_TIME_STEPS, ConfigError, load_config, parse_config, schema
+from melissa.config import MAX_TIME_STEPS, Config, ConfigError, load_config, parse_config, schema
 from melissa.launcher import preflight as checks
 
 
@@ -170,9 +170,9 @@ def test_interpreter_and_script_pass_with_the_program_resolved(tmp_path: Path) -
     (tmp_path / "solver.py").write_text("")
     (tmp_path / "solver.sh").write_text("#!/bin/sh\n")
     (tmp_path / "solver.sh").chmod(0o755)
-    assert checks.preflight(solver_config("python3 solver.py --x 1"), tmp_path) == [
+    assert checks.preflight(solver_config("python3 solver.py --x 1"), tmp_path).solver == [
         "python3", "solver.py", "--x", "1"]
-    assert checks.preflight(solver_config("./solver.sh"), tmp_path) == [
+    assert checks.preflight(solver_config("./solver.sh"), tmp_path).solver == [
         str(tmp_path / "solver.sh")]
 
 
@@ -285,6 +285,28 @@ def test_openmpi_compares_the_largest_rank_only() -> None:
     with pytest.raises(ConfigError):
         checks.check_memory(local, estimate.server_rank + estimate.launcher)
     checks.check_memory(spread, estimate.server_rank + estimate.launcher)
+
+
+def test_auto_job_limit_runs_what_the_servers_memory_holds() -> None:
+    """A Sobol group in flight holds its members' fields: with "auto", the simulations at once
+    stop where the memory does, rather than the study being refused."""
+    def sobol(job_limit: int | str) -> Config:
+        return parse_config(statistics_config(
+            study_options={"field_shapes": {"u": [1000, 1000]}, "parameter_sweep_size": 64},
+            sa_config={"mean": True, "sobol_indices": True},
+            launcher_config={"scheduler": "slurm", "job_limit": job_limit}))
+
+    available = checks.estimate_memory(sobol(10)).server_rank
+    at_once = checks.check_memory(sobol("auto"), available).at_once
+    assert at_once == 10
+    checks.check_memory(sobol(at_once), available)
+    with pytest.raises(ConfigError, match="launcher_config.job_limit"):
+        checks.check_memory(sobol(at_once + 1), available)
+    with pytest.raises(ConfigError, match="the largest server rank"):
+        checks.check_memory(sobol("auto"), checks.estimate_memory(sobol(1)).server_rank - 1)
+    # Nothing bounds a study of moments but its own size.
+    moments = parse_config(statistics_config(launcher_config={"job_limit": "auto"}))
+    assert checks.check_memory(moments, 2**40).at_once == moments.n_simulations
 
 
 # -- through `melissa run` ----------------------------------------------------------------------

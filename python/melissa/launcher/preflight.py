@@ -19,15 +19,21 @@ log = logging.getLogger("melissa.launcher")
 COMMAND = "client_config.executable_command"
 
 
-def preflight(config: Config, config_dir: Path) -> list[str]:
-    """The checks that need this machine: the solver's program, and the memory the study needs.
-    Returns the solver's command with its program resolved (resolve_solver)."""
+@dataclass(frozen=True)
+class Checked:
+    solver: list[str]  # the solver's command, its program resolved
+    estimate: MemoryEstimate
+
+
+def preflight(config: Config, config_dir: Path) -> Checked:
+    """The checks that need this machine: the solver's program, and the memory the study needs."""
     argv = resolve_solver(config, config_dir)
     estimate = check_memory(config, physical_memory())
-    log.info("memory estimate: launcher %s, server %s over %d ranks (at most %s on one)",
-             _size(estimate.launcher), _size(estimate.server),
-             config.launcher_config.num_server_processes, _size(estimate.server_rank))
-    return argv
+    log.info("memory estimate: launcher %s, server %s over %d ranks (at most %s on one), "
+             "%d simulations at once", _size(estimate.launcher), _size(estimate.server),
+             config.launcher_config.num_server_processes, _size(estimate.server_rank),
+             estimate.at_once)
+    return Checked(argv, estimate)
 
 
 def resolve_solver(config: Config, config_dir: Path) -> list[str]:
@@ -127,6 +133,7 @@ class MemoryEstimate:
     launcher: int
     server: int  # all ranks together
     server_rank: int  # any one rank, at most
+    at_once: int  # simulations running at once: what the server holds grows with them
 
     @property
     def total(self) -> int:
@@ -157,8 +164,11 @@ def physical_memory() -> int:
     return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def estimate_memory(config: Config) -> MemoryEstimate:
-    """The memory the launcher and the server need at their peak, from the config alone."""
+def estimate_memory(config: Config, at_once: int | None = None) -> MemoryEstimate:
+    """The memory the launcher and the server need at their peak, from the config alone, with
+    `at_once` simulations running at once (job_limit; with "auto", every one of the study)."""
+    limit = config.launcher_config.job_limit
+    at_once = at_once or (config.n_simulations if limit == "auto" else limit)
     study = config.study_options
     ranks = config.launcher_config.num_server_processes
     # An undeclared field costs at least its bookkeeping per time step: counted as 1 cell, a
@@ -177,21 +187,21 @@ def estimate_memory(config: Config) -> MemoryEstimate:
         MemoryPart("the time steps each receiver saw of every simulation",
                    "study_options.parameter_sweep_size, study_options.nb_time_steps, "
                    "study_options.field_names", ranks * receiver, receiver),
-        *(_statistics_parts(config, layout) if config.sa_config is not None
+        *(_statistics_parts(config, layout, at_once) if config.sa_config is not None
           else _training_parts(config, layout)),
     ]
     return MemoryEstimate((launcher, *server), launcher.total,
-                          sum(part.total for part in server), sum(part.rank for part in server))
+                          sum(part.total for part in server), sum(part.rank for part in server),
+                          at_once)
 
 
 SHAPES_AND_STEPS = "study_options.field_shapes, study_options.nb_time_steps"
 
 
-def _statistics_parts(config: Config, layout: _Layout) -> list[MemoryPart]:
+def _statistics_parts(config: Config, layout: _Layout, job_limit: int) -> list[MemoryPart]:
     sa = config.sa_config
     assert sa is not None
     p = config.study_options.nb_parameters
-    job_limit = config.most_simulations_at_once
     # (asked, float64 or uint64 per cell, state arrays) of each kernel, as cpp/stats keeps them.
     kernels = [(sa.moments_order > 0, sa.moments_order, 1 + sa.moments_order),
                (sa.min or sa.max, 2, 3),
@@ -255,8 +265,24 @@ def _training_parts(config: Config, layout: _Layout) -> list[MemoryPart]:
 def check_memory(config: Config, available: int) -> MemoryEstimate:
     """The estimate, or a ConfigError when it exceeds `available` bytes: with the local
     scheduler, the launcher and every server rank together, as all of them run here; else
-    the launcher alone, and the largest server rank alone, each on a machine like this one."""
-    estimate = estimate_memory(config)
+    the launcher alone, and the largest server rank alone, each on a machine like this one.
+    With job_limit "auto", the estimate of the most simulations at once that fit: the launcher
+    runs no more than that."""
+    if config.launcher_config.job_limit != "auto":
+        return _check_memory(config, available, None)
+    fits, beyond = 1, config.n_simulations + 1
+    estimate = _check_memory(config, available, fits)  # refused if even one does not fit
+    while beyond - fits > 1:  # what the server holds grows with the simulations at once
+        middle = (fits + beyond) // 2
+        try:
+            estimate, fits = _check_memory(config, available, middle), middle
+        except ConfigError:
+            beyond = middle
+    return estimate
+
+
+def _check_memory(config: Config, available: int, at_once: int | None) -> MemoryEstimate:
+    estimate = estimate_memory(config, at_once)
     ranks = config.launcher_config.num_server_processes
     # The bytes of each part that must fit, and whose they are.
     if config.launcher_config.scheduler == "local":

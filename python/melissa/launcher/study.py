@@ -176,7 +176,8 @@ class StudyRun:
         self.config_path = Path(config_path).resolve()
         self.config, output_dir = load_config(self.config_path)
         self.raw_config: dict[str, Any] = self.config.model_dump(mode="json")
-        self.solver = preflight(self.config, self.config_path.parent)
+        checked = preflight(self.config, self.config_path.parent)
+        self.solver = checked.solver
         self.files = StudyFiles(output_dir)
         self.training = self.config.dl_config is not None
         if self.training:
@@ -192,9 +193,14 @@ class StudyRun:
         self.scheduler = make_scheduler(launcher.scheduler, launcher.mpirun_options,
                                         {str(kind): options for kind, options
                                          in launcher.scheduler_options.items()})
-        # None with "auto" where the scheduler's queue tells when it is full.
-        self.job_limit = launcher.job_limit if launcher.job_limit != "auto" else \
-            self.scheduler.capacity(launcher.num_client_processes, launcher.num_server_processes)
+        # With "auto": what the scheduler runs at once, and the server's memory holds; the
+        # memory's bound alone (most_at_once) where the scheduler's queue tells when it is full.
+        self.most_at_once = checked.estimate.at_once
+        self.job_limit: int | None = self.most_at_once
+        if launcher.job_limit == "auto":
+            capacity = self.scheduler.capacity(launcher.num_client_processes,
+                                               launcher.num_server_processes)
+            self.job_limit = None if capacity is None else min(capacity, self.most_at_once)
         self.bind_address = self.server_bind_address()
         self.token = study_token()
         self.progress = progress or Progress(self.config.n_simulations, interactive=False)
@@ -530,7 +536,8 @@ class StudyRun:
         if self.job_limit is not None:
             return self.job_limit - len(active)
         pending = sum(run.job.poll() is JobState.PENDING for run in active)
-        return max(AUTO_PENDING, (len(active) - pending) // 10) - pending
+        return min(max(AUTO_PENDING, (len(active) - pending) // 10) - pending,
+                   self.most_at_once - len(active))
 
     def attempt_failed(self, sim: int, run: _Running, reason: str) -> None:
         del self.running[sim]
@@ -653,7 +660,8 @@ class StudyRun:
                      self.config_path, len(self.parameters),
                      self.config.launcher_config.num_server_processes,
                      self.job_limit or f"auto (as many as {self.scheduler.name} starts, "
-                                       f"{AUTO_PENDING}+ waiting in its queue)")
+                                       f"{AUTO_PENDING}+ waiting in its queue, at most "
+                                       f"{self.most_at_once})")
             with self.progress:
                 self.supervise()
         finally:
