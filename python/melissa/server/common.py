@@ -55,9 +55,9 @@ class Study:
             log.info("clients connect to %s", address)
 
     def withdraw(self) -> None:
-        """At a rank's end (collective): no server of this study runs any more. No rank leaves
-        before every rank has saved what it holds: once one rank exits with a non-zero status,
-        mpirun kills the others, mid-checkpoint."""
+        """At a rank's end (collective): no server of this study runs any more. Only once every
+        rank has saved what it holds: a launcher that finds server.json gone takes the
+        checkpoints up, and a rank still saving its own would be missed."""
         self.comm.Barrier()
         if self.comm.rank == 0:
             self.files.server.unlink(missing_ok=True)
