@@ -204,10 +204,10 @@ class Timeouts(_Section):
 
 
 class LauncherConfig(_Section):
-    scheduler: Literal["local", "openmpi", "slurm"] = Field(
+    scheduler: Literal["local", "openmpi", "slurm", "oar"] = Field(
         "local", description="local: processes on this machine (mpirun only for MPI jobs of "
         "several processes); openmpi: every job through mpirun; slurm: the server and every "
-        "simulation as Slurm batch jobs."
+        "simulation as Slurm batch jobs; oar: the same through OAR."
     )
     scheduler_options: dict[Literal["server", "simulation"], list[str]] = Field(
         default_factory=dict, description="Extra arguments of the batch scheduler's submission "

@@ -217,6 +217,10 @@ def make_scheduler(name: str, mpirun_options: list[str],
         from melissa.launcher.slurm import SlurmScheduler
 
         return SlurmScheduler(mpirun_options, options)
+    if name == "oar":
+        from melissa.launcher.oar import OarScheduler
+
+        return OarScheduler(mpirun_options, options)
     return {"local": Scheduler, "openmpi": OpenMpiScheduler}[name](mpirun_options)
 
 

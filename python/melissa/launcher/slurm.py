@@ -17,13 +17,19 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import subprocess
 import time
 
-from melissa.launcher.schedulers import Job, JobSpec, JobState, ProcessJob, Scheduler
+from melissa.launcher.batch import (
+    STATE_INTERVAL,
+    BatchError,
+    BatchJob,
+    BatchScheduler,
+    job_script,
+    run_command,
+    task_command,
+)
+from melissa.launcher.schedulers import Job, JobSpec, JobState, ProcessJob
 
-# Between two `squeue` calls of the launcher, whatever the number of jobs.
-STATE_INTERVAL = 1.0
 # Slurm's job states, as the launcher sees them; any other (FAILED, CANCELLED, TIMEOUT,
 # NODE_FAIL, OUT_OF_MEMORY, PREEMPTED, BOOT_FAIL, DEADLINE...) is a failure.
 _STATES = {"PENDING": JobState.PENDING, "CONFIGURING": JobState.PENDING,
@@ -32,53 +38,14 @@ _STATES = {"PENDING": JobState.PENDING, "CONFIGURING": JobState.PENDING,
            "SUSPENDED": JobState.RUNNING, "COMPLETED": JobState.COMPLETED}
 
 
-class SlurmError(RuntimeError):
-    """A Slurm command failed; the message has its output."""
-
-
-def _run(argv: list[str], **kwargs: object) -> str:
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, **kwargs)  # type: ignore[call-overload]
-    if done.returncode != 0:
-        raise SlurmError(f"{shlex.join(argv)} failed ({done.returncode}): "
-                         f"{done.stderr.strip() or done.stdout.strip()}")
-    return str(done.stdout)
-
-
-class SlurmJob(Job):
-    def __init__(self, scheduler: SlurmScheduler, spec: JobSpec, job_id: str) -> None:
-        self.scheduler, self.spec, self.job_id = scheduler, spec, job_id
-        self._state = JobState.PENDING
-        self._exit_code: int | None = None
-
-    def poll(self) -> JobState:
-        if self._state.active:
-            self._state, self._exit_code = self.scheduler.state(self.job_id)
-        return self._state
-
-    @property
-    def exit_code(self) -> int | None:
-        return self._exit_code
-
-    @property
-    def name(self) -> str:
-        return f"Slurm job {self.job_id}"
-
-    def cancel(self, grace: float = 5.0) -> None:
-        if not self.poll().active:
-            return
-        subprocess.run(["scancel", self.job_id], capture_output=True, timeout=60)
-        self.wait(grace + STATE_INTERVAL)
-
-
-class SlurmScheduler(Scheduler):
+class SlurmScheduler(BatchScheduler):
     name = "slurm"
+    label = "Slurm"
+    cancel_command = "scancel"
 
     def __init__(self, mpirun_options: list[str] | None = None,
                  options: dict[str, list[str]] | None = None) -> None:
-        super().__init__(mpirun_options)
-        # Extra sbatch arguments by kind of job ("server", "simulation"): partition, account,
-        # time limit, QoS, constraints...
-        self.options = options or {}
+        super().__init__(mpirun_options, options)
         self._queue: dict[str, str] = {}  # job id -> its state in the last squeue
         self._queried = 0.0
         self._watched: dict[str, float] = {}  # unfinished job id -> when it was submitted
@@ -101,9 +68,6 @@ class SlurmScheduler(Scheduler):
         return ["srun", f"--job-name=melissa-{spec.name}", f"--ntasks={spec.n_processes}",
                 "--exact", "--kill-on-bad-exit=1", "--mpi=pmix", *options, *spec.argv]
 
-    def options_of(self, spec: JobSpec) -> list[str]:
-        return self.options.get("server" if spec.name == "server" else "simulation", [])
-
     def submit(self, spec: JobSpec) -> Job:
         if "SLURM_JOB_ID" in os.environ:
             return ProcessJob(spec, self.step_argv(spec, self.options_of(spec)))
@@ -120,27 +84,14 @@ class SlurmScheduler(Scheduler):
         script gives each task its command, environment and output files; Slurm's own words
         about a job (a cancellation, a node failure) go beside them."""
         first = specs[0]
-        commands = []
-        for spec in specs:
-            argv = self.step_argv(spec, [])  # the options went to sbatch
-            exports = " ".join(f"{name}={shlex.quote(value)}" for name, value in spec.env.items())
-            commands.append(f"export {exports}\n    exec {shlex.join(argv)} "
-                            f">>{shlex.quote(str(spec.stdout))} 2>>{shlex.quote(str(spec.stderr))}")
-        if len(specs) == 1:
-            body, array = commands[0], []
-        else:
-            tasks = "\n".join(f"  {task})\n    {command} ;;"
-                              for task, command in enumerate(commands))
-            body = f'case "$SLURM_ARRAY_TASK_ID" in\n{tasks}\nesac'
-            array = [f"--array=0-{len(specs) - 1}"]
-        first.stdout.parent.mkdir(parents=True, exist_ok=True)
-        script = first.stdout.with_suffix(".sbatch")
-        script.write_text(f"#!/bin/sh\n# written by melissa's launcher\n{body}\n")
-        jobs = [SlurmJob(self, spec, "") for spec in specs]
-        for job in jobs:
-            job._open_logs()
+        # The options went to sbatch.
+        script = job_script(first.stdout.with_suffix(".sbatch"),
+                            [task_command(spec, shlex.join(self.step_argv(spec, [])))
+                             for spec in specs], "SLURM_ARRAY_TASK_ID", 0)
+        array = [f"--array=0-{len(specs) - 1}"] if len(specs) > 1 else []
+        jobs = [BatchJob(self, spec) for spec in specs]
         name = f"melissa-{first.name}" if len(specs) == 1 else "melissa-simulations"
-        submitted = _run(
+        submitted = run_command(
             ["sbatch", "--parsable", f"--job-name={name}", *self.options_of(first), *array,
              f"--ntasks={first.n_processes}", f"--chdir={first.cwd}", "--export=ALL",
              f"--output={first.stdout.parent / ('slurm-%A_%a.log' if array else 'slurm-%j.log')}",
@@ -155,7 +106,8 @@ class SlurmScheduler(Scheduler):
         now = time.monotonic()
         if now - self._queried >= STATE_INTERVAL:
             # -r: a job array's tasks one per line, as the launcher knows them.
-            listed = _run(["squeue", "-h", "-r", "-o", "%i %T", "-j", ",".join(self._watched)])
+            listed = run_command(["squeue", "-h", "-r", "-o", "%i %T", "-j",
+                                  ",".join(self._watched)])
             self._queue = dict(line.split() for line in listed.splitlines() if line.strip())
             self._queried = now
         if job_id in self._queue:
@@ -164,8 +116,8 @@ class SlurmScheduler(Scheduler):
             return JobState.PENDING, None  # submitted since the last squeue
         # Not in the queue: its state from the controller, final once it has left.
         try:
-            shown = _run(["scontrol", "show", "job", "-o", job_id])
-        except SlurmError:  # forgotten already (MinJobAge): how it ended is lost
+            shown = run_command(["scontrol", "show", "job", "-o", job_id])
+        except BatchError:  # forgotten already (MinJobAge): how it ended is lost
             self._watched.pop(job_id, None)
             return JobState.FAILED, None
         fields = dict(item.split("=", 1) for item in shown.split() if "=" in item)
