@@ -20,11 +20,12 @@ LOGS := build/logs
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # python3-dev: the headers the extensions compile against, which Debian's python3 lacks; slurm-wlm
-# and munge: the virtual cluster (tools/virtual-cluster) that the Slurm tests start; postgresql and
-# the oar-* packages: its OAR variant, for the OAR tests (their postinst scripts need no systemd).
+# and munge: the virtual cluster (tools/virtual-cluster) that the Slurm tests start; slurmdbd and
+# mariadb-server: its job accounting, which sacct reads; postgresql and the oar-* packages: its OAR
+# variant, for the OAR tests (their postinst scripts need no systemd).
 APT_PACKAGES := g++ gfortran make pkg-config python3-venv python3-dev openmpi-bin libopenmpi-dev \
-                libzmq3-dev cppzmq-dev libgtest-dev slurm-wlm munge postgresql oar-server \
-                oar-server-pgsql oar-node oar-user oar-user-pgsql
+                libzmq3-dev cppzmq-dev libgtest-dev slurm-wlm slurmdbd mariadb-server munge \
+                postgresql oar-server oar-server-pgsql oar-node oar-user oar-user-pgsql
 # torch first, pinned: this version lies on disk as a CPU build, while an unpinned torch would
 # download a multi-GB CUDA build. The build tools go in the venv so that builds are incremental
 # (--no-build-isolation) and need no network after the first install: pyproject.toml's build

@@ -22,8 +22,8 @@ import pytest
 from test_faults import wait_for
 from test_slurm import Cluster, assert_equals_the_local_study, slurm_config
 
-# Not the default cluster's, nor test_slurm.py's: either may be running.
-NAMES = {"VC_PREFIX": "mvco", "VC_SUBNET": "10.79.0", "VC_SCHEDULER": "oar"}
+# Namespaces of this run's own, not test_slurm.py's (see there).
+NAMES = {"VC_PREFIX": f"mvco{os.getpid()}", "VC_SUBNET": "10.79.0", "VC_SCHEDULER": "oar"}
 
 pytestmark = [pytest.mark.cluster,
               pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")]

@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """Studies through a real Slurm: a cluster of 3 nodes started on this machine by
-tools/virtual-cluster (network, UTS and mount namespaces; slurmctld, 3 slurmd, munged). The
-launcher runs on node1 as on a login node; the server and the simulations are batch jobs that
-Slurm places on the nodes, talking tcp between them.
+tools/virtual-cluster (network, UTS and mount namespaces; slurmctld, 3 slurmd, munged, and the
+accounting that sacct reads: slurmdbd and MariaDB). The launcher runs on node1 as on a login
+node; the server and the simulations are batch jobs that Slurm places on the nodes, talking tcp
+between them.
 """
 
 from __future__ import annotations
@@ -23,18 +24,21 @@ import pytest
 from test_faults import assert_same_results, wait_for
 from test_study import ROOT_MPI, melissa, study_config
 
+from melissa.launcher.schedulers import JobState
+
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = ROOT / "tools" / "virtual-cluster"
-# Not the default cluster's: a developer's own may be running.
-NAMES = {"VC_PREFIX": "mvct", "VC_SUBNET": "10.78.0"}
+# Namespaces of this run's own: a developer's cluster, another run's, or one that a killed run
+# left behind may exist.
+NAMES = {"VC_PREFIX": f"mvct{os.getpid()}", "VC_SUBNET": "10.78.0"}
 
 pytestmark = [pytest.mark.cluster,
               pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")]
 
 
 class Cluster:
-    def __init__(self, directory: Path) -> None:
-        self.env = {**os.environ, **ROOT_MPI, **NAMES, "VC_DIR": str(directory)}
+    def __init__(self, directory: Path, names: dict[str, str] = NAMES) -> None:
+        self.env = {**os.environ, **ROOT_MPI, **names, "VC_DIR": str(directory)}
 
     def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run([str(CLUSTER), *args], capture_output=True, text=True,
@@ -49,6 +53,13 @@ class Cluster:
         listed = self.run("exec", "node1", "scontrol", "show", "job", "-o").stdout
         return [dict(item.split("=", 1) for item in line.split() if "=" in item)
                 for line in listed.splitlines() if line.startswith("JobId=")]
+
+    def accounted(self, job_ids: list[str]) -> dict[str, tuple[str, str]]:
+        """What accounting keeps of these jobs: job id -> (state, "status:signal")."""
+        listed = self.run("exec", "node1", "sacct", "-n", "-X", "-P", "-o",
+                          "JobID,State,ExitCode", "-j", ",".join(job_ids)).stdout
+        return {job_id: (state, code) for job_id, state, code in
+                (line.split("|") for line in listed.splitlines())}
 
     def node_cpus(self) -> int:
         """The CPUs of one node (each declares what the machine has)."""
@@ -119,6 +130,10 @@ def test_sobol_study_through_slurm_equals_a_local_one(cluster: Cluster, tmp_path
             if job["WorkDir"] in (str(config.parent), str(config.parent / "out"))]
     # The server and 4 Sobol groups of 5, as tasks of job arrays: fewer sbatch calls than jobs.
     assert len(jobs) == 21 and all(job["JobState"] == "COMPLETED" for job in jobs)
+    # Accounting keeps them, as the launcher names them: an array's task as ARRAY_TASK.
+    ids = [f"{job['ArrayJobId']}_{job['ArrayTaskId']}" if "ArrayTaskId" in job else job["JobId"]
+           for job in jobs]
+    assert cluster.accounted(ids) == {job_id: ("COMPLETED", "0:0") for job_id in ids}
     assert any("ArrayTaskId" in job for job in jobs)
     server = next(job for job in jobs if job["JobName"] == "melissa-server")
     # scheduler_options reach the simulations' sbatch, not the server's.
@@ -147,10 +162,15 @@ def test_cancelled_simulation_job_is_retried(cluster: Cluster, tmp_path: Path) -
         return found[1] if found[1] in running else None
 
     wait_for(lambda: running_simulation() is not None, 120, "simulation 2 running")
-    assert cluster.run("exec", "node1", "scancel", str(running_simulation())).returncode == 0
+    cancelled = str(running_simulation())
+    assert cluster.run("exec", "node1", "scancel", cancelled).returncode == 0
     stdout, stderr = launcher.communicate(timeout=300)
     assert launcher.returncode == 0, stdout + stderr
     assert "simulation 2 failed" in stderr and "8/8 simulations completed" in stdout
+    # Its end as accounting keeps it, and as the launcher told it: its script's status, srun's
+    # 143 (SIGTERM), which sacct prints less 128.
+    assert cluster.accounted([cancelled]) == {cancelled: ("CANCELLED by 0", "0:0")}
+    assert "simulation 2 failed (exit status 15" in log.read_text()
     assert_equals_the_local_study(tmp_path, config)
 
 
@@ -247,3 +267,71 @@ def test_training_study_through_slurm(cluster: Cluster, tmp_path: Path, inside: 
     assert metrics[-1]["validation_loss"] is not None
     assert (tmp_path / "out" / "model.pt").exists()
     assert not cluster.queue()
+
+
+def job_outcomes(directory: Path) -> None:
+    """On a node (this module run as a script): SlurmScheduler's view of 4 jobs that end each
+    their way, a job array's task completing, one exiting with 3, one cancelled while it runs,
+    and a single job completing; printed as JSON with the batch commands it ran, in order."""
+    from melissa.launcher import batch, slurm
+    from melissa.launcher.schedulers import JobSpec
+
+    commands: list[str] = []
+
+    def counted(argv: list[str], **kwargs: Any) -> str:
+        commands.append(argv[0])
+        return batch.run_command(argv, **kwargs)
+
+    slurm.run_command = counted
+    scheduler = slurm.SlurmScheduler()
+
+    def spec(name: str, command: str) -> JobSpec:
+        return JobSpec(name, ["sh", "-c", command], 1, directory / f"{name}.out",
+                       directory / f"{name}.err", directory)
+
+    jobs = scheduler.submit_all([spec(f"simulation{k}", command) for k, command in
+                                 enumerate(["sleep 1", "sleep 1; exit 3", "sleep 600"])])
+    jobs.append(scheduler.submit(spec("server", "true")))
+    wait_for(lambda: jobs[2].poll() is JobState.RUNNING, 60, "the job to cancel running")
+    scheduler.cancel_job(jobs[2].job_id)
+    wait_for(lambda: not any(job.poll().active for job in jobs), 60, "every job's end")
+    print(json.dumps({"ends": [[job.poll().value, job.exit_code] for job in jobs],
+                      "commands": commands}))
+
+
+@pytest.mark.parametrize("accounting", [True, False], ids=["sacct", "no-accounting"])
+def test_job_ends_come_from_accounting_or_the_controller(cluster: Cluster, tmp_path: Path,
+                                                         accounting: bool) -> None:
+    """With accounting, one sacct for the jobs that have left the queue; without (many sites),
+    sacct fails once and scontrol tells, as the launcher logs: the same ends either way."""
+    if not accounting:
+        cluster = Cluster(tmp_path / "vc", {"VC_PREFIX": f"mvcu{os.getpid()}",
+                                            "VC_SUBNET": "10.81.0", "VC_ACCOUNTING": "0"})
+        started = cluster.run("start", "1")
+        assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        done = cluster.run("exec", "node1", sys.executable, __file__, str(tmp_path), timeout=120)
+    finally:
+        if not accounting:
+            cluster.run("stop")
+    assert done.returncode == 0, done.stdout + done.stderr
+    printed = json.loads(done.stdout)
+    # The cancelled job's srun ended by SIGTERM: 128 + 15, which sacct prints less 128.
+    cancelled = 15 if accounting else 143
+    assert printed["ends"] == [["completed", 0], ["failed", 3], ["failed", cancelled],
+                               ["completed", 0]]
+    commands = printed["commands"]
+    assert commands.count("sacct") <= commands.count("squeue")
+    if accounting:
+        assert "scontrol" not in commands and "no job accounting" not in done.stderr
+    else:
+        assert commands.count("sacct") == 1
+        assert "scontrol" in commands
+        assert "no job accounting (" in done.stderr and "storage is disabled" in done.stderr
+
+
+if __name__ == "__main__":
+    import logging
+
+    logging.basicConfig(level=logging.INFO)
+    job_outcomes(Path(sys.argv[1]))
