@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """The `melissa` command (also `python -m melissa`, and `melissa-launcher --config_name`).
 
-    melissa run CONFIG [--overwrite | --resume]   run a study
+    melissa [-v | -q] run CONFIG [--overwrite | --resume]   run a study
     melissa schema                     print the config's JSON Schema
     melissa plot OUTPUT_DIR            render the results as PNG figures
     melissa --cmakedir                 where find_package(Melissa) looks
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -98,26 +99,44 @@ def main(argv: list[str] | None = None) -> int:
                         help="print the directory of the CMake package (MelissaConfig.cmake)")
     parser.add_argument("--pkgconfigdir", action="store_true",
                         help="print the directory of the pkg-config file melissa.pc")
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument("-v", "--verbose", action="store_true",
+                           help="print every event of logs/launcher.log too")
+    verbosity.add_argument("-q", "--quiet", action="store_true",
+                           help="print errors only, no progress")
     commands = parser.add_subparsers(dest="command")
     run = commands.add_parser("run", help="run the study of a config file")
     run.add_argument("config", type=Path)
     run.add_argument("--overwrite", action="store_true",
                      help="replace the results of an earlier study in the same output_dir")
     run.add_argument("--resume", action="store_true",
-                     help="continue a training study from its last checkpoint, running only "
-                     "the simulations it had not used")
+                     help="continue a study, of statistics or training, from its last "
+                     "checkpoint, running only the simulations it does not hold whole")
     commands.add_parser("schema", help="print the JSON Schema of a config")
     plot = commands.add_parser("plot", help="render a study's results as PNG figures")
     plot.add_argument("output_dir", type=Path)
     args = parser.parse_args(argv)
+    try:
+        return _command(parser, args)
+    except BrokenPipeError:
+        # A reader that left early (`melissa schema | head`): nothing more to say to it, and
+        # Python's flush of stdout at exit must not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
+
+def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.cmakedir or args.pkgconfigdir:
         return _print_dir(cmake_dir() if args.cmakedir else pkgconfig_dir())
-    # The console gets progress, warnings and errors; every event goes to logs/launcher.log.
+    # The console gets progress, warnings and errors (-q: errors; -v: everything); every event
+    # goes to logs/launcher.log.
     console = logging.StreamHandler(sys.stderr)
     console.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    console.addFilter(lambda record: record.levelno >= logging.WARNING
-                      or record.name == "melissa.progress")
+    if args.quiet:
+        console.setLevel(logging.ERROR)
+    elif not args.verbose:
+        console.addFilter(lambda record: record.levelno >= logging.WARNING
+                          or record.name == "melissa.progress")
     logging.basicConfig(level=logging.INFO, handlers=[console])
     if args.command == "run":
         return _run(args.config, args.overwrite, args.resume)

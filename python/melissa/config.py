@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import math
 import shlex
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -247,7 +248,7 @@ class LauncherConfig(_Section):
 class ClientConfig(_Section):
     executable_command: str = Field(
         min_length=1, description="The solver's command; the launcher appends the run's "
-        "parameter values as arguments."
+        "parameter values as arguments. {python} stands for the launcher's own interpreter."
     )
 
     @field_validator("executable_command")
@@ -263,7 +264,10 @@ class ClientConfig(_Section):
 
     @property
     def argv(self) -> list[str]:
-        return shlex.split(self.executable_command)
+        """The command's words; `{python}` is the launcher's own interpreter, the one melissa is
+        installed in (a bare `python3` may be another, without it)."""
+        return [sys.executable if word == "{python}" else word
+                for word in shlex.split(self.executable_command)]
 
 
 class Config(_Section):

@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import shlex
+import shutil
 import socket
 import sys
 import threading
@@ -648,6 +649,11 @@ class StudyRun:
         start, cpu_start = time.monotonic(), time.process_time()
         self.files.create()
         self.presence.acquire()
+        if not self.resume:
+            # This run's logs, not beside the last run's (a resumed run adds to them). Only now
+            # that the lock is held: a launcher turned away must not touch a running study's.
+            shutil.rmtree(self.files.logs)
+            self.files.create()
         handler = logging.FileHandler(self.files.logs / "launcher.log")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         logging.getLogger("melissa").addHandler(handler)
