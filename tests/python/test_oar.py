@@ -11,16 +11,19 @@ import json
 import os
 import re
 import shutil
-import signal
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from test_faults import wait_for
-from test_slurm import Cluster, assert_equals_the_local_study, slurm_config
+from test_slurm import (
+    Cluster,
+    assert_equals_the_local_study,
+    assert_interrupt_leaves_no_job,
+    cluster_config,
+)
 
 # Namespaces of this run's own, not test_slurm.py's (see there).
 NAMES = {"VC_PREFIX": f"mvco{os.getpid()}", "VC_SUBNET": "10.79.0", "VC_SCHEDULER": "oar"}
@@ -61,18 +64,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OarCluster]:
         cluster.run("stop")
 
 
-def oar_config(tmp_path: Path, **overrides: Any) -> Path:
-    """test_slurm.py's study, through OAR."""
-    config = slurm_config(tmp_path, **overrides)
-    raw = json.loads(config.read_text())
-    raw["launcher_config"]["scheduler"] = "oar"
-    raw["launcher_config"]["scheduler_options"] = {"simulation": ["--project=melissa-test"]}
-    config.write_text(json.dumps(raw))
-    return config
-
-
 def test_sobol_study_through_oar_equals_a_local_one(cluster: OarCluster, tmp_path: Path) -> None:
-    config = oar_config(tmp_path, sobol=True)
+    config = cluster_config(tmp_path, "oar", sobol=True)
     done = cluster.run("exec", "node1", sys.executable, "-m", "melissa", "run", str(config),
                        timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -95,26 +88,14 @@ def test_sobol_study_through_oar_equals_a_local_one(cluster: OarCluster, tmp_pat
 
 
 def test_interrupted_study_leaves_no_job(cluster: OarCluster, tmp_path: Path) -> None:
-    config = oar_config(tmp_path, parameter_sweep_size=30)
-    raw = json.loads(config.read_text())
-    raw["client_config"]["executable_command"] += " --step-delay 1"
-    config.write_text(json.dumps(raw))
-    launcher = cluster.start_on("node1", sys.executable, "-m", "melissa", "run", str(config))
-    wait_for(lambda: sum("melissa-simulation" in job for job in cluster.queue()) >= 2, 120,
-             "simulations queued")
-    time.sleep(1)
-    # nsenter passes the signal on to the launcher, as a terminal's Ctrl-C would reach it.
-    launcher.send_signal(signal.SIGINT)
-    _, stderr = launcher.communicate(timeout=120)
-    assert launcher.returncode == 130, stderr
-    assert not cluster.queue()
-    assert (config.parent / "out" / "results.nc").exists(), "what completed was kept"
+    assert_interrupt_leaves_no_job(
+        cluster, cluster_config(tmp_path, "oar", step_delay=1, parameter_sweep_size=30))
 
 
 def test_sobol_study_inside_an_oar_job(cluster: OarCluster, tmp_path: Path) -> None:
     """The launcher in an OAR job of the 3 nodes: the server and the simulations are processes
     of that job, on its cores."""
-    config = oar_config(tmp_path, sobol=True)
+    config = cluster_config(tmp_path, "oar", sobol=True)
     output = tmp_path / "launcher.out"
     submitted = cluster.run("exec", "node1", "oarsub", "--resource=nodes=3",
                             f"--stdout={output}", f"--stderr={output}", f"--directory={tmp_path}",

@@ -83,19 +83,43 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         cluster.run("stop")
 
 
-def slurm_config(tmp_path: Path, *, sobol: bool = False, **overrides: Any) -> Path:
-    """A study through Slurm, in tmp_path/slurm; the same study run locally, in tmp_path."""
+# Where a study's scheduler_options reach only its simulations: tests look for the mark.
+SIMULATION_OPTIONS = {"slurm": ["--comment=melissa-test"], "oar": ["--project=melissa-test"]}
+
+
+def cluster_config(tmp_path: Path, scheduler: str = "slurm", *, sobol: bool = False,
+                   step_delay: float = 0.0, launcher: dict[str, Any] | None = None,
+                   **overrides: Any) -> Path:
+    """A study through the scheduler, in tmp_path/cluster, its simulations sending a step every
+    step_delay seconds; the same study run locally at full speed, in tmp_path."""
     sa = {"mean": True, "variance": True, "min": True, "max": True, "sobol_indices": sobol}
     config = study_config(tmp_path, sa=sa,
                           study={"field_shapes": {"u": [40], "v": [40]},
                                  "parameter_sweep_size": 4 if sobol else 8, **overrides})
-    local = json.loads(config.read_text().split("\n", 1)[1])
-    clustered = tmp_path / "slurm"
-    clustered.mkdir()
-    local["launcher_config"]["scheduler"] = "slurm"
-    local["launcher_config"]["scheduler_options"] = {"simulation": ["--comment=melissa-test"]}
-    (clustered / "config.json").write_text(json.dumps(local))
-    return clustered / "config.json"
+    clustered = json.loads(config.read_text().split("\n", 1)[1])
+    clustered["launcher_config"].update(scheduler=scheduler, **(launcher or {}),
+                                        scheduler_options={
+                                            "simulation": SIMULATION_OPTIONS[scheduler]})
+    if step_delay:
+        clustered["client_config"]["executable_command"] += f" --step-delay {step_delay:g}"
+    (tmp_path / "cluster").mkdir()
+    (tmp_path / "cluster" / "config.json").write_text(json.dumps(clustered))
+    return tmp_path / "cluster" / "config.json"
+
+
+def assert_interrupt_leaves_no_job(cluster: Cluster, config: Path) -> None:
+    """Ctrl-C to the launcher once simulations are queued: it exits 130, no job of the study is
+    left, and what completed is kept."""
+    launcher = cluster.start_on("node1", sys.executable, "-m", "melissa", "run", str(config))
+    wait_for(lambda: sum("melissa-simulation" in line for line in cluster.queue()) >= 2, 120,
+             "simulations queued")
+    time.sleep(1)
+    # nsenter passes the signal on to the launcher, as a terminal's Ctrl-C would reach it.
+    launcher.send_signal(signal.SIGINT)
+    _, stderr = launcher.communicate(timeout=120)
+    assert launcher.returncode == 130, stderr
+    assert not cluster.queue()
+    assert (config.parent / "out" / "results.nc").exists(), "what completed was kept"
 
 
 def assert_equals_the_local_study(tmp_path: Path, config: Path) -> None:
@@ -119,7 +143,7 @@ def run_inside_an_allocation(cluster: Cluster, tmp_path: Path, config: Path) -> 
 
 
 def test_sobol_study_through_slurm_equals_a_local_one(cluster: Cluster, tmp_path: Path) -> None:
-    config = slurm_config(tmp_path, sobol=True)
+    config = cluster_config(tmp_path, sobol=True)
     done = cluster.run("exec", "node1", sys.executable, "-m", "melissa", "run", str(config),
                        timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -145,10 +169,7 @@ def test_sobol_study_through_slurm_equals_a_local_one(cluster: Cluster, tmp_path
 
 
 def test_cancelled_simulation_job_is_retried(cluster: Cluster, tmp_path: Path) -> None:
-    config = slurm_config(tmp_path)
-    raw = json.loads(config.read_text())
-    raw["client_config"]["executable_command"] += " --step-delay 0.5"
-    config.write_text(json.dumps(raw))
+    config = cluster_config(tmp_path, step_delay=0.5)
     launcher = cluster.start_on("node1", sys.executable, "-m", "melissa", "run", str(config))
     log = config.parent / "out" / "logs" / "launcher.log"
 
@@ -176,31 +197,16 @@ def test_cancelled_simulation_job_is_retried(cluster: Cluster, tmp_path: Path) -
 
 
 def test_interrupted_study_leaves_no_job(cluster: Cluster, tmp_path: Path) -> None:
-    config = slurm_config(tmp_path, parameter_sweep_size=30)
-    raw = json.loads(config.read_text())
-    raw["client_config"]["executable_command"] += " --step-delay 1"
-    config.write_text(json.dumps(raw))
-    launcher = cluster.start_on("node1", sys.executable, "-m", "melissa", "run", str(config))
-    wait_for(lambda: sum("melissa-simulation" in line for line in cluster.queue()) >= 2, 120,
-             "simulations queued")
-    time.sleep(1)
-    # nsenter passes the signal on to the launcher, as a terminal's Ctrl-C would reach it.
-    launcher.send_signal(signal.SIGINT)
-    _, stderr = launcher.communicate(timeout=120)
-    assert launcher.returncode == 130, stderr
-    assert not cluster.queue()
-    assert (config.parent / "out" / "results.nc").exists(), "what completed was kept"
+    assert_interrupt_leaves_no_job(
+        cluster, cluster_config(tmp_path, step_delay=1, parameter_sweep_size=30))
 
 
 def test_auto_job_limit_follows_what_the_cluster_starts(cluster: Cluster,
                                                          tmp_path: Path) -> None:
     """job_limit "auto": as many simulations run as the nodes hold, a few wait in the queue,
     and when a node comes back the study takes it up."""
-    config = slurm_config(tmp_path, parameter_sweep_size=24)
-    raw = json.loads(config.read_text())
-    raw["launcher_config"]["job_limit"] = "auto"
-    raw["client_config"]["executable_command"] += " --step-delay 0.5"
-    config.write_text(json.dumps(raw))
+    config = cluster_config(tmp_path, step_delay=0.5, launcher={"job_limit": "auto"},
+                            parameter_sweep_size=24)
     cpus = cluster.node_cpus()
     seen: list[tuple[int, int]] = []  # (running, pending) simulations, as squeue lists them
 
@@ -236,10 +242,7 @@ def test_auto_job_limit_follows_what_the_cluster_starts(cluster: Cluster,
 def test_sobol_study_inside_an_allocation(cluster: Cluster, tmp_path: Path) -> None:
     """The launcher in a batch job of its own: the server and the simulations are job steps
     sharing its allocation of the 3 nodes, as many at once as it holds (job_limit "auto")."""
-    config = slurm_config(tmp_path, sobol=True)
-    raw = json.loads(config.read_text())
-    raw["launcher_config"]["job_limit"] = "auto"
-    config.write_text(json.dumps(raw))
+    config = cluster_config(tmp_path, sobol=True, launcher={"job_limit": "auto"})
     assert "20/20 simulations completed" in run_inside_an_allocation(cluster, tmp_path, config)
     # 6 tasks' CPUs, 2 of them the server's.
     assert "job limit 4" in (config.parent / "out" / "logs" / "launcher.log").read_text()
