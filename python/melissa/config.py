@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import json5
+import scipy.stats
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -53,14 +54,65 @@ Probability = Annotated[float, Field(gt=0.0, lt=1.0)]
 Seconds = Annotated[float, Field(gt=0.0, le=MAX_SECONDS)]
 
 
+class Distribution(_Section):
+    name: str = Field(description="A continuous distribution of scipy.stats: uniform, norm, "
+                      "lognorm, truncnorm, beta, ...")
+    args: dict[str, float] = Field(
+        default_factory=dict, description="Its arguments as scipy.stats names them (shape "
+        "parameters, loc, scale), e.g. {\"a\": -2, \"b\": 2, \"loc\": 300, \"scale\": 5} "
+        "for truncnorm."
+    )
+
+    @model_validator(mode="after")
+    def _exists(self) -> Distribution:
+        self.frozen()
+        return self
+
+    def frozen(self) -> Any:
+        """The scipy.stats distribution; ValueError naming what is wrong."""
+        family = getattr(scipy.stats, self.name, None)
+        if not isinstance(family, scipy.stats.rv_continuous):
+            raise ValueError(f"{self.name!r} is not a continuous distribution of scipy.stats "
+                             "(e.g. uniform, norm, lognorm, truncnorm, beta)")
+        try:
+            distribution = family(**self.args)
+            median = float(distribution.ppf(0.5))
+        except TypeError as error:
+            raise ValueError(f"{self.name}{self.args}: {error}") from None
+        if not math.isfinite(median):
+            raise ValueError(f"{self.name}{self.args} is not a valid distribution (check its "
+                             "arguments: a scale must be positive)")
+        return distribution
+
+
+class TimeAxis(_Section):
+    start: float = Field(0.0, description="The solver's time at the first time step.")
+    step: PositiveFloat = Field(description="Time between two time steps.")
+    units: str = Field("s", description="Units of time, as CF writes them: s, days since "
+                       "2000-01-01, ...")
+
+
 class StudyOptions(_Section):
     parameter_sweep_size: Annotated[int, Field(gt=0, le=MAX_SIMULATIONS)] = Field(
         description="Number of parameter samples; with Sobol indices, the number of pick-freeze "
         "groups, each of nb_parameters + 2 simulations. At most 2^32 simulations in all."
     )
     nb_parameters: PositiveInt = Field(description="Number of uncertain parameters.")
-    l_bounds: list[float] = Field(description="Lower bound of each parameter.")
-    u_bounds: list[float] = Field(description="Upper bound of each parameter.")
+    parameter_names: list[str] | None = Field(
+        None, description="A name for each parameter, used in results.nc, plots and messages; "
+        "default x1, x2, ..."
+    )
+    l_bounds: list[float] | None = Field(
+        None, description="Lower bound of each parameter, drawn uniformly between its bounds. "
+        "Required unless parameter_distributions is given."
+    )
+    u_bounds: list[float] | None = Field(None, description="Upper bound of each parameter.")
+    parameter_distributions: list[Distribution] | None = Field(
+        None, description="Instead of the bounds: the distribution of each parameter, e.g. "
+        "[{\"name\": \"uniform\", \"args\": {\"loc\": 0, \"scale\": 2}}, {\"name\": "
+        "\"norm\", \"args\": {\"loc\": 300, \"scale\": 5}}]. Drawn by the sampler's points "
+        "on the unit cube through each distribution's inverse CDF."
+    )
     sampler: Literal["random", "halton", "sobol", "lhs"] = Field(
         "random", description="How parameters are drawn (scipy.stats.qmc for the last three)."
     )
@@ -71,8 +123,26 @@ class StudyOptions(_Section):
         "launcher estimates the server's memory from it before anything starts, counting a "
         "field left out as 1 cell."
     )
+    field_units: dict[str, str] = Field(
+        default_factory=dict, description="Units of each field (UDUNITS, as CF asks), e.g. "
+        "{\"temperature\": \"K\"}; written in results.nc and on plots."
+    )
+    field_dimensions: dict[str, Annotated[list[str], Field(min_length=1)]] = Field(
+        default_factory=dict, description="Names of the dimensions of a field of field_shapes, "
+        "slowest first, e.g. {\"temperature\": [\"y\", \"x\"]}; default: x for one "
+        "dimension, y and x for two, z, y and x for three."
+    )
+    coordinates_file: str | None = Field(
+        None, description="A NetCDF file whose 1-D variables named after field dimensions give "
+        "their coordinates in results.nc (with their units attribute); relative to the config "
+        "file."
+    )
     nb_time_steps: Annotated[int, Field(gt=0, le=MAX_TIME_STEPS)] = Field(
         description="Time steps each solver sends per field, at most 2^26."
+    )
+    time: TimeAxis | None = Field(
+        None, description="The solver's time of each time step, {\"start\": 0, \"step\": 0.01, "
+        "\"units\": \"s\"}; default: the time step's number."
     )
     seed: Annotated[int, Field(ge=0)] = Field(
         0, description="Seed of the sampler: the same seed draws the same study."
@@ -85,26 +155,77 @@ class StudyOptions(_Section):
     @model_validator(mode="after")
     def _consistent(self) -> StudyOptions:
         problems = []
-        for name in ("l_bounds", "u_bounds"):
-            if len(getattr(self, name)) != self.nb_parameters:
-                problems.append(f"{name} has {len(getattr(self, name))} values, "
+        bounds = self.l_bounds is not None or self.u_bounds is not None
+        if bounds and self.parameter_distributions is not None:
+            problems.append("give either l_bounds and u_bounds or parameter_distributions, not "
+                            "both (a uniform parameter is {\"name\": \"uniform\", \"args\": "
+                            "{\"loc\": low, \"scale\": high - low}})")
+        elif self.parameter_distributions is None:
+            missing = [n for n in ("l_bounds", "u_bounds") if getattr(self, n) is None]
+            if missing:
+                problems.append(f"{' and '.join(missing)} missing: each parameter needs bounds, "
+                                "or give parameter_distributions")
+        for name in ("l_bounds", "u_bounds", "parameter_names", "parameter_distributions"):
+            values = getattr(self, name)
+            if values is not None and len(values) != self.nb_parameters:
+                problems.append(f"{name} has {len(values)} values, "
                                 f"nb_parameters is {self.nb_parameters}")
-        if not problems:
-            for k, (low, high) in enumerate(zip(self.l_bounds, self.u_bounds, strict=True)):
+        if not problems and self.l_bounds is not None and self.u_bounds is not None:
+            for name, low, high in zip(self.names, self.l_bounds, self.u_bounds, strict=True):
                 if not low < high:
-                    problems.append(f"parameter {k}: l_bounds {low} is not below u_bounds {high}")
+                    problems.append(f"parameter {name}: l_bounds {low} is not below u_bounds "
+                                    f"{high}")
+        if self.parameter_names is not None:
+            if len(set(self.parameter_names)) != len(self.parameter_names):
+                problems.append(f"parameter_names repeats a name: {self.parameter_names}")
+            if any(not name or name.strip() != name for name in self.parameter_names):
+                problems.append(f"parameter_names must be non-empty names without surrounding "
+                                f"blanks: {self.parameter_names}")
         if len(set(self.field_names)) != len(self.field_names):
             problems.append(f"field_names repeats a name: {self.field_names}")
         if any(not name or name.strip() != name for name in self.field_names):
             problems.append(f"field_names must be non-empty names without surrounding blanks: "
                             f"{self.field_names}")
-        unknown = [name for name in self.field_shapes if name not in self.field_names]
-        if unknown:
-            problems.append(f"field_shapes names {unknown}, not in field_names "
-                            f"{self.field_names}")
+        for key in ("field_shapes", "field_units", "field_dimensions"):
+            unknown = [name for name in getattr(self, key) if name not in self.field_names]
+            if unknown:
+                problems.append(f"{key} names {unknown}, not in field_names {self.field_names}")
+        for name, dimensions in self.field_dimensions.items():
+            shape = self.field_shapes.get(name)
+            if shape is None:
+                problems.append(f"field_dimensions names the dimensions of {name}, which has no "
+                                "field_shapes")
+            elif len(dimensions) != len(shape) or len(set(dimensions)) != len(dimensions):
+                problems.append(f"field_dimensions gives {name} the dimensions {dimensions}, its "
+                                f"shape {shape} needs {len(shape)} distinct names")
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    @property
+    def names(self) -> list[str]:
+        """The parameters' names: parameter_names, or x1, x2, ..."""
+        return self.parameter_names or [f"x{k + 1}" for k in range(self.nb_parameters)]
+
+    def distributions(self) -> list[Any]:
+        """Each parameter's distribution, a frozen scipy.stats distribution."""
+        if self.parameter_distributions is not None:
+            return [d.frozen() for d in self.parameter_distributions]
+        assert self.l_bounds is not None and self.u_bounds is not None
+        return [scipy.stats.uniform(loc=low, scale=high - low)
+                for low, high in zip(self.l_bounds, self.u_bounds, strict=True)]
+
+    def ranges(self) -> tuple[list[float], list[float]]:
+        """Where each parameter lies: its bounds, or for a distribution its support, cut to the
+        0.1 % and 99.9 % quantiles where unbounded. What scales a surrogate's inputs."""
+        low, high = [], []
+        for distribution in self.distributions():
+            support = distribution.support()
+            low.append(float(support[0]) if math.isfinite(support[0])
+                       else float(distribution.ppf(1e-3)))
+            high.append(float(support[1]) if math.isfinite(support[1])
+                        else float(distribution.ppf(1 - 1e-3)))
+        return low, high
 
     @property
     def field_sizes(self) -> list[int]:
@@ -128,6 +249,20 @@ class SaConfig(_Section):
     )
     sobol_indices: bool = Field(False, description="First and total Sobol indices with "
                                 "confidence intervals (Martinez estimator).")
+    sobol_ci_target: Annotated[float, Field(gt=0.0, le=2.0)] | None = Field(
+        None, description="Stop drawing Sobol groups once the 95 % confidence intervals are "
+        "this narrow: when sobol_ci_quantile of the interval widths (over every cell, time "
+        "step, parameter, first and total order) are at most this wide, or at "
+        "parameter_sweep_size groups. Default: run every group."
+    )
+    sobol_ci_quantile: Probability = Field(
+        0.95, description="The share of the intervals that must meet sobol_ci_target."
+    )
+    covariance: list[Annotated[list[str], Field(min_length=2, max_length=2)]] = Field(
+        default_factory=list, description="Pairs [field, field] or [field, parameter name] "
+        "whose covariance and correlation over the ensemble are computed cell by cell, e.g. "
+        "[[\"u\", \"v\"], [\"u\", \"x1\"]]."
+    )
     checkpoint_interval: Seconds = Field(
         300.0, description="Seconds between checkpoints of the server's state."
     )
@@ -135,10 +270,12 @@ class SaConfig(_Section):
     @model_validator(mode="after")
     def _asks_something(self) -> SaConfig:
         if not (self.moments_order or self.min or self.max or self.threshold_exceedance
-                or self.quantiles or self.sobol_indices):
+                or self.quantiles or self.sobol_indices or self.covariance):
             raise ValueError("sa_config asks for no statistic: set at least one of mean, "
                              "variance, skewness, kurtosis, min, max, threshold_exceedance, "
-                             "quantiles, sobol_indices")
+                             "quantiles, sobol_indices, covariance")
+        if self.sobol_ci_target is not None and not self.sobol_indices:
+            raise ValueError("sobol_ci_target needs sobol_indices: true")
         return self
 
     @property
@@ -173,9 +310,10 @@ class DlConfig(_Section):
         300.0, description="Seconds between checkpoints of the model and the optimizer."
     )
     learning_rate: PositiveFloat = Field(1e-3, description="The optimizer's learning rate.")
-    validation_simulations: Annotated[int, Field(ge=0)] = Field(
-        0, description="Simulations held out of training, for validation (the first ones, so "
-        "that validation can start early)."
+    validation_simulations: Annotated[int, Field(ge=0)] | None = Field(
+        None, description="Simulations held out of training, for validation (the first ones, so "
+        "that validation can start early); default: one in ten, at least one where the study "
+        "has two or more. 0: no validation."
     )
     server_class: str | None = Field(
         None, description="The user's training server, 'module:Class', a subclass of "
@@ -291,16 +429,35 @@ class Config(_Section):
                 raise ValueError(f"dl_config.per_server_watermark {dl.per_server_watermark} "
                                  f"exceeds what a server rank holds: buffer_size "
                                  f"{dl.buffer_size} over {ranks} ranks")
-            if dl.validation_simulations >= self.n_simulations:
+            if self.validation_simulations >= self.n_simulations:
                 raise ValueError("dl_config.validation_simulations leaves no simulation to "
                                  "train on")
             # Every rank must get data, or none can train: ranks train in lockstep.
             routed = (self.study_options.nb_time_steps if dl.routing == "time_step"
-                      else self.n_simulations - dl.validation_simulations)
+                      else self.n_simulations - self.validation_simulations)
             if routed < ranks:
                 raise ValueError(f"dl_config.routing '{dl.routing}' spreads {routed} "
                                  f"{dl.routing.replace('_', ' ')}s over {ranks} server ranks: "
                                  "some would get no data")
+        if self.sa_config is not None:
+            study = self.study_options
+            for pair in self.sa_config.covariance:
+                if pair[0] not in study.field_names or pair[1] not in [*study.field_names,
+                                                                      *study.names]:
+                    raise ValueError(f"sa_config.covariance: {pair} must name a field of "
+                                     f"field_names {study.field_names}, then a field or a "
+                                     f"parameter of {study.names}")
+                if pair[0] == pair[1]:
+                    raise ValueError(f"sa_config.covariance: {pair} pairs a field with itself "
+                                     "(its variance is sa_config.variance)")
+                shapes = [study.field_shapes.get(name) for name in pair]
+                if None not in shapes and shapes[0] != shapes[1]:
+                    raise ValueError(f"sa_config.covariance: {pair} pairs fields of different "
+                                     f"shapes, {shapes[0]} and {shapes[1]} (field_shapes): "
+                                     "they are compared cell by cell")
+            if set(study.field_names) & set(study.names):
+                raise ValueError(f"a parameter is named as a field: parameter_names "
+                                 f"{study.names}, field_names {study.field_names}")
         if self.n_simulations > MAX_SIMULATIONS:
             groups = self.study_options.parameter_sweep_size
             raise ValueError(f"study_options.parameter_sweep_size {groups} makes "
@@ -312,6 +469,14 @@ class Config(_Section):
         """A global size's share on each server rank (rounded up)."""
         ranks = self.launcher_config.num_server_processes
         return -(-total // ranks)
+
+    @property
+    def validation_simulations(self) -> int:
+        """Simulations held out for validation: dl_config's, or one in ten by default."""
+        assert self.dl_config is not None
+        if self.dl_config.validation_simulations is not None:
+            return self.dl_config.validation_simulations
+        return max(1, self.n_simulations // 10) if self.n_simulations >= 2 else 0
 
     @property
     def n_simulations(self) -> int:

@@ -124,6 +124,9 @@ class RankProgress(_Message):
     # (simulation, messages received, time steps delivered) of those still in flight
     in_flight: list[list[int]] = field(default_factory=list)
     dropped: dict[str, int] = field(default_factory=dict)
+    # What the server's work says so far, for the launcher's display and decisions: the Sobol
+    # intervals' widths of a statistics server, the losses of a training server.
+    metrics: dict[str, Any] = field(default_factory=dict)
 
     def finished_set(self) -> set[int]:
         return {sim for first, last in self.finished for sim in range(first, last + 1)}

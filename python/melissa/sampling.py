@@ -43,13 +43,12 @@ def draw_parameters(study: StudyOptions, sobol: bool) -> npt.NDArray[np.float64]
     differently scrambled engines correlate more still).
     """
     p, n = study.nb_parameters, study.parameter_sweep_size
-    low, high = np.asarray(study.l_bounds), np.asarray(study.u_bounds)
     sample_seed, order_seed = np.random.SeedSequence(study.seed).spawn(2)
     if not sobol:
-        return qmc.scale(_unit_sample(study.sampler, n, p, sample_seed), low, high)
+        return _transform(study, _unit_sample(study.sampler, n, p, sample_seed))
     unit = _unit_sample(study.sampler, n, 2 * p, sample_seed)
     order = np.random.default_rng(order_seed).permutation(n)
-    return _pick_freeze(qmc.scale(unit[:, :p], low, high), qmc.scale(unit[order, p:], low, high))
+    return _pick_freeze(_transform(study, unit[:, :p]), _transform(study, unit[order, p:]))
 
 
 def draw_replacement_group(study: StudyOptions, index: int) -> npt.NDArray[np.float64]:
@@ -59,8 +58,18 @@ def draw_replacement_group(study: StudyOptions, index: int) -> npt.NDArray[np.fl
     left as it was drawn."""
     p = study.nb_parameters
     unit = np.random.default_rng([study.seed, 1, index]).random((1, 2 * p))
-    low, high = np.asarray(study.l_bounds), np.asarray(study.u_bounds)
-    return _pick_freeze(qmc.scale(unit[:, :p], low, high), qmc.scale(unit[:, p:], low, high))
+    return _pick_freeze(_transform(study, unit[:, :p]), _transform(study, unit[:, p:]))
+
+
+def _transform(study: StudyOptions, unit: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Points of the unit cube to parameters, column by column through each distribution's
+    inverse CDF: the sampler's uniformity becomes the distributions' (a uniform parameter is
+    scaled exactly, as qmc.scale does)."""
+    if study.parameter_distributions is None:
+        assert study.l_bounds is not None and study.u_bounds is not None
+        return qmc.scale(unit, study.l_bounds, study.u_bounds)
+    return np.column_stack([distribution.ppf(unit[:, k])
+                            for k, distribution in enumerate(study.distributions())])
 
 
 def _pick_freeze(a: npt.NDArray[np.float64],

@@ -210,6 +210,84 @@ def test_numbers_out_of_bounds_are_refused(section: str, values: dict[str, Any],
     refused(statistics_config(**{section: values}), f"{where}: Input should be")
 
 
+# -- what the results are named and how parameters are drawn ---------------------------------
+
+def test_names_default_to_x1_and_follow_parameter_names() -> None:
+    assert parse_config(statistics_config()).study_options.names == ["x1", "x2", "x3"]
+    named = parse_config(statistics_config(study_options={"parameter_names": ["k", "T0", "q"]}))
+    assert named.study_options.names == ["k", "T0", "q"]
+
+
+def test_distributions_replace_the_bounds() -> None:
+    config = statistics_config()
+    del config["study_options"]["l_bounds"], config["study_options"]["u_bounds"]
+    config["study_options"]["parameter_distributions"] = [
+        {"name": "norm", "args": {"loc": 1.0, "scale": 2.0}},
+        {"name": "uniform"}, {"name": "beta", "args": {"a": 2.0, "b": 3.0}}]
+    study = parse_config(config).study_options
+    assert [d.dist.name for d in study.distributions()] == ["norm", "uniform", "beta"]
+    assert study.distributions()[0].mean() == 1.0
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"parameter_names": ["a", "b"]}, "parameter_names has 2 values, nb_parameters is 3"),
+    ({"parameter_names": ["a", "a", "b"]}, "parameter_names repeats a name"),
+    ({"parameter_names": ["a", " b", "c"]}, "parameter_names must be non-empty names"),
+    ({"parameter_names": ["u", "b", "c"]}, "a parameter is named as a field"),
+    ({"parameter_distributions": [{"name": "norm"}] * 3},
+     "give either l_bounds and u_bounds or parameter_distributions, not both"),
+    ({"l_bounds": None}, "l_bounds missing: each parameter needs bounds"),
+    ({"field_units": {"w": "K"}}, "field_units names ['w'], not in field_names"),
+    ({"field_dimensions": {"u": ["y", "x"]}}, "names the dimensions of u, which has no "
+                                              "field_shapes"),
+    ({"field_shapes": {"u": [3, 4]}, "field_dimensions": {"u": ["x", "x"]}},
+     "its shape [3, 4] needs 2 distinct names"),
+    ({"time": {"start": 0.0, "step": 0.0}}, "study_options.time.step: Input should be greater"),
+])
+def test_bad_names_units_and_bounds_are_refused(options: dict[str, Any], message: str) -> None:
+    config = statistics_config(study_options=options)
+    config["study_options"] = {k: v for k, v in config["study_options"].items() if v is not None}
+    refused(config, message)
+
+
+@pytest.mark.parametrize(("distribution", "message"), [
+    ({"name": "gauss"}, "'gauss' is not a continuous distribution of scipy.stats"),
+    ({"name": "poisson", "args": {"mu": 2.0}}, "'poisson' is not a continuous distribution"),
+    ({"name": "norm", "args": {"scale": -1.0}}, "is not a valid distribution"),
+    ({"name": "norm", "args": {"sigma": 1.0}}, "unexpected keyword argument 'sigma'"),
+])
+def test_bad_distributions_are_refused(distribution: dict[str, Any], message: str) -> None:
+    config = statistics_config()
+    del config["study_options"]["l_bounds"], config["study_options"]["u_bounds"]
+    config["study_options"]["parameter_distributions"] = [distribution, {"name": "uniform"},
+                                                          {"name": "uniform"}]
+    refused(config, "study_options.parameter_distributions.0", message)
+
+
+@pytest.mark.parametrize(("sa", "message"), [
+    ({"covariance": [["u", "w"]]}, "sa_config.covariance: ['u', 'w'] must name a field"),
+    ({"covariance": [["x1", "u"]]}, "must name a field of field_names ['u', 'v'], then"),
+    ({"covariance": [["u", "u"]]}, "pairs a field with itself"),
+    ({"covariance": [["u", "v"]]}, "pairs fields of different shapes, [2, 3] and [6]"),
+    ({"covariance": [["u"]]}, "sa_config.covariance.0: List should have at least 2 items"),
+    ({"sobol_ci_target": 0.1}, "sobol_ci_target needs sobol_indices: true"),
+    ({"sobol_indices": True, "sobol_ci_target": 0.0}, "sa_config.sobol_ci_target: Input"),
+])
+def test_bad_statistics_choices_are_refused(sa: dict[str, Any], message: str) -> None:
+    shapes = {"field_shapes": {"u": [2, 3], "v": [6]}}
+    refused(statistics_config(sa_config=sa, study_options=shapes), message)
+
+
+@pytest.mark.parametrize(("groups", "held"), [(1, 0), (8, 1), (20, 2), (95, 9)])
+def test_validation_simulations_default_to_one_in_ten(groups: int, held: int) -> None:
+    """A single simulation is left to train on; an explicit count is kept, 0 included."""
+    config = training_config(study_options={"parameter_sweep_size": groups})
+    del config["dl_config"]["validation_simulations"]
+    assert parse_config(config).validation_simulations == held
+    config["dl_config"]["validation_simulations"] = 0
+    assert parse_config(config).validation_simulations == 0
+
+
 # -- field_shapes and the memory estimate -------------------------------------------------------
 
 def test_field_sizes_come_from_field_shapes() -> None:

@@ -250,10 +250,10 @@ def _training_parts(config: Config, layout: _Layout) -> list[MemoryPart]:
     dl = config.dl_config
     assert dl is not None
     sample = 4 * sum(layout.cells) + SAMPLE_BYTES
-    held = dl.validation_simulations * layout.steps
+    held = config.validation_simulations * layout.steps
     # Whole samples go round robin over the ranks, by time step or by simulation.
     held_on_rank = (layout.share(held) if dl.routing == "time_step"
-                    else layout.share(dl.validation_simulations) * layout.steps)
+                    else layout.share(config.validation_simulations) * layout.steps)
     # Thrice: the buffer's, the copy validation takes, and its tensors.
     return [MemoryPart("the replay buffer", "dl_config.buffer_size, study_options.field_shapes",
                        dl.buffer_size * sample, config.per_rank(dl.buffer_size) * sample),

@@ -45,20 +45,21 @@ class Progress:
             self._display.__exit__(kind, error, trace)
             self._display = None
 
-    def describe(self, done: int, running: int, failed: int) -> str:
+    def describe(self, done: int, running: int, failed: int, server: str = "") -> str:
         elapsed = time.monotonic() - self.start
         rate = done / elapsed if elapsed > 0 else 0.0
         left = self.total - done - failed
         eta = f"{left / rate:.0f} s" if rate > 0 else "?"
         return (f"done {done}/{self.total}, running {running}, failed {failed}, "
-                f"{rate * 60:.1f}/min, ETA {eta}")
+                f"{rate * 60:.1f}/min, ETA {eta}" + (f"; {server}" if server else ""))
 
-    def update(self, done: int, running: int, failed: int) -> None:
+    def update(self, done: int, running: int, failed: int, server: str = "") -> None:
+        """`server`: what the server's figures say (losses, interval widths), shown after."""
         if self._display is not None and self._task is not None:
             self._display.update(self._task, total=self.total, completed=done + failed,
-                                 detail=self.describe(done, running, failed))
+                                 detail=self.describe(done, running, failed, server))
             return
         now = time.monotonic()
         if now - self._last_line >= LINE_INTERVAL or done + failed == self.total:
             self._last_line = now
-            log.info("%s", self.describe(done, running, failed))
+            log.info("%s", self.describe(done, running, failed, server))

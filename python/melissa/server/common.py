@@ -106,6 +106,8 @@ class Watch:
         self._last_progress = 0.0
         self._stop_seen: float | None = None
         self._launcher_gone = False
+        # The server's own figures, passed on in every progress file (RankProgress.metrics).
+        self.metrics: dict[str, Any] = {}
 
     def report_progress(self) -> None:
         """Rewrites this rank's progress file (its heartbeat) and looks for the launcher's, at
@@ -120,7 +122,7 @@ class Watch:
         in_flight = [[sim, c["messages"], c["time_steps"]]
                      for sim, c in counters["simulations"].items() if sim not in finished]
         RankProgress(self.rank, time.time(), ranges(finished), in_flight,
-                     counters["dropped"]).write(self.files.progress(self.rank))
+                     counters["dropped"], self.metrics).write(self.files.progress(self.rank))
         heartbeat = LauncherHeartbeat.read(self.files.launcher)
         if heartbeat is None or not heartbeat.alive(self.heartbeat_timeout):
             if not self._launcher_gone:
