@@ -194,42 +194,57 @@ class NumpyCovariance:
 
 
 class NumpySobol:
-    """Martinez estimator: Welford for y_A, y_B, y_Ck and the comoments of y_B and y_A with y_Ck."""
+    """Martinez estimator with the sums of its confidence intervals: Pebay's update, written out
+    for one value as the C++ kernel does, of the means and central sums up to order 4 of y_A, y_B
+    and y_Ck, and of the mixed sums of (y_B, y_Ck) and (y_A, y_Ck)."""
+
+    VARIABLE = ("mean", "m2", "m3", "m4")
+    PAIR = ("comoment", "m21", "m12", "m22", "m31", "m13")
 
     def __init__(self, size: int, n_params: int) -> None:
         self.count = 0
-        self.mean_a, self.mean_b, self.m2_a, self.m2_b = (np.zeros(size) for _ in range(4))
-        self.mean_c, self.m2_c, self.comoment_bc, self.comoment_ac = (
-            np.zeros((n_params, size)) for _ in range(4)
+        self.a, self.b = ({name: np.zeros(size) for name in self.VARIABLE} for _ in range(2))
+        self.c = {name: np.zeros((n_params, size)) for name in self.VARIABLE}
+        self.bc, self.ac = (
+            {name: np.zeros((n_params, size)) for name in self.PAIR} for _ in range(2)
         )
 
     def update(self, group: Array) -> None:
-        a, b, c = group[0], group[1], group[2:]
+        before = float(self.count)
         self.count += 1
-        inv = 1.0 / self.count
-        delta_a, delta_b = a - self.mean_a, b - self.mean_b
-        self.mean_a += delta_a * inv
-        self.mean_b += delta_b * inv
-        self.m2_a += delta_a * (a - self.mean_a)
-        self.m2_b += delta_b * (b - self.mean_b)
-        delta_c = c - self.mean_c
-        self.mean_c += delta_c * inv
-        after = c - self.mean_c
-        self.m2_c += delta_c * after
-        self.comoment_bc += delta_b * after
-        self.comoment_ac += delta_a * after
+        n = before + 1.0
+        k2 = before * n
+        k3, k4 = k2 * (n - 2.0), k2 * (n * n - 3.0 * n + 3.0)
+        # The moves of the means; the pairs need every variable's sums from before this group.
+        moves = [(values - v["mean"]) / n for values, v in ((group[0], self.a), (group[1], self.b),
+                                                             (group[2:], self.c))]  # fmt: skip
+        dy = moves[2]
+        for pair, x, dx in ((self.ac, self.a, moves[0]), (self.bc, self.b, moves[1])):
+            dxy, dx2, dy2 = dx * dy, dx * dx, dy * dy
+            m11, m21, m12 = pair["comoment"].copy(), pair["m21"].copy(), pair["m12"].copy()
+            m20, m02 = x["m2"], self.c["m2"]
+            pair["m22"] += (dy2 * m20 + dx2 * m02 + 4.0 * dxy * m11 - 2.0 * (dy * m21 + dx * m12)
+                            + k4 * dxy * dxy)  # fmt: skip
+            pair["m31"] += (3.0 * (dxy * m20 + dx2 * m11 - dx * m21) - dy * x["m3"]
+                            + k4 * dxy * dx2)  # fmt: skip
+            pair["m13"] += (3.0 * (dxy * m02 + dy2 * m11 - dy * m12) - dx * self.c["m3"]
+                            + k4 * dxy * dy2)  # fmt: skip
+            pair["m21"] += -dy * m20 - 2.0 * dx * m11 + k3 * dxy * dx
+            pair["m12"] += -dx * m02 - 2.0 * dy * m11 + k3 * dxy * dy
+            pair["comoment"] += k2 * dxy
+        for v, d in zip((self.a, self.b, self.c), moves, strict=True):
+            d2 = d * d
+            v["mean"] += d
+            v["m4"] += d * (6.0 * d * v["m2"] - 4.0 * v["m3"]) + k4 * d2 * d2
+            v["m3"] += -3.0 * d * v["m2"] + k3 * d2 * d
+            v["m2"] += k2 * d2
 
     def state(self) -> dict[str, Array]:
-        return {
-            "mean_a": self.mean_a,
-            "mean_b": self.mean_b,
-            "m2_a": self.m2_a,
-            "m2_b": self.m2_b,
-            "mean_c": self.mean_c,
-            "m2_c": self.m2_c,
-            "comoment_bc": self.comoment_bc,
-            "comoment_ac": self.comoment_ac,
-        }
+        state = {}
+        for suffix, sums in (("_a", self.a), ("_b", self.b), ("_c", self.c), ("_bc", self.bc),
+                             ("_ac", self.ac)):  # fmt: skip
+            state.update({name + suffix: value for name, value in sums.items()})
+        return state
 
 
 # --------------------------------------------------------------------------------------------
@@ -493,7 +508,7 @@ def make_kernels() -> list[Kernel]:
         ),
         Kernel(
             f"Sobol(n_params={N_PARAMS})",
-            state_bytes=(4 + 4 * N_PARAMS) * 8,
+            state_bytes=(8 + 16 * N_PARAMS) * 8,
             fields_per_update=group,
             unit="groups",
             melissa=lambda n: ms.Sobol(n, N_PARAMS),

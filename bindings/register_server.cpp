@@ -84,12 +84,22 @@ py::dict accumulator_states(server::Accumulators &a) {
     return states;
 }
 
-py::list statistics_states(server::FieldStatistics &statistics) {
+py::list statistics_pieces(server::FieldStatistics &statistics) {
     py::list out;
     statistics.visit([&](std::uint32_t field, std::uint32_t step, server::Accumulators &a) {
-        out.append(py::make_tuple(field, step, a.offset, a.cells, accumulator_states(a)));
+        out.append(py::make_tuple(field, step, a.offset, a.cells));
     });
     return out;
+}
+
+py::dict piece_states(server::FieldStatistics &statistics, std::uint32_t field,
+                      std::uint32_t step) {
+    py::dict states;
+    if (!statistics.visit_one(field, step,
+                              [&](server::Accumulators &a) { states = accumulator_states(a); }))
+        throw py::key_error("no statistics of field " + std::to_string(field) + " at time step " +
+                            std::to_string(step));
+    return states;
 }
 
 /// The bytes of a Python bytes object, without a copy; the object must outlive their use.
@@ -158,19 +168,44 @@ void register_server(py::module_ &m) {
 
     py::class_<server::FieldStatistics, server::Consumer, std::shared_ptr<server::FieldStatistics>>(
         m, "FieldStatistics")
-        .def(py::init([](int order, bool extrema, std::vector<double> thresholds,
-                         std::vector<double> probabilities, std::size_t sobol_params) {
-                 return std::make_shared<server::FieldStatistics>(
-                     server::StatisticsSpec{order, extrema, std::move(thresholds),
-                                            std::move(probabilities), sobol_params});
-             }),
+        .def(py::init(
+                 [](int order, bool extrema, std::vector<double> thresholds,
+                    std::vector<double> probabilities, std::size_t sobol_params,
+                    const std::vector<std::tuple<std::uint32_t, std::uint32_t, bool>> &covariance,
+                    const py::array_t<double, py::array::c_style | py::array::forcecast>
+                        &parameters) {
+                     if (parameters.ndim() != 2)
+                         throw py::value_error("FieldStatistics: parameters must be 2-D "
+                                               "(simulations, parameters)");
+                     server::StatisticsSpec spec{order, extrema, std::move(thresholds),
+                                                 std::move(probabilities), sobol_params};
+                     for (const auto &[field, other, parameter] : covariance)
+                         spec.covariance.push_back({field, other, parameter});
+                     spec.n_parameters = static_cast<std::size_t>(parameters.shape(1));
+                     spec.parameters.assign(parameters.data(),
+                                            parameters.data() + parameters.size());
+                     return std::make_shared<server::FieldStatistics>(std::move(spec));
+                 }),
              py::arg("moments_order") = 0, py::arg("extrema") = false,
              py::arg("thresholds") = std::vector<double>{},
-             py::arg("probabilities") = std::vector<double>{}, py::arg("sobol_params") = 0)
+             py::arg("probabilities") = std::vector<double>{}, py::arg("sobol_params") = 0,
+             py::arg("covariance") = std::vector<std::tuple<std::uint32_t, std::uint32_t, bool>>{},
+             py::arg("parameters") = py::array_t<double>(std::vector<py::ssize_t>{0, 0}),
+             "covariance: (field, other, other is a parameter) for each pair, by field id or "
+             "parameter index; their states are 'covariance:<i>', i the pair's index. "
+             "parameters: each simulation's, (simulations, parameters), by simulation id, for "
+             "the pairs of a field and a parameter (a simulation beyond them is counted in "
+             "dropped()).")
         .def("pending_groups", &server::FieldStatistics::pending_groups)
-        .def("states", &statistics_states,
-             "[(field_id, time_step, offset, cells, {statistic: state arrays})] for every "
-             "(field, time step) seen, copied under the lock.");
+        .def("pending_halves", &server::FieldStatistics::pending_halves,
+             "Fields of pairs of fields waiting for their partner.")
+        .def("dropped", &server::FieldStatistics::dropped,
+             "{reason: count} of the covariance updates not made.")
+        .def("pieces", &statistics_pieces,
+             "[(field_id, time_step, offset, cells)] of every (field, time step) seen.")
+        .def("state", &piece_states, py::arg("field_id"), py::arg("time_step"),
+             "{statistic: state arrays} of one (field, time step), copied under the lock: one "
+             "at a time, so that a copy of every accumulator is never held at once.");
 
     py::class_<server::ReplayBuffer, server::Consumer, std::shared_ptr<server::ReplayBuffer>>(
         m, "ReplayBuffer")
@@ -321,9 +356,9 @@ void register_server(py::module_ &m) {
             },
             py::arg("statistics"),
             "This rank's checkpoint: the receiver's delivery state and the statistics' "
-            "accumulators and Sobol groups in flight, consistent with each other (the receiver "
-            "waits between two messages meanwhile), in melissa's checkpoint format "
-            "(CHECKPOINT_VERSION).")
+            "accumulators, Sobol groups and covariance halves in flight, consistent with each "
+            "other (the receiver waits between two messages meanwhile), in melissa's checkpoint "
+            "format (CHECKPOINT_VERSION).")
         .def(
             "restore_checkpoint",
             [](server::Receiver &self, server::FieldStatistics &statistics, const py::bytes &data) {

@@ -43,18 +43,23 @@ struct Fields {
     py::array array;
     std::size_t count;
     bool is_double;
+    std::string given; // the dtype before any conversion, for messages
 };
 
 /// Accepts `one` (the shape of a single field or group) or (k, *one); copies only when the input
-/// is not C-contiguous.
+/// is not C-contiguous, or holds integers or booleans, which are read as float64.
 Fields as_fields(const py::handle &values, const std::vector<py::ssize_t> &one, const char *what) {
+    const std::string expected = "float32 or float64 (integers and booleans are read as float64)";
     py::array array = py::array::ensure(values);
     if (!array)
-        throw py::type_error(std::string(what) + ": expected a numpy array of float32 or float64");
+        throw py::type_error(std::string(what) + ": expected a numpy array of " + expected);
     const py::dtype dtype = array.dtype();
-    // Either byte order is accepted (the copy below makes it native), no other kind or width.
-    if (dtype.kind() != 'f' || (dtype.itemsize() != 4 && dtype.itemsize() != 8))
-        throw py::type_error(std::string(what) + ": values must be float32 or float64, got " +
+    const char kind = dtype.kind();
+    const bool exact = kind == 'i' || kind == 'u' || kind == 'b';
+    // Either byte order is accepted (the copy below makes it native), no other kind or width:
+    // float16 or complex values would be changed by the conversion, objects may not be numbers.
+    if (!exact && (kind != 'f' || (dtype.itemsize() != 4 && dtype.itemsize() != 8)))
+        throw py::type_error(std::string(what) + ": values must be " + expected + ", got " +
                              py::str(dtype).cast<std::string>());
     const std::vector<py::ssize_t> shape(array.shape(), array.shape() + array.ndim());
     const bool single = shape == one;
@@ -64,11 +69,12 @@ Fields as_fields(const py::handle &values, const std::vector<py::ssize_t> &one, 
         throw py::value_error(std::string(what) + ": expected shape " + shape_string(one) + " or " +
                               shape_string(one, true) + ", got " + shape_string(shape));
     const std::size_t count = single ? 1 : static_cast<std::size_t>(shape[0]);
-    // Copies only what is not already native and C-contiguous.
+    const std::string given = py::str(dtype).cast<std::string>();
+    // Copies only what is not already native, C-contiguous floats.
     constexpr int flags = py::array::c_style | py::array::forcecast;
-    if (dtype.itemsize() == 8)
-        return {py::array_t<double, flags>::ensure(array), count, true};
-    return {py::array_t<float, flags>::ensure(array), count, false};
+    if (exact || dtype.itemsize() == 8)
+        return {py::array_t<double, flags>::ensure(array), count, true, given};
+    return {py::array_t<float, flags>::ensure(array), count, false, given};
 }
 
 /// Calls kernel(pointer, count) with the right element type, without the GIL.
@@ -148,7 +154,7 @@ template <class Cls> void single_field_update(Cls &cls, const char *what) {
         },
         py::arg("x"),
         "Adds one field of shape (size,) or a batch of fields of shape (k, size), float32 or "
-        "float64.");
+        "float64 (integers and booleans are read as float64).");
 }
 
 template <class Cls> void mergeable(Cls &cls) {
@@ -238,8 +244,12 @@ void register_stats(py::module_ &m) {
                 const std::vector<py::ssize_t> one{ssize(self.size())};
                 const Fields fx = as_fields(x, one, "Covariance.update (x)");
                 const Fields fy = as_fields(y, one, "Covariance.update (y)");
-                if (fx.is_double != fy.is_double)
-                    throw py::type_error("Covariance.update: x and y must have the same dtype");
+                if (fx.is_double != fy.is_double) {
+                    const std::string got = fx.given + " and " + fy.given;
+                    throw py::type_error(
+                        "Covariance.update: x and y must have the same dtype, got " + got +
+                        " (integers and booleans are read as float64)");
+                }
                 if (fx.count != fy.count)
                     throw py::value_error("Covariance.update: x holds " + std::to_string(fx.count) +
                                           " fields but y holds " + std::to_string(fy.count));

@@ -57,6 +57,9 @@ void write_spec(wire::Writer &w, const StatisticsSpec &spec) {
     write_values(w, spec.thresholds);
     write_values(w, spec.probabilities);
     w.u64(spec.sobol_params);
+    w.u32(static_cast<std::uint32_t>(spec.covariance.size()));
+    for (const CovariancePair &pair : spec.covariance)
+        w.u32(pair.field).u32(pair.other).u8(pair.parameter ? 1 : 0);
 }
 
 StatisticsSpec read_spec(wire::Reader &r) {
@@ -66,13 +69,19 @@ StatisticsSpec read_spec(wire::Reader &r) {
     spec.thresholds = read_values(r);
     spec.probabilities = read_values(r);
     spec.sobol_params = r.u64();
+    spec.covariance.resize(count(r, r.u32(), 9));
+    for (CovariancePair &pair : spec.covariance) {
+        pair.field = r.u32();
+        pair.other = r.u32();
+        pair.parameter = r.u8() != 0;
+    }
     return spec;
 }
 
 bool same(const StatisticsSpec &a, const StatisticsSpec &b) {
     return a.moments_order == b.moments_order && a.extrema == b.extrema &&
            a.thresholds == b.thresholds && a.probabilities == b.probabilities &&
-           a.sobol_params == b.sobol_params;
+           a.sobol_params == b.sobol_params && a.covariance == b.covariance;
 }
 
 std::string describe(const StatisticsSpec &spec) {
@@ -87,6 +96,15 @@ std::string describe(const StatisticsSpec &spec) {
     list("thresholds", spec.thresholds);
     list("quantiles", spec.probabilities);
     out << ", Sobol indices of " << spec.sobol_params << " parameters";
+    if (!spec.covariance.empty()) {
+        out << ", covariance of [";
+        for (std::size_t i = 0; i < spec.covariance.size(); ++i) {
+            const CovariancePair &pair = spec.covariance[i];
+            out << (i ? ", " : "") << "field " << pair.field << " with "
+                << (pair.parameter ? "parameter " : "field ") << pair.other;
+        }
+        out << "]";
+    }
     return out.str();
 }
 
@@ -108,8 +126,11 @@ Opened open(const void *data, std::size_t size) {
         throw CheckpointError("checkpoint written by a newer melissa (format " +
                               std::to_string(version) + ", this one reads up to " +
                               std::to_string(kCheckpointVersion) + ")");
-    if (version == 0)
-        throw CheckpointError("checkpoint of unknown format 0");
+    if (version < kCheckpointVersion)
+        throw CheckpointError("checkpoint written by an older melissa (format " +
+                              std::to_string(version) + ", this one reads format " +
+                              std::to_string(kCheckpointVersion) +
+                              "): finish the study with that melissa, or run it again");
     const std::uint64_t expected = preamble.u64();
     if (size < expected)
         throw CheckpointError("checkpoint truncated: " + std::to_string(size) + " of its " +
@@ -247,6 +268,45 @@ FieldStatistics::GroupMap read_groups(wire::Reader &r, const StatisticsSpec &spe
     return groups;
 }
 
+void write_halves(wire::Writer &w, FieldStatistics &statistics) {
+    std::uint64_t n = 0;
+    statistics.visit_halves(
+        [&](const FieldStatistics::HalfKey &, const FieldStatistics::Half &) { ++n; });
+    w.u64(n);
+    statistics.visit_halves(
+        [&](const FieldStatistics::HalfKey &key, const FieldStatistics::Half &half) {
+            w.u32(std::get<0>(key)).u32(std::get<1>(key)).u32(std::get<2>(key));
+            w.u8(half.first ? 1 : 0).u64(half.offset);
+            w.u64(half.values.size()).words(half.values.data(), half.values.size());
+        });
+}
+
+/// The halves of pairs of fields in flight, each of the cells of its field's accumulators at its
+/// time step: those its partner will be paired with.
+FieldStatistics::HalfMap read_halves(wire::Reader &r, const StatisticsSpec &spec,
+                                     const FieldStatistics::AccumulatorMap &accumulators) {
+    FieldStatistics::HalfMap halves;
+    for (std::uint64_t n = count(r, r.u64(), 29); n > 0; --n) {
+        const std::uint32_t pair = r.u32(), step = r.u32(), simulation = r.u32();
+        FieldStatistics::Half half;
+        half.first = r.u8() != 0;
+        half.offset = r.u64();
+        half.values.resize(count(r, r.u64(), 8));
+        if (pair >= spec.covariance.size() || spec.covariance[pair].parameter)
+            malformed("it holds a covariance half of no pair of two fields");
+        const CovariancePair &p = spec.covariance[pair];
+        const auto found = accumulators.find({half.first ? p.field : p.other, step});
+        if (found == accumulators.end())
+            malformed("it holds a covariance half without accumulators");
+        if (found->second.offset != half.offset || found->second.cells != half.values.size())
+            malformed("a covariance half's cells are not its field's");
+        r.words(half.values.data(), half.values.size());
+        if (!halves.emplace(std::make_tuple(pair, step, simulation), std::move(half)).second)
+            malformed("it holds a covariance half twice");
+    }
+    return halves;
+}
+
 void check_study(const CheckpointSummary &s, const ReceiverConfig &config) {
     if (s.field_names != config.field_names)
         throw CheckpointError("checkpoint of another study: its fields are " +
@@ -306,6 +366,7 @@ std::vector<std::byte> write_checkpoint(Receiver &receiver, FieldStatistics &sta
     write_spec(w, statistics.spec());
     write_accumulators(w, statistics);
     write_groups(w, statistics);
+    write_halves(w, statistics);
 
     std::vector<std::byte> bytes = w.take();
     const std::uint64_t size = wire::to_little<std::uint64_t>(bytes.size() + kChecksumSize);
@@ -335,11 +396,11 @@ void restore_checkpoint(Receiver &receiver, FieldStatistics &statistics, const v
         // Everything is read into objects of its own first: a checkpoint refused half-way
         // leaves the receiver and the statistics as they were.
         FieldStatistics::AccumulatorMap accumulators;
-        Accumulators none = make_accumulators(spec, 0, 0);
-        const bool stateless = kernel_states(none).empty();
         for (std::uint64_t n = count(r, r.u64(), 28); n > 0; --n) {
             const std::uint32_t field = r.u32(), step = r.u32();
             const std::uint64_t offset = r.u64(), cells = r.u64();
+            Accumulators none = make_accumulators(spec, field, 0, 0);
+            const bool stateless = kernel_states(none).empty();
             if (!owns(receiver, delivery, field, offset, cells))
                 throw CheckpointError("checkpoint holds accumulators of field " +
                                       std::to_string(field) + " at time step " +
@@ -350,11 +411,12 @@ void restore_checkpoint(Receiver &receiver, FieldStatistics &statistics, const v
             // Each kernel holds at least a value per cell: cells beyond what the checkpoint
             // holds are not allocated.
             Accumulators a =
-                make_accumulators(spec, offset, stateless ? cells : count(r, cells, 8));
+                make_accumulators(spec, field, offset, stateless ? cells : count(r, cells, 8));
             read_kernels(r, a);
             accumulators.emplace(std::make_pair(field, step), std::move(a));
         }
         FieldStatistics::GroupMap groups = read_groups(r, spec, accumulators);
+        FieldStatistics::HalfMap halves = read_halves(r, spec, accumulators);
         if (!r.done())
             malformed("bytes are left after its contents");
         try {
@@ -362,7 +424,7 @@ void restore_checkpoint(Receiver &receiver, FieldStatistics &statistics, const v
         } catch (const std::invalid_argument &e) {
             throw CheckpointError(std::string("checkpoint does not fit this server: ") + e.what());
         }
-        statistics.replace(std::move(accumulators), std::move(groups));
+        statistics.replace(std::move(accumulators), std::move(groups), std::move(halves));
     } catch (const wire::MalformedMessage &) {
         malformed("it ends before its contents do");
     }

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: BSD-3-Clause
 //
-// A statistics server rank's checkpoint: the receiver's delivery state, and the accumulators and
-// Sobol groups in flight of its FieldStatistics, as bytes in a versioned format of its own, so
-// that a checkpoint is read back by any later melissa, or refused with the reason.
+// A statistics server rank's checkpoint: the receiver's delivery state, and the accumulators,
+// Sobol groups and covariance halves in flight of its FieldStatistics, as bytes in a versioned
+// format of its own, so that a checkpoint is read back by any later melissa, or refused with the
+// reason.
 //
 // Little-endian throughout, in wire::Writer's encoding (u32, u64, strings length-prefixed):
 //
@@ -16,12 +17,17 @@
 //   field sizes           u32 count, (u32 field, u64 cells) each
 //   delivered time steps  u32 count, (u32 simulation, u32 field, u32 count, u32 step each) each
 //   statistics            moments order u32, extrema u8, thresholds and probabilities (u32
-//                         count, float64 each), Sobol parameters u64
+//                         count, float64 each), Sobol parameters u64, covariance pairs (from
+//                         format 2: u32 count, each: u32 field, u32 other, u8 other is a
+//                         parameter)
 //   accumulators          u64 count, each: u32 field, u32 step, u64 offset, u64 cells, u32
 //                         kernels, each: name, u32 arrays, each: name, u8 type (0 float64, 1
 //                         uint64), u32 rank, u64 each dimension, the values (8 bytes each)
 //   Sobol groups          u64 count, each: u32 field, u32 step, u32 group, u32 members, u8
 //                         arrived each, u64 values (members x cells), the values (float64)
+//   covariance halves     from format 2: u64 count, each: u32 pair, u32 step, u32 simulation,
+//                         u8 first (1: the pair's first field), u64 offset, u64 values, the
+//                         values (float64)
 //   checksum              u64, FNV-1a of every byte before it
 #pragma once
 
@@ -36,8 +42,9 @@
 
 namespace melissa::server {
 
-/// The newest format this melissa writes, and reads (with every earlier one).
-constexpr std::uint32_t kCheckpointVersion = 1;
+/// The newest format this melissa writes, and reads (with every earlier one). 2: covariance
+/// pairs and their halves in flight.
+constexpr std::uint32_t kCheckpointVersion = 2;
 
 /// A checkpoint that cannot be taken up here, and why.
 struct CheckpointError : std::invalid_argument {

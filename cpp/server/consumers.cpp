@@ -2,6 +2,7 @@
 #include "consumers.hpp"
 
 #include <algorithm>
+#include <stdexcept>
 
 namespace melissa::server {
 
@@ -45,8 +46,8 @@ template <class T> void update_all(Accumulators &a, const T *values) {
 }
 } // namespace
 
-Accumulators make_accumulators(const StatisticsSpec &spec, std::uint64_t offset,
-                               std::uint64_t cells) {
+Accumulators make_accumulators(const StatisticsSpec &spec, std::uint32_t field,
+                               std::uint64_t offset, std::uint64_t cells) {
     Accumulators a;
     a.offset = offset;
     a.cells = cells;
@@ -60,6 +61,9 @@ Accumulators make_accumulators(const StatisticsSpec &spec, std::uint64_t offset,
         a.quantiles = std::make_unique<stats::Quantiles>(cells, spec.probabilities);
     if (spec.sobol_params > 0)
         a.sobol = std::make_unique<stats::Sobol>(cells, spec.sobol_params);
+    for (std::size_t i = 0; i < spec.covariance.size(); ++i)
+        if (spec.covariance[i].field == field)
+            a.covariance.emplace(i, cells);
     return a;
 }
 
@@ -75,21 +79,41 @@ std::vector<std::pair<std::string, std::vector<stats::StateArray>>> kernel_state
         states.emplace_back("quantiles", a.quantiles->state());
     if (a.sobol)
         states.emplace_back("sobol", a.sobol->state());
+    for (auto &[pair, covariance] : a.covariance)
+        states.emplace_back("covariance:" + std::to_string(pair), covariance.state());
     return states;
 }
 
-void FieldStatistics::replace(AccumulatorMap accumulators, GroupMap groups) {
+FieldStatistics::FieldStatistics(StatisticsSpec spec) : spec_(std::move(spec)) {
+    const std::size_t n = spec_.n_parameters;
+    if (n == 0 ? !spec_.parameters.empty() : spec_.parameters.size() % n != 0)
+        throw std::invalid_argument("FieldStatistics: " + std::to_string(spec_.parameters.size()) +
+                                    " parameter values are not rows of " + std::to_string(n));
+    for (const CovariancePair &pair : spec_.covariance) {
+        const std::string which =
+            "FieldStatistics: covariance of field " + std::to_string(pair.field) + " with " +
+            (pair.parameter ? "parameter " : "field ") + std::to_string(pair.other);
+        if (pair.parameter && pair.other >= n)
+            throw std::invalid_argument(which + ", of " + std::to_string(n) + " parameters");
+        if (!pair.parameter && pair.other == pair.field)
+            throw std::invalid_argument(which + ": a field with itself");
+    }
+}
+
+void FieldStatistics::replace(AccumulatorMap accumulators, GroupMap groups, HalfMap halves) {
     std::lock_guard<std::mutex> lock(mutex_);
     accumulators_ = std::move(accumulators);
     groups_ = std::move(groups);
+    halves_ = std::move(halves);
 }
 
-Accumulators &FieldStatistics::accumulators_for(const Delivery &d) {
-    auto found = accumulators_.find({d.field_id, d.time_step});
+Accumulators &FieldStatistics::accumulators_for(std::uint32_t field, std::uint32_t step,
+                                                std::uint64_t offset, std::uint64_t cells) {
+    auto found = accumulators_.find({field, step});
     if (found == accumulators_.end())
         found = accumulators_
-                    .emplace(std::make_pair(d.field_id, d.time_step),
-                             make_accumulators(spec_, d.offset, d.count))
+                    .emplace(std::make_pair(field, step),
+                             make_accumulators(spec_, field, offset, cells))
                     .first;
     return found->second;
 }
@@ -119,9 +143,55 @@ void FieldStatistics::add_to_group(Accumulators &a, const Delivery &d) {
     groups_.erase(found);
 }
 
+void FieldStatistics::add_to_pair(std::size_t pair, const Delivery &d,
+                                  const std::vector<double> &values) {
+    const CovariancePair &p = spec_.covariance[pair];
+    const bool first = p.field == d.field_id;
+    auto [found, created] =
+        halves_.try_emplace({static_cast<std::uint32_t>(pair), d.time_step, d.simulation_id});
+    Half &half = found->second;
+    if (created) {
+        half.first = first;
+        half.offset = d.offset;
+        half.values = values;
+        return;
+    }
+    if (half.offset != d.offset || half.values.size() != d.count) {
+        // Fields of different sizes: the ranks own different cells of each.
+        ++dropped_["covariance of two fields whose cells differ"];
+    } else {
+        const std::vector<double> &x = first ? values : half.values;
+        const std::vector<double> &y = first ? half.values : values;
+        accumulators_for(p.field, d.time_step, d.offset, d.count)
+            .covariance.at(pair)
+            .update(x.data(), y.data(), 1);
+    }
+    halves_.erase(found);
+}
+
+void FieldStatistics::update_covariances(Accumulators &a, const Delivery &d,
+                                         const std::vector<double> &values) {
+    const std::size_t n = spec_.n_parameters;
+    const std::size_t rows = n == 0 ? 0 : spec_.parameters.size() / n;
+    for (std::size_t i = 0; i < spec_.covariance.size(); ++i) {
+        const CovariancePair &p = spec_.covariance[i];
+        if (!p.parameter) {
+            if (p.field == d.field_id || p.other == d.field_id)
+                add_to_pair(i, d, values);
+        } else if (p.field == d.field_id) {
+            if (d.simulation_id >= rows) {
+                ++dropped_["covariance with a parameter of a simulation without parameters"];
+                continue;
+            }
+            const std::vector<double> y(d.count, spec_.parameters[d.simulation_id * n + p.other]);
+            a.covariance.at(i).update(values.data(), y.data(), 1);
+        }
+    }
+}
+
 void FieldStatistics::deliver(const Delivery &d, const std::atomic<bool> &) {
     std::lock_guard<std::mutex> lock(mutex_);
-    Accumulators &a = accumulators_for(d);
+    Accumulators &a = accumulators_for(d.field_id, d.time_step, d.offset, d.count);
     const bool independent_draw =
         spec_.sobol_params == 0 || d.simulation_id % (spec_.sobol_params + 2) < 2;
     if (independent_draw) {
@@ -129,6 +199,20 @@ void FieldStatistics::deliver(const Delivery &d, const std::atomic<bool> &) {
             update_all(a, static_cast<const double *>(d.values));
         else
             update_all(a, static_cast<const float *>(d.values));
+        const bool paired = std::any_of(
+            spec_.covariance.begin(), spec_.covariance.end(), [&](const CovariancePair &p) {
+                return p.field == d.field_id || (!p.parameter && p.other == d.field_id);
+            });
+        if (paired) {
+            // As float64 whatever the field's type: a parameter is one, and the two fields of a
+            // pair may differ in type.
+            std::vector<double> values(d.count);
+            if (d.dtype == wire::DType::Float64)
+                std::copy_n(static_cast<const double *>(d.values), d.count, values.data());
+            else
+                std::copy_n(static_cast<const float *>(d.values), d.count, values.data());
+            update_covariances(a, d, values);
+        }
     }
     if (a.sobol)
         add_to_group(a, d);
@@ -137,6 +221,16 @@ void FieldStatistics::deliver(const Delivery &d, const std::atomic<bool> &) {
 std::size_t FieldStatistics::pending_groups() {
     std::lock_guard<std::mutex> lock(mutex_);
     return groups_.size();
+}
+
+std::size_t FieldStatistics::pending_halves() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return halves_.size();
+}
+
+std::map<std::string, std::uint64_t> FieldStatistics::dropped() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return dropped_;
 }
 
 } // namespace melissa::server

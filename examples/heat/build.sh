@@ -25,3 +25,5 @@ melissa_dir=$("$venv/bin/python" -m melissa --cmakedir)
 run "$venv/bin/cmake" -S "$here" -B "$build" -G Ninja \
   -DCMAKE_MAKE_PROGRAM="$(cd "$venv/bin" && pwd)/ninja" -DMelissa_DIR="$melissa_dir"
 run "$venv/bin/cmake" --build "$build"
+# The demos' grid (--nx 21 --ny 21), the coordinates of their results.nc.
+run "$venv/bin/python" "$here/grid.py" 21 21 "$build/grid-21x21.nc"

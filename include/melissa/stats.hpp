@@ -186,6 +186,11 @@ class MELISSA_STATS_EXPORT Covariance {
 ///
 /// A group holds n_params + 2 fields in this order: y_A, y_B, y_C1 ... y_Cp, where C_k equals A
 /// except for parameter k, taken from B. Then S_k = corr(y_B, y_Ck) and ST_k = 1 - corr(y_A, y_Ck).
+///
+/// Besides the means, each cell keeps the central sums up to order 4 of y_A, y_B and y_Ck alone
+/// and of the pairs (y_B, y_Ck) and (y_A, y_Ck): the moments the delta-method variance of a
+/// correlation needs for outputs of any distribution, from which melissa.stats builds the
+/// confidence intervals. A new group and a merge are both Pebay's combination of central sums.
 class MELISSA_STATS_EXPORT Sobol {
   public:
     Sobol(std::size_t size, std::size_t n_params);
@@ -204,15 +209,27 @@ class MELISSA_STATS_EXPORT Sobol {
     /// Row-major (n_params, size): 1 - corr(y_A, y_Ck).
     void total_order(double *out) const;
 
+    /// The arrays, each (size) for y_A and y_B or (n_params, size) for y_Ck and the pairs:
+    /// mean_x and m{p}_x = sum of (x - mean_x)^p for x = a, b, c, p = 2, 3, 4; comoment_xc
+    /// and m{i}{j}_xc = sum of (x - mean_x)^i (y_Ck - mean_c)^j for x = b, a.
     std::vector<StateArray> state();
 
   private:
     template <class T> void update_impl(const T *groups, std::size_t n_groups);
 
+    /// Mean and central sums of one variable, (size) or (n_params, size).
+    struct Variable {
+        std::vector<double> mean, m2, m3, m4;
+    };
+    /// Mixed central sums m_ij of (x, y_Ck), (n_params, size); m11 is the comoment.
+    struct Pair {
+        std::vector<double> m11, m21, m12, m22, m31, m13;
+    };
+
     std::size_t size_, n_params_;
     std::uint64_t count_ = 0;
-    std::vector<double> mean_a_, mean_b_, m2_a_, m2_b_;
-    std::vector<double> mean_c_, m2_c_, comoment_bc_, comoment_ac_; // (n_params, size)
+    Variable a_, b_, c_;
+    Pair bc_, ac_;
 };
 
 } // namespace melissa::stats

@@ -3,7 +3,8 @@
 
     melissa [-v | -q] run CONFIG [--overwrite | --resume]   run a study
     melissa schema                     print the config's JSON Schema
-    melissa plot OUTPUT_DIR            render the results as PNG figures
+    melissa plot OUTPUT_DIR [--fields F,G] [--steps 10,-1] [--cells 220,5 | --at y=10,x=10]
+                                       render the results as PNG figures
     melissa --cmakedir                 where find_package(Melissa) looks
     melissa --pkgconfigdir             where melissa.pc lies
 """
@@ -74,17 +75,24 @@ def _run(config: Path, overwrite: bool, resume: bool) -> int:
               "stopped and are marked dropped)")
     if outcome.server_restarts:
         print(f"The server was restarted {outcome.server_restarts} time(s) from its checkpoints.")
+    if outcome.sobol is not None:
+        print("\n".join(outcome.sobol.lines()))
     if outcome.results is not None:
         print(f"Results: {outcome.results}")
-    return 0 if not outcome.failed and not outcome.not_run else 1
+    if outcome.losses:
+        print("Final losses: " + ", ".join(f"{k} {v:.3g}" for k, v in outcome.losses.items()))
+    # Groups left out once the intervals met sobol_ci_target were not needed.
+    unneeded = outcome.sobol is not None and outcome.sobol.stop == "target"
+    return 0 if not outcome.failed and (not outcome.not_run or unneeded) else 1
 
 
-def _plot(output_dir: Path) -> int:
+def _plot(args: argparse.Namespace) -> int:
     from melissa.plots import plot_study
 
     try:
-        figures = plot_study(output_dir)
-    except FileNotFoundError as error:
+        figures = plot_study(args.output_dir, fields=args.fields, steps=args.steps,
+                             cells=[*(args.cells or []), *(args.at or [])] or None)
+    except (FileNotFoundError, ValueError) as error:
         print(f"melissa: {error}", file=sys.stderr)
         return 2
     for figure in figures:
@@ -113,8 +121,24 @@ def main(argv: list[str] | None = None) -> int:
                      help="continue a study, of statistics or training, from its last "
                      "checkpoint, running only the simulations it does not hold whole")
     commands.add_parser("schema", help="print the JSON Schema of a config")
-    plot = commands.add_parser("plot", help="render a study's results as PNG figures")
+    plot = commands.add_parser(
+        "plot", help="render a study's results as PNG figures",
+        description="Writes PNG figures into OUTPUT_DIR/plots: for each field, its statistics "
+        "over time at a few cells and, for a field of two dimensions, maps of its mean, "
+        "standard deviation and Sobol indices; for a training study, the losses and "
+        "held-out predictions.")
     plot.add_argument("output_dir", type=Path)
+    plot.add_argument("--fields", type=_words, metavar="F,G",
+                      help="the fields to plot (default: every field)")
+    plot.add_argument("--steps", type=_integers, metavar="N,M",
+                      help="time steps of the maps, by index, negative from the end, e.g. "
+                      "10,50,-1 (default: the last)")
+    plot.add_argument("--cells", type=_integers, metavar="N,M",
+                      help="cells of the time series by flat index (C order), e.g. 220,5 "
+                      "(default: where the ensemble varies most at the last time step)")
+    plot.add_argument("--at", type=_point, action="append", metavar="DIM=I,...",
+                      help="a cell of the time series by its index along each dimension, "
+                      "e.g. y=10,x=10; may be repeated, and combined with --cells")
     args = parser.parse_args(argv)
     try:
         return _command(parser, args)
@@ -146,9 +170,36 @@ def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         print(json.dumps(schema(), indent=2))
         return 0
     if args.command == "plot":
-        return _plot(args.output_dir)
+        return _plot(args)
     parser.print_help()
     return 2
+
+
+def _words(text: str) -> list[str]:
+    words = [w.strip() for w in text.split(",") if w.strip()]
+    if not words:
+        raise argparse.ArgumentTypeError("expected comma-separated names")
+    return words
+
+
+def _integers(text: str) -> list[int]:
+    try:
+        return [int(w) for w in _words(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") \
+            from None
+
+
+def _point(text: str) -> dict[str, int]:
+    point = {}
+    for word in _words(text):
+        name, _, index = word.partition("=")
+        try:
+            point[name.strip()] = int(index)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected DIM=INDEX pairs such as y=10,x=10, got "
+                                             f"{text!r}") from None
+    return point
 
 
 def launcher_main(argv: list[str] | None = None) -> int:

@@ -251,12 +251,14 @@ class SaConfig(_Section):
                                 "confidence intervals (Martinez estimator).")
     sobol_ci_target: Annotated[float, Field(gt=0.0, le=2.0)] | None = Field(
         None, description="Stop drawing Sobol groups once the 95 % confidence intervals are "
-        "this narrow: when sobol_ci_quantile of the interval widths (over every cell, time "
-        "step, parameter, first and total order) are at most this wide, or at "
-        "parameter_sweep_size groups. Default: run every group."
+        "this narrow: when at least sobol_ci_quantile of them (over every cell, time step, "
+        "parameter, first and total order; a cell whose output never varies has none) are at "
+        "most this wide, in figures of 32 groups or more. Groups begun by then complete; the "
+        "others are not_run. At most parameter_sweep_size groups. Default: run every group."
     )
     sobol_ci_quantile: Probability = Field(
-        0.95, description="The share of the intervals that must meet sobol_ci_target."
+        0.95, description="The share of the intervals that must be no wider than "
+        "sobol_ci_target."
     )
     covariance: list[Annotated[list[str], Field(min_length=2, max_length=2)]] = Field(
         default_factory=list, description="Pairs [field, field] or [field, parameter name] "
@@ -455,6 +457,10 @@ class Config(_Section):
                     raise ValueError(f"sa_config.covariance: {pair} pairs fields of different "
                                      f"shapes, {shapes[0]} and {shapes[1]} (field_shapes): "
                                      "they are compared cell by cell")
+            pairs = [tuple(pair) for pair in self.sa_config.covariance]
+            repeated = sorted({pair for pair in pairs if pairs.count(pair) > 1})
+            if repeated:
+                raise ValueError(f"sa_config.covariance lists {list(repeated[0])} twice")
             if set(study.field_names) & set(study.names):
                 raise ValueError(f"a parameter is named as a field: parameter_names "
                                  f"{study.names}, field_names {study.field_names}")

@@ -3,14 +3,15 @@
 
 Every accumulator holds O(1) float64 state per cell. ``update`` takes one field of shape
 ``(size,)`` or a batch of shape ``(k, size)`` (Sobol: one group ``(n_params + 2, size)`` or a batch
-``(k, n_params + 2, size)``), in float32 or float64; the GIL is released while the C++ kernel runs.
+``(k, n_params + 2, size)``), in float32 or float64 (integers and booleans are read as float64);
+the GIL is released while the C++ kernel runs.
 ``merge`` adds another accumulator of the same cells as if its fields had been given to ``update``,
 so that threads, server ranks and checkpoints combine (equal to sequential updating, to rounding).
 ``state_dict()`` / ``load_state_dict()`` save and restore the exact state, and every accumulator
 pickles.
 
 Errors: a field of the wrong shape or a group with the wrong number of fields raises ValueError,
-a dtype other than float32/float64 raises TypeError; the state is left untouched.
+another dtype (float16, complex, object ...) raises TypeError; the state is left untouched.
 
 NaN is not skipped: a NaN value makes that cell's moments, extrema, quantiles and covariance NaN
 from then on, and never counts as exceeding a threshold; in a Sobol group it makes NaN the indices
@@ -87,6 +88,10 @@ class _Checkpointable:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_restore, (type(self), self.state_dict()))
+
+    def __repr__(self) -> str:
+        config = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._config)
+        return f"{type(self).__name__}({config}, count={self.count})"  # type: ignore[attr-defined]
 
 
 def _fits(value: np.ndarray, dtype: np.dtype) -> bool:
@@ -176,25 +181,64 @@ class Sobol(_Checkpointable, _core.Sobol):
     _config = ("size", "n_params")
 
     def confidence_intervals(self, level: float = 0.95) -> SobolIntervals:
-        """Asymptotic confidence intervals from Fisher's z transform of the correlations.
+        """Asymptotic confidence intervals that hold for outputs of any distribution.
 
-        With n groups, z = atanh(r) is about normal with standard deviation 1/sqrt(n - 3); the
-        bounds are tanh(z -+ q/sqrt(n - 3)) for the first order and 1 minus those of
-        corr(y_A, y_Ck) for the total order, q being the normal quantile of (1 + level)/2.
+        The variance of a sample correlation r of n pairs (x, y) is, by the delta method,
+        V(rho) / n with ``V(rho) = a - b rho + c rho**2 / 4`` where, from the central moments
+        mu_ij of the pair (standardized by mu_20 and mu_02), a = mu_22, b = mu_31 + mu_13 and
+        c = mu_40 + mu_04 + 2 mu_22; for normal outputs V(rho) = (1 - rho**2)**2. The interval
+        holds every rho that this variance does not reject, with n - 3 for n as Fisher's z has::
+
+            (r - rho)**2 <= q**2 V(rho) / (n - 3),   q the normal quantile of (1 + level) / 2
+
+        (a score interval, like Wilson's for a proportion): the roots of a quadratic in rho,
+        clipped to [-1, 1], and all of [-1, 1] where it does not bound rho (too few groups for
+        the moments measured). The first order takes r = corr(y_B, y_Ck), the total order
+        1 minus the bounds of r = corr(y_A, y_Ck). Why this rule: at 128 groups its 95%
+        intervals held every index of the Ishigami and g-functions at least 93.8% of the time,
+        where intervals around r or Fisher's z with the variance at r held the worst 91.4% and
+        92.8%, and Fisher's z with 1 / sqrt(n - 3), the rule before, 79% (bench/RESULTS.md).
         NaN until 4 groups have been seen.
         """
         if not 0.0 < level < 1.0:
             raise ValueError(f"Sobol.confidence_intervals: level must lie in (0, 1), got {level}")
-        quantile = NormalDist().inv_cdf(0.5 + level / 2.0)
-        half_width = quantile / math.sqrt(self.count - 3) if self.count > 3 else math.nan
-        correlation_b = self.first_order()
-        correlation_a = 1.0 - self.total_order()
-        with np.errstate(divide="ignore", invalid="ignore"):
-            z_b = np.arctanh(np.clip(correlation_b, -1.0, 1.0))
-            z_a = np.arctanh(np.clip(correlation_a, -1.0, 1.0))
+        state = self._state()  # type: ignore[attr-defined]
+        q = NormalDist().inv_cdf(0.5 + level / 2.0)
+        first_lower, first_upper = _correlation_interval(state, "b", self.count, q)
+        lower, upper = _correlation_interval(state, "a", self.count, q)
         return SobolIntervals(
-            first_lower=np.tanh(z_b - half_width),
-            first_upper=np.tanh(z_b + half_width),
-            total_lower=1.0 - np.tanh(z_a + half_width),
-            total_upper=1.0 - np.tanh(z_a - half_width),
+            first_lower=first_lower,
+            first_upper=first_upper,
+            total_lower=1.0 - upper,
+            total_upper=1.0 - lower,
         )
+
+
+def _correlation_interval(
+    state: dict[str, np.ndarray], x: str, n: int, quantile: float
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Bounds of corr(y_x, y_Ck) for x = "a" or "b" (Sobol.confidence_intervals), each (p, size)."""
+    if n < 4:
+        nan = np.full(state["mean_c"].shape, math.nan)
+        return nan, nan.copy()
+    m20, m02 = state[f"m2_{x}"], state["m2_c"]
+    m22 = state[f"m22_{x}c"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = state[f"comoment_{x}c"] / np.sqrt(m20 * m02)
+        a = n * m22 / (m20 * m02)
+        b = n * (state[f"m31_{x}c"] / (m20 * np.sqrt(m20 * m02))
+                 + state[f"m13_{x}c"] / (m02 * np.sqrt(m20 * m02)))
+        c = n * (state[f"m4_{x}"] / m20**2 + state["m4_c"] / m02**2) + 2.0 * a
+        k = quantile**2 / (n - 3)
+        # (r - rho)**2 - k V(rho) = alpha rho**2 - 2 beta rho + r**2 - k a. Its reduced
+        # discriminant is written k V(r) + k**2 (b**2 - a c) / 4, which does not lose r**2 to
+        # cancellation; V(rho) is the mean of squares (x y - rho (x**2 + y**2) / 2)**2 over the
+        # standardized pairs, so V(r) >= 0 and b**2 <= a c: it is negative by rounding only.
+        alpha = 1.0 - k * c / 4.0
+        beta = r - k * b / 2.0
+        discriminant = k * (a - b * r + c * r * r / 4.0) + k * k * (b * b - a * c) / 4.0
+        root = np.sqrt(np.maximum(discriminant, 0.0))
+        unbounded = alpha <= 0.0  # False where NaN: NaN stays
+        lower = np.where(unbounded, -1.0, np.clip((beta - root) / alpha, -1.0, 1.0))
+        upper = np.where(unbounded, 1.0, np.clip((beta + root) / alpha, -1.0, 1.0))
+    return lower, upper

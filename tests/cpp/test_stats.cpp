@@ -9,6 +9,8 @@
 #include <cstring>
 #include <random>
 #include <stdexcept>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "melissa/stats.hpp"
@@ -396,21 +398,108 @@ TEST(Sobol, BatchMergeAndThreadsAgree) {
     EXPECT_THROW(batch.merge(other), std::invalid_argument);
 }
 
+/// The Sobol state array `name`, whose shape says how many values it holds.
+std::vector<double> sobol_array(ms::Sobol &sobol, const std::string &name) {
+    for (const auto &a : sobol.state())
+        if (a.name == name) {
+            std::size_t n = 1;
+            for (std::size_t d : a.shape)
+                n *= d;
+            const double *data = static_cast<const double *>(a.data);
+            return {data, data + n};
+        }
+    ADD_FAILURE() << "no state array " << name;
+    return {};
+}
+
+TEST(Sobol, CentralSumsMatchTwoPassReference) {
+    // Far from normal and far from 0: the sums are central, so the offset costs no digits.
+    constexpr std::size_t n_params = 2, size = 50, groups = 200, rows = n_params + 2;
+    const auto data = make_fields(groups * rows, size, 16, 1e3);
+    ms::Sobol sobol(size, n_params);
+    sobol.update(data.data(), groups);
+    auto value = [&](std::size_t g, std::size_t row, std::size_t i) {
+        return data[(g * rows + row) * size + i];
+    };
+    auto mean = [&](std::size_t row, std::size_t i) {
+        double sum = 0;
+        for (std::size_t g = 0; g < groups; ++g)
+            sum += value(g, row, i);
+        return sum / groups;
+    };
+    // sum over groups of (x - mean_x)^i (y - mean_y)^j, for rows x and y of cell `cell`
+    auto central = [&](std::size_t x, std::size_t y, int i, int j, std::size_t cell) {
+        const double mx = mean(x, cell), my = mean(y, cell);
+        double sum = 0;
+        for (std::size_t g = 0; g < groups; ++g)
+            sum += std::pow(value(g, x, cell) - mx, i) * std::pow(value(g, y, cell) - my, j);
+        return sum;
+    };
+    const struct {
+        const char *name;
+        int i, j;
+    } mixed[] = {{"comoment", 1, 1}, {"m21", 2, 1}, {"m12", 1, 2},
+                 {"m22", 2, 2},      {"m31", 3, 1}, {"m13", 1, 3}};
+    for (const auto &[name, i, j] : mixed)
+        for (const auto &[x, pair] : {std::pair<std::size_t, const char *>{1, "_bc"}, {0, "_ac"}}) {
+            const auto got = sobol_array(sobol, name + std::string(pair));
+            std::vector<double> expected(n_params * size);
+            for (std::size_t k = 0; k < n_params; ++k)
+                for (std::size_t cell = 0; cell < size; ++cell)
+                    expected[k * size + cell] = central(x, k + 2, i, j, cell);
+            expect_near_relative(got, expected, 1e-9);
+        }
+    for (int p = 2; p <= 4; ++p) {
+        const std::string order = "m" + std::to_string(p);
+        for (const auto &[row, suffix] :
+             {std::pair<std::size_t, const char *>{0, "_a"}, {1, "_b"}}) {
+            std::vector<double> expected(size);
+            for (std::size_t cell = 0; cell < size; ++cell)
+                expected[cell] = central(row, row, p, 0, cell);
+            expect_near_relative(sobol_array(sobol, order + suffix), expected, 1e-9);
+        }
+        std::vector<double> expected(n_params * size);
+        for (std::size_t k = 0; k < n_params; ++k)
+            for (std::size_t cell = 0; cell < size; ++cell)
+                expected[k * size + cell] = central(k + 2, k + 2, p, 0, cell);
+        expect_near_relative(sobol_array(sobol, order + "_c"), expected, 1e-9);
+    }
+}
+
+/// Copies every state array of `from` into `to`, as a checkpoint's reader does.
+template <class Acc> void copy_state(Acc &from, Acc &to) {
+    auto source = from.state(), target = to.state();
+    ASSERT_EQ(source.size(), target.size());
+    for (std::size_t k = 0; k < source.size(); ++k) {
+        std::size_t n = 1;
+        for (std::size_t d : source[k].shape)
+            n *= d;
+        std::memcpy(target[k].data, source[k].data, n * 8);
+    }
+}
+
 TEST(State, WritingTheStateRestoresAnAccumulator) {
     const auto data = make_fields(kFields, kSize, 15);
     ms::Moments original(kSize), restored(kSize);
     original.update(data.data(), 10);
-    auto from = original.state(), to = restored.state();
-    for (std::size_t k = 0; k < from.size(); ++k) {
-        std::size_t n = 1;
-        for (std::size_t d : from[k].shape)
-            n *= d;
-        std::memcpy(to[k].data, from[k].data, n * 8);
-    }
+    copy_state(original, restored);
     original.update(data.data() + 10 * kSize, kFields - 10);
     restored.update(data.data() + 10 * kSize, kFields - 10);
     expect_same_state(original, restored);
     EXPECT_EQ(restored.count(), kFields);
+}
+
+TEST(State, WritingTheStateRestoresASobolAccumulator) {
+    constexpr std::size_t n_params = 3, size = 100, groups = 12;
+    const auto data = make_fields(groups * (n_params + 2), size, 17);
+    ms::Sobol original(size, n_params), restored(size, n_params);
+    original.update(data.data(), 5);
+    copy_state(original, restored);
+    const double *rest = data.data() + 5 * (n_params + 2) * size;
+    original.update(rest, groups - 5);
+    restored.update(rest, groups - 5);
+    expect_same_state(original, restored);
+    EXPECT_EQ(restored.count(), groups);
 }
 
 TEST(Threads, RejectsFewerThanOne) {

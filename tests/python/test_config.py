@@ -268,6 +268,7 @@ def test_bad_distributions_are_refused(distribution: dict[str, Any], message: st
     ({"covariance": [["u", "w"]]}, "sa_config.covariance: ['u', 'w'] must name a field"),
     ({"covariance": [["x1", "u"]]}, "must name a field of field_names ['u', 'v'], then"),
     ({"covariance": [["u", "u"]]}, "pairs a field with itself"),
+    ({"covariance": [["u", "x1"], ["u", "x1"]]}, "sa_config.covariance lists ['u', 'x1'] twice"),
     ({"covariance": [["u", "v"]]}, "pairs fields of different shapes, [2, 3] and [6]"),
     ({"covariance": [["u"]]}, "sa_config.covariance.0: List should have at least 2 items"),
     ({"sobol_ci_target": 0.1}, "sobol_ci_target needs sobol_indices: true"),
@@ -398,7 +399,10 @@ def test_auto_job_limit_runs_what_the_servers_memory_holds() -> None:
     ({"study": {"field_shapes": {"u": [10**7, 10**7]}}}, "study_options.field_shapes"),
     ({"command": "./solver.sh"}, "client_config.executable_command: "),
     ({"command": "./build --x"}, "client_config.executable_command: "),
-], ids=["string", "infinity", "blank", "sweep", "steps", "memory", "not-executable", "directory"])
+    ({"study": {"field_shapes": {"u": [2, 3]}, "coordinates_file": "grid.nc"}},
+     "study_options.coordinates_file: cannot read"),
+], ids=["string", "infinity", "blank", "sweep", "steps", "memory", "not-executable", "directory",
+        "coordinates"])
 def test_melissa_run_refuses_with_status_2(tmp_path: Path, overrides: dict[str, Any],
                                            key: str) -> None:
     (tmp_path / "solver.sh").write_text("#!/bin/sh\n")

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""The heat-equation examples: they build against the installed package, and the C, Fortran and
-Python solvers compute the same fields on 1 and 3 MPI ranks."""
+"""The heat-equation examples: they build against the installed package, the C, Fortran and
+Python solvers compute the same fields on 1 and 3 MPI ranks, and the demo's study writes results
+that xarray reads labelled, shaped and in units."""
 
 from __future__ import annotations
 
@@ -9,14 +10,24 @@ import subprocess
 import sys
 from pathlib import Path
 
+import json5
+import numpy as np
+import pytest
+import xarray as xr
+
 ROOT = Path(__file__).resolve().parents[2]
 HEAT = ROOT / "examples" / "heat"
 MPI_ROOT = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
 
 
-def test_heat_solvers_agree_across_languages_and_ranks(tmp_path: Path) -> None:
-    build = tmp_path / "heat"
+@pytest.fixture(scope="module")
+def build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    build = tmp_path_factory.mktemp("heat")
     subprocess.run([str(HEAT / "build.sh"), str(build)], check=True, timeout=300)
+    return build
+
+
+def test_heat_solvers_agree_across_languages_and_ranks(build: Path) -> None:
     done = subprocess.run([sys.executable, str(HEAT / "check_solvers.py"), str(build)],
                           capture_output=True, text=True, timeout=300,
                           env={**os.environ, **MPI_ROOT})
@@ -28,3 +39,40 @@ def test_statistics_demo_prints_estimates_beside_exact_values() -> None:
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "Sobol indices of the Ishigami function" in done.stdout
+
+
+def test_demo_results_are_labelled_shaped_and_in_units(build: Path, tmp_path: Path) -> None:
+    """The demo's config (make demo), on 2 groups of 10 time steps: its results.nc, opened
+    with xarray, has the grid's coordinates, the parameters' names, the solver's time and the
+    temperature's units, and `melissa plot` draws its maps."""
+    config = json5.loads((HEAT / "config_c.json").read_text())
+    study = config["study_options"]
+    study.update(parameter_sweep_size=2, nb_time_steps=10,
+                 coordinates_file=str(build / "grid-21x21.nc"))
+    config["client_config"]["executable_command"] = f"{build / 'heat_c'} --nx 21 --ny 21 " \
+                                                    "--steps 10"
+    config["output_dir"] = str(tmp_path / "out")
+    path = tmp_path / "config.json"
+    path.write_text(json5.dumps(config))
+    melissa = [sys.executable, "-m", "melissa"]
+    env = {**os.environ, **MPI_ROOT}
+    done = subprocess.run([*melissa, "run", str(path)], capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    with xr.open_dataset(tmp_path / "out" / "results.nc") as ds:
+        mean = ds["temperature_mean"]
+        assert mean.dims == ("time", "y", "x") and mean.shape == (10, 21, 21)
+        assert mean.attrs["units"] == "degC" and ds["temperature_variance"].attrs["units"]
+        np.testing.assert_allclose(ds["x"], np.arange(1, 22) / 22)
+        assert ds["x"].attrs["units"] == "m"
+        np.testing.assert_allclose(ds["time"], np.arange(1, 11) * 0.2 / 22**2)
+        assert ds["time"].attrs["units"] == "s"
+        assert list(ds["parameter"].values) == ["initial", "left", "right", "bottom", "top"]
+        assert ds.attrs["Conventions"].startswith("CF-")
+        first = ds["temperature_sobol_first"].sel(parameter="left").isel(time=-1)
+        assert first.dims == ("y", "x") and first.attrs["units"] == "1"
+    plotted = subprocess.run([*melissa, "plot", str(tmp_path / "out")], capture_output=True,
+                             text=True, timeout=300, env=env)
+    assert plotted.returncode == 0, plotted.stderr
+    figures = {Path(line).name for line in plotted.stdout.split()}
+    assert "temperature_maps.png" in figures and any("sobol" in f for f in figures), figures

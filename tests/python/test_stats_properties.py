@@ -37,7 +37,10 @@ STATE_DEGREES = {
     "mean": 1, "m2": 2, "m3": 3, "m4": 4,
     "mean_x": 1, "mean_y": 1, "m2_x": 2, "m2_y": 2, "comoment": 2,
     "mean_a": 1, "mean_b": 1, "mean_c": 1, "m2_a": 2, "m2_b": 2, "m2_c": 2,
+    "m3_a": 3, "m3_b": 3, "m3_c": 3, "m4_a": 4, "m4_b": 4, "m4_c": 4,
     "comoment_bc": 2, "comoment_ac": 2,
+    "m21_bc": 3, "m12_bc": 3, "m22_bc": 4, "m31_bc": 4, "m13_bc": 4,
+    "m21_ac": 3, "m12_ac": 3, "m22_ac": 4, "m31_ac": 4, "m13_ac": 4,
 }  # fmt: skip
 EXACT_STATE = {"size", "order", "thresholds", "n_params", "count", "counts", "min", "max"}
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from melissa.config import Config, ConfigError
+from melissa.server import results
 
 log = logging.getLogger("melissa.launcher")
 
@@ -28,12 +29,23 @@ class Checked:
 def preflight(config: Config, config_dir: Path) -> Checked:
     """The checks that need this machine: the solver's program, and the memory the study needs."""
     argv = resolve_solver(config, config_dir)
+    if config.sa_config is not None:
+        check_results_layout(config, config_dir)
     estimate = check_memory(config, physical_memory())
     log.info("memory estimate: launcher %s, server %s over %d ranks (at most %s on one), "
              "%d simulations at once", _size(estimate.launcher), _size(estimate.server),
              config.launcher_config.num_server_processes, _size(estimate.server_rank),
              estimate.at_once)
     return Checked(argv, estimate)
+
+
+def check_results_layout(config: Config, config_dir: Path) -> None:
+    """The dimensions and coordinates results.nc will have: found wrong only when the server
+    writes it, they would cost the whole study."""
+    study = config.study_options
+    declared = {name: size for name, size in zip(study.field_names, study.field_sizes,
+                                                 strict=True) if size}
+    results.read_coordinates(study, config_dir, results.layouts(study, declared))
 
 
 def resolve_solver(config: Config, config_dir: Path) -> list[str]:
@@ -207,13 +219,15 @@ def _statistics_parts(config: Config, layout: _Layout, job_limit: int) -> list[M
                (sa.min or sa.max, 2, 3),
                (bool(sa.threshold_exceedance), len(sa.threshold_exceedance), 2),
                (bool(sa.quantiles), 2 + 2 * len(sa.quantiles), 5),
-               (sa.sobol_indices, 4 + 4 * p, 9)]
+               (sa.sobol_indices, 8 + 16 * p, 25),
+               # On the first field of each pair only; counted on every field, a bound.
+               (bool(sa.covariance), 5 * len(sa.covariance), 6 * len(sa.covariance))]
     asked = [(words, arrays) for on, words, arrays in kernels if on]
     per_cell = 8 * sum(words for words, _ in asked)
     per_piece = (ENTRY_BYTES + KERNEL_BYTES * len(asked)
                  + STATE_ARRAY_BYTES * sum(arrays for _, arrays in asked))
     names = [name for name in ("mean", "variance", "skewness", "kurtosis", "min", "max",
-                               "threshold_exceedance", "quantiles", "sobol_indices")
+                               "threshold_exceedance", "quantiles", "sobol_indices", "covariance")
              if getattr(sa, name)]
     keys = f"{SHAPES_AND_STEPS}, sa_config ({', '.join(names)})"
     # Twice: results and checkpoints are written from a copy of every accumulator.
@@ -227,6 +241,12 @@ def _statistics_parts(config: Config, layout: _Layout, job_limit: int) -> list[M
         parts.append(MemoryPart("the Sobol groups in flight",
                                 f"launcher_config.job_limit, study_options.nb_parameters, "
                                 f"{SHAPES_AND_STEPS}", *layout.spread(groups * (p + 2) * 8)))
+    if any(pair[1] in config.study_options.field_names for pair in sa.covariance):
+        # A field of a pair waits, whole, for the other field of its simulation and step.
+        parts.append(MemoryPart("the covariance pairs' fields in flight",
+                                f"launcher_config.job_limit, sa_config.covariance, "
+                                f"{SHAPES_AND_STEPS}",
+                                *layout.spread(job_limit * len(sa.covariance) * 8)))
     # A checkpoint lists the time steps each running simulation delivered.
     listed = job_limit * len(layout.cells) * layout.steps * CHECKPOINT_STEP_BYTES
     parts.append(MemoryPart("the delivered time steps in a checkpoint",

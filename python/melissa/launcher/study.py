@@ -28,10 +28,12 @@ from typing import Any
 
 import numpy as np
 
+from melissa import convergence
 from melissa.config import ConfigError, load_config
 from melissa.launcher.preflight import check_server_class, check_training_modules, preflight
 from melissa.launcher.progress import Progress
 from melissa.launcher.schedulers import Job, JobSpec, JobState, make_scheduler, mpi_environment
+from melissa.launcher.training_figures import final_losses, live_losses
 from melissa.protocol import (
     EXIT_RESULTS_UNWRITABLE,
     LauncherHeartbeat,
@@ -89,8 +91,12 @@ class Outcome:
     reasons: dict[int, str] = field(default_factory=dict)  # why each failed one failed
     redrawn_groups: int = 0
     server_restarts: int = 0
+    # Sobol studies: the groups behind the indices, why no more ran, their intervals' widths.
+    sobol: convergence.Summary | None = None
     results: Path | None = None
     seconds: float = 0.0
+    # A training study's last losses, {"validation": .., "training": ..}, from metrics.jsonl.
+    losses: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -220,6 +226,9 @@ class StudyRun:
         self.first_failures: list[str] = []  # signatures of failures before any completion
         self.last_tail = ""
         self.ranks_progress: list[RankProgress | None] = []
+        sa = self.config.sa_config
+        self.convergence = (convergence.Convergence(sa.sobol_ci_target, sa.sobol_ci_quantile)
+                            if sa is not None and self.config.sobol else None)
 
     def server_bind_address(self) -> str:
         """Where the server listens: loopback when every process runs on this machine, else
@@ -254,7 +263,7 @@ class StudyRun:
             # Held-out simulations run again: their samples lived in the servers' memory.
             assert self.config.dl_config is not None
             return (set(state["finished_simulations"])
-                    - set(range(self.config.dl_config.validation_simulations)))
+                    - set(range(self.config.validation_simulations)))
         from melissa import _core
 
         ranks = self.config.launcher_config.num_server_processes
@@ -364,6 +373,58 @@ class StudyRun:
             with contextlib.suppress(ProtocolError):
                 self.ranks_progress[rank] = RankProgress.read(self.files.progress(rank))
 
+    def server_figures(self) -> str:
+        """What the servers' figures say, for the progress display."""
+        if self.config.dl_config is not None:
+            return live_losses(self.ranks_progress)
+        if self.convergence is not None:
+            return self.convergence.text
+        return ""
+
+    def whole_groups(self) -> int:
+        """Sobol groups of which every member completed: those the indices rest on."""
+        return convergence.complete_groups(self.completed - self.dropped, self.group_size)
+
+    def check_convergence(self) -> None:
+        """Takes the servers' latest interval widths. With sobol_ci_target, once they meet it,
+        no other group starts: groups begun (a member started) are completed, their runs are
+        data and a group missing a member would count in no index; the others stay not_run."""
+        assert self.convergence is not None
+        self.convergence.update([p.metrics if p is not None else None
+                                 for p in self.ranks_progress])
+        if not self.convergence.newly_met():
+            return
+        begun = {sim // self.group_size
+                 for sim in (*self.running, *self.completed, *self.failed, *self.dropped)}
+        begun |= {sim // self.group_size for sim, attempt in self.queue if attempt > 0}
+        skipped = [sim for sim, _ in self.queue if sim // self.group_size not in begun]
+        self.queue = deque(item for item in self.queue if item[0] // self.group_size in begun)
+        self.progress.total -= len(skipped)
+        log.info("the Sobol intervals met sobol_ci_target at %d groups (%s): the study ends "
+                 "with the %d groups begun, %d simulations will not run",
+                 self.convergence.met_at, self.convergence.text,
+                 len(begun - self.dropped_groups), len(skipped))
+
+    def await_sobol_figures(self) -> None:
+        """Once every simulation is done: waits for the server's figures of all the groups,
+        which lag behind the data by a rank's recompute interval at most."""
+        assert self.convergence is not None
+        groups = self.whole_groups()
+        figures = self.convergence.figures
+        deadline = time.monotonic() + 2 * PROGRESS_INTERVAL + 2.0 + (
+            figures.interval if figures is not None else convergence.MIN_INTERVAL)
+        while time.monotonic() < deadline:
+            self.read_progress()
+            self.convergence.update([p.metrics if p is not None else None
+                                     for p in self.ranks_progress])
+            figures = self.convergence.figures
+            if figures is not None and figures.groups >= groups:
+                return
+            self.check_server()
+            time.sleep(PROGRESS_INTERVAL)
+        log.warning("the server's Sobol figures hold %s of the %d groups: the summary's widths "
+                    "are of those", figures.groups if figures is not None else "none", groups)
+
     def confirmed(self, sim: int) -> bool:
         """Whether every server rank holds the simulation whole."""
         return all(p is not None and p.holds(sim) for p in self.ranks_progress)
@@ -434,6 +495,8 @@ class StudyRun:
                              f"{self.server.exit_code}):\n{self.server.stderr_tail()}"
                              f"(logs in {self.files.logs})")
         self.outcome.results = self.product
+        if self.training:
+            self.outcome.losses = final_losses(self.files.metrics)
 
     # -- simulations ----------------------------------------------------------------------------
 
@@ -491,6 +554,8 @@ class StudyRun:
             if now - last_progress >= PROGRESS_INTERVAL:
                 self.read_progress()
                 last_progress = now
+                if self.convergence is not None:
+                    self.check_convergence()
             for sim, run in list(self.running.items()):
                 if self.running.get(sim) is not run:
                     continue  # stopped meanwhile, with its dropped Sobol group
@@ -528,8 +593,10 @@ class StudyRun:
                         f"server rank: {[steps for _, steps in self.data_seen(sim)]})")
             self.progress.update(len(self.completed - self.dropped),
                                  sum(r.exited is None for r in self.running.values()),
-                                 len(self.failed))
+                                 len(self.failed), self.server_figures())
             time.sleep(POLL_INTERVAL)
+        if self.convergence is not None:
+            self.await_sobol_figures()
 
     def room(self) -> int:
         """How many simulations to start now."""
@@ -599,6 +666,13 @@ class StudyRun:
         self.completed -= pick_freeze
         self.queue = deque((sim, attempt) for sim, attempt in self.queue
                            if sim not in pick_freeze)
+        if self.convergence is not None and self.convergence.met_at is not None:
+            self.progress.total -= len(pick_freeze)
+            log.warning("Sobol group %d (simulations %d-%d) dropped: simulation(s) %s failed for "
+                        "good; none drawn in its place, the intervals met sobol_ci_target",
+                        group, members[0], members[-1],
+                        sorted(set(members) & set(self.failed)))
+            return
         first = len(self.parameters)
         replacement = draw_replacement_group(self.config.study_options,
                                              self.outcome.redrawn_groups)
@@ -692,6 +766,11 @@ class StudyRun:
         outcome.reasons = {sim: self.failed[sim] for sim in outcome.failed}
         outcome.not_run = sorted(set(range(len(self.parameters))) - self.completed
                                  - set(self.failed) - self.dropped)
+        if self.convergence is not None:
+            c = self.convergence
+            outcome.sobol = convergence.Summary(
+                self.whole_groups(), self.config.study_options.parameter_sweep_size, c.target,
+                c.share, c.met_at, c.figures)
 
 
 def _last_line(text: str) -> str:

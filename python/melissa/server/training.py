@@ -18,8 +18,12 @@ to the config or on PYTHONPATH). Its hooks:
     make_tensors(parameters, time_steps, values)  a batch -> (inputs, targets) tensors
     training_step(model, optimizer, inputs, targets)  one step; returns the loss (float)
     validation_loss(model, inputs, targets)    the summed loss and the number of samples
+    predict(model, inputs)                     outputs back in the fields' units
+    state(), load_state(state)                 what a checkpoint and model.pt keep of the server
 
-Without one, an MLP learns (parameters, time step) -> every field's values.
+Without one, an MLP learns (parameters, time step) -> every field's values. The final model,
+OUTPUT_DIR/model.pt, is what melissa.surrogate.load rebuilds: with the same class, whose
+make_tensors (given zero values: no targets) and predict turn parameters into fields.
 """
 
 from __future__ import annotations
@@ -28,12 +32,13 @@ import importlib
 import io
 import json
 import logging
+import os
 import signal
 import socket
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -43,9 +48,13 @@ from torch import nn
 from melissa import _core
 from melissa.config import Config
 from melissa.protocol import EXIT_STOPPED, StudyDescription
-from melissa.server.common import Watch, run_rank, start
 from melissa.server.receiver import open_receiver
 from melissa.study_files import StudyFiles, write_durably
+
+if TYPE_CHECKING:
+    # Imported where a server runs: melissa.surrogate imports this module to rebuild a model,
+    # and importing mpi4py initialises MPI, which may fail outside a job (on a login node).
+    from melissa.server.common import Watch
 
 log = logging.getLogger("melissa.server")
 
@@ -62,8 +71,9 @@ class TrainingServer:
         self.config = config
         self.device = device
         study = config.study_options
-        self.low = torch.tensor(study.l_bounds, dtype=torch.float32)
-        self.span = torch.tensor(study.u_bounds, dtype=torch.float32) - self.low
+        low, high = study.ranges()
+        self.low = torch.tensor(low, dtype=torch.float32)
+        self.span = torch.tensor(high, dtype=torch.float32) - self.low
         self.last_step = max(study.nb_time_steps - 1, 1)
         # Targets are standardised by a scale fixed from the first batch, so that the loss has
         # the same meaning all along and across a resumed run (it is checkpointed).
@@ -161,6 +171,7 @@ class Trainer:
         self.config, self.dl = config, config.dl_config
         self.parameters = np.asarray(study.parameters, dtype=np.float32)
         self.resuming = study.resume
+        self.config_dir = study.config_dir
         self.files, self.comm, self.receiver = files, comm, receiver
         self.buffer, self.server = buffer, server
         self.device, self.writer = device, writer
@@ -173,6 +184,9 @@ class Trainer:
         self.batches = 0
         self.samples = 0
         self.train_losses: list[float] = []
+        # The last validation's line of metrics.jsonl: the launcher shows it live, model.pt keeps
+        # the final one.
+        self.last_validation: dict[str, Any] = {}
         self.started = time.monotonic()
         self.last_checkpoint = time.monotonic()
 
@@ -270,6 +284,7 @@ class Trainer:
                 "validation_loss": validation, "samples_per_second": self.samples / elapsed,
                 "buffer_size": stats["size"], "seconds": elapsed}
         log.info("validation: %s", line)
+        self.last_validation = line
         if self.comm.rank == 0:
             with open(self.files.output_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(line) + "\n")
@@ -306,8 +321,19 @@ class Trainer:
             return
         log.info("checkpoint at batch %d", self.batches)
 
+    def field_sizes(self) -> list[int]:
+        """Cells of each field, in field_names order: how a sample's values split into fields.
+        Rank 0 knows every field's size from the handshakes, unless none came (a resumed study
+        with nothing left to run): then only the declared ones, or the one field's."""
+        declared = self.config.study_options.field_sizes
+        if len(declared) == 1:
+            return [self.sample_cells]
+        known = self.receiver.field_sizes()
+        return [size or known.get(k, 0) for k, size in enumerate(declared)]
+
     def save_model(self) -> None:
-        """The final model, and a few held-out fields beside their predictions for plots."""
+        """The final model, with what melissa.surrogate.load needs to rebuild it and to split
+        its outputs into fields, and a few held-out fields beside their predictions for plots."""
         assert self.network is not None
         ids, steps, values = self.buffer.validation_samples()
         keep = np.lexsort((steps, ids))[:PLOTTED_SAMPLES]
@@ -321,7 +347,9 @@ class Trainer:
             return
         torch.save({"model": self.network.state_dict(), "server": self.server.state(),
                     "batches": self.batches, "samples": self.samples,
-                    "config": self.config.model_dump(mode="json")}, self.files.model)
+                    "config": self.config.model_dump(mode="json"), "config_dir": self.config_dir,
+                    "sample_cells": self.sample_cells, "field_sizes": self.field_sizes(),
+                    "metrics": self.last_validation}, self.files.model)
         parts = [part for part in gathered if len(part[0])]
         if parts:
             sims, steps, simulated, predicted = (
@@ -357,6 +385,7 @@ def train(trainer: Trainer, watch: Watch, buffer: _core.ReplayBuffer,
     study, or sent SIGTERM (to restart the server)."""
     draining = False
     while True:
+        watch.metrics = {**trainer.last_validation, "batches": trainer.batches}
         watch.report_progress()
         stop = None if draining else watch.study_over()
         if stop is not None:
@@ -382,6 +411,10 @@ def train(trainer: Trainer, watch: Watch, buffer: _core.ReplayBuffer,
 
 
 def main(argv: list[str] | None = None) -> int:
+    from mpi4py import MPI
+
+    from melissa.server.common import Watch, start
+
     started = start(argv, __doc__.splitlines()[0])
     if started is None:
         return 2
@@ -390,9 +423,14 @@ def main(argv: list[str] | None = None) -> int:
     assert dl is not None
     device = (torch.device("cuda", comm.rank % torch.cuda.device_count())
               if torch.cuda.is_available() else torch.device("cpu"))
+    if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        # Torch takes every core for each rank; the ranks of a node would then fight over
+        # them (a step 8x slower with 2 threads on 2 busy cores than with 1).
+        node_ranks = comm.Split_type(MPI.COMM_TYPE_SHARED).size
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // node_ranks))
     server_class = load_server_class(dl.server_class, Path(study.config_dir))
     # The first simulations: they run first, so validation means something from the start.
-    validation = list(range(dl.validation_simulations))
+    validation = list(range(config.validation_simulations))
     buffer = _core.ReplayBuffer(dl.buffer, config.per_rank(dl.buffer_size),
                                 dl.per_server_watermark, len(config.study_options.field_names),
                                 validation, config.study_options.seed * 1000 + comm.rank)
@@ -442,5 +480,6 @@ if __name__ == "__main__":
     # The importable module runs, not this __main__ copy of it: a user's server class derives
     # from melissa.server.training.TrainingServer, which must be the class checked against.
     from melissa.server import training
+    from melissa.server.common import run_rank
 
     run_rank(training.main)
