@@ -74,8 +74,9 @@ $(INSTALLED): $(SOURCES) $(VENV_READY) | system-packages
 	  || { cat $(LOGS)/install.log; exit 1; }
 	@touch $@
 
-# The heat-equation study: 56 runs of the C solver (2 MPI ranks each) streaming to a 2-rank
-# server that computes every statistic and the Sobol indices, then the plots.
+# The heat-equation study: runs of the C solver (2 MPI ranks each) streaming to a 2-rank server
+# that computes every statistic and the Sobol indices, until these are known to the config's
+# sobol_ci_target (about 560 runs), then the plots.
 demo: install
 	@examples/heat/build.sh build/examples/heat
 	@$(VENV)/bin/melissa run examples/heat/config_c.json --overwrite

@@ -12,11 +12,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
 from melissa import surrogate
 from melissa.config import ConfigError, parse_config
+from melissa.server import training
 
 SOLVER = Path(__file__).resolve().parents[1] / "studies" / "solver.py"
 # One thread per PyTorch process: the server ranks share the cores with the simulations, and
@@ -183,3 +185,14 @@ def test_bad_server_class_launches_nothing(tmp_path: Path, server_class: str,
     assert done.returncode == 2
     assert f"dl_config.server_class: {message}" in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_plotted_predictions_follow_a_few_simulations_over_time() -> None:
+    """predictions.npz: each of the first two held-out simulations at its first, middle and last
+    time step, not the first six samples (one simulation's first six steps)."""
+    ids = np.array([5, 3, 3, 3, 3, 5, 7, 3])
+    steps = np.array([9, 3, 0, 1, 2, 0, 1, 7])
+    rows = training.plotted(ids, steps)
+    assert [(int(ids[r]), int(steps[r])) for r in rows] == [(3, 0), (3, 2), (3, 7), (5, 0),
+                                                             (5, 9)]
+    assert len(training.plotted(ids[:0], steps[:0])) == 0

@@ -59,7 +59,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("melissa.server")
 
 IDLE_WAIT = 0.01  # seconds a rank sleeps when not every rank can draw a batch
-PLOTTED_SAMPLES = 6  # held-out fields saved beside their predictions, for plots
+# Held-out fields saved beside their predictions, for plots: of this many simulations, each at
+# its first, middle and last time step.
+PLOTTED_SIMULATIONS = 2
 
 
 class TrainingServer:
@@ -336,7 +338,7 @@ class Trainer:
         its outputs into fields, and a few held-out fields beside their predictions for plots."""
         assert self.network is not None
         ids, steps, values = self.buffer.validation_samples()
-        keep = np.lexsort((steps, ids))[:PLOTTED_SAMPLES]
+        keep = plotted(ids, steps)
         predicted = np.empty((0, values.shape[1] if values.ndim == 2 else 0), np.float32)
         if len(keep):
             inputs, _ = self.server.make_tensors(self.parameters[ids[keep]], steps[keep],
@@ -354,9 +356,22 @@ class Trainer:
         if parts:
             sims, steps, simulated, predicted = (
                 np.concatenate([part[k] for part in parts]) for k in range(4))
-            keep = np.lexsort((steps, sims))[:PLOTTED_SAMPLES]
+            keep = plotted(sims, steps)
             np.savez(self.files.predictions, simulation=sims[keep], time_step=steps[keep],
                      simulated=simulated[keep], predicted=predicted[keep])
+
+
+def plotted(ids: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    """Rows of the held-out samples to plot: the first PLOTTED_SIMULATIONS simulations, each at
+    its first, middle and last time step held here (the field's evolution, not six steps in a
+    row)."""
+    rows: list[int] = []
+    for sim in np.unique(ids)[:PLOTTED_SIMULATIONS]:
+        of_sim = np.flatnonzero(ids == sim)
+        of_sim = of_sim[np.argsort(steps[of_sim], kind="stable")]
+        rows += sorted({int(of_sim[0]), int(of_sim[len(of_sim) // 2]), int(of_sim[-1])},
+                       key=lambda row: int(steps[row]))
+    return np.asarray(rows, dtype=np.int64)
 
 
 def leftovers(trainer: Trainer) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
