@@ -87,9 +87,21 @@ class Distribution(_Section):
 
 class TimeAxis(_Section):
     start: float = Field(0.0, description="The solver's time at the first time step.")
-    step: PositiveFloat = Field(description="Time between two time steps.")
+    step: PositiveFloat | None = Field(None, description="Time between two time steps.")
+    field: str | None = Field(
+        None, description="Instead of start and step: a field of field_names in which the "
+        "solver sends its time (one cell) at each time step; its ensemble mean is the time."
+    )
     units: str = Field("s", description="Units of time, as CF writes them: s, days since "
                        "2000-01-01, ...")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TimeAxis:
+        if (self.step is None) == (self.field is None):
+            raise ValueError("give either step (and start) or field, the solver's time")
+        if self.field is not None and "start" in self.model_fields_set:
+            raise ValueError("start goes with step, not with field")
+        return self
 
 
 class StudyOptions(_Section):
@@ -186,6 +198,13 @@ class StudyOptions(_Section):
         if any(not name or name.strip() != name for name in self.field_names):
             problems.append(f"field_names must be non-empty names without surrounding blanks: "
                             f"{self.field_names}")
+        if self.time is not None and self.time.field is not None:
+            if self.time.field not in self.field_names:
+                problems.append(f"time.field {self.time.field!r} is not in field_names "
+                                f"{self.field_names}")
+            elif math.prod(self.field_shapes.get(self.time.field, [1])) != 1:
+                problems.append(f"time.field {self.time.field!r} has the shape "
+                                f"{self.field_shapes[self.time.field]}: the time is one value")
         for key in ("field_shapes", "field_units", "field_dimensions"):
             unknown = [name for name in getattr(self, key) if name not in self.field_names]
             if unknown:
@@ -443,6 +462,10 @@ class Config(_Section):
                                  "some would get no data")
         if self.sa_config is not None:
             study = self.study_options
+            if study.time is not None and study.time.field is not None \
+                    and not self.sa_config.mean:
+                raise ValueError("study_options.time.field needs sa_config.mean: the time is "
+                                 "the ensemble mean of that field")
             for pair in self.sa_config.covariance:
                 if pair[0] not in study.field_names or pair[1] not in [*study.field_names,
                                                                       *study.names]:

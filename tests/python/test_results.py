@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -234,6 +235,52 @@ def test_without_shapes_or_time_the_cells_stay_flat(tmp_path: Path) -> None:
         assert ds["time"].attrs == {"long_name": "time step", "units": "1", "axis": "T"}
         assert list(ds["parameter"].values) == ["x1", "x2"]
         assert "units" not in ds["a_mean"].attrs
+
+
+def test_the_solvers_time_sent_as_a_field_is_the_time_coordinate(tmp_path: Path) -> None:
+    """study_options.time.field: the ensemble mean of that field at each time step is `time`;
+    a time step nothing arrived for stays NaN."""
+    study = {key: value for key, value in SHAPED_STUDY.items()
+             if key in ("parameter_sweep_size", "nb_parameters", "l_bounds", "u_bounds",
+                        "nb_time_steps")}
+    config = study_config({**study, "field_names": ["u", "t"],
+                           "time": {"field": "t", "units": "days since 2000-01-01"}},
+                          {"mean": True})
+    path = tmp_path / "results.nc"
+    create(path, config, {"u": 4, "t": 1}, np.zeros((12, 2)), STATUSES, {}, tmp_path)
+    with netCDF4.Dataset(path, "a") as ds:
+        for step, day in ((0, 1.5), (2, 4.25)):
+            write_into(ds, "t", step, 0, {"count": np.array(3), "mean": np.array([day])}, "t")
+            write_into(ds, "u", step, 0, {"count": np.array(3), "mean": np.ones(4)}, "t")
+    with netCDF4.Dataset(path) as ds:
+        time = ds["time"]
+        np.testing.assert_array_equal(np.ma.filled(time[:], np.nan), [1.5, np.nan, 4.25])
+        assert time.units == "days since 2000-01-01" and time.standard_name == "time"
+        assert "field t" in time.comment
+    with xr.open_dataset(path) as ds:
+        assert str(ds["time"].values[2])[:16] == "2000-01-05T06:00"
+
+
+@pytest.mark.parametrize(("time", "message"), [
+    ({"field": "w"}, "time.field 'w' is not in field_names"),
+    ({"field": "t", "step": 1.0}, "give either step (and start) or field"),
+    ({"units": "s"}, "give either step (and start) or field"),
+    ({"field": "t", "start": 0.0}, "start goes with step, not with field"),
+])
+def test_a_time_axis_comes_from_one_source(time: dict[str, Any], message: str) -> None:
+    study = {"parameter_sweep_size": 3, "nb_parameters": 1, "l_bounds": [0], "u_bounds": [1],
+             "nb_time_steps": 3, "field_names": ["u", "t"], "time": time}
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        study_config(study, {"mean": True})
+
+
+def test_a_time_field_needs_the_mean_and_one_cell() -> None:
+    study = {"parameter_sweep_size": 3, "nb_parameters": 1, "l_bounds": [0], "u_bounds": [1],
+             "nb_time_steps": 3, "field_names": ["u", "t"], "time": {"field": "t"}}
+    with pytest.raises(ConfigError, match="time.field needs sa_config.mean"):
+        study_config(study, {"mean": False, "max": True})
+    with pytest.raises(ConfigError, match=r"time.field 't' has the shape \[2\]"):
+        study_config({**study, "field_shapes": {"t": [2]}}, {"mean": True})
 
 
 @pytest.mark.parametrize(

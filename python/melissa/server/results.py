@@ -289,8 +289,14 @@ def create(path: Path, config: Config, sizes: dict[str, int], parameters: Array 
             _variable(ds, "time", "i4", ("time",), steps, long_name="time step", units="1",
                       axis="T")
         else:
-            _variable(ds, "time", "f8", ("time",), study.time.start + study.time.step * steps,
-                      long_name="time", standard_name="time", units=study.time.units, axis="T")
+            axis = study.time
+            # The solver's time is written with its field's statistics (write_into).
+            _variable(ds, "time", "f8", ("time",),
+                      None if axis.step is None else axis.start + axis.step * steps,
+                      fill_value=np.nan, long_name="time", standard_name="time",
+                      units=axis.units, axis="T",
+                      comment=None if axis.field is None else
+                      f"the ensemble mean of the solver's time, field {axis.field}")
         ds.createDimension("simulation", len(statuses))
         _variable(ds, "simulation", "i8", ("simulation",), np.arange(len(statuses)),
                   long_name="simulation id", units="1")
@@ -373,9 +379,12 @@ def _boxes(shape: tuple[int, ...], start: int,
 
 
 def write_into(ds: netCDF4.Dataset, field: str, time_step: int, offset: int,
-               values: dict[str, Array]) -> None:
+               values: dict[str, Array], time_field: str | None = None) -> None:
     """Writes one rank's cells, [offset, offset + cells) of the field's flat cells, of one
-    (field, time step) into an open results file."""
+    (field, time step) into an open results file; the field `time_field` (study_options.time.
+    field) gives the time coordinate its mean as well."""
+    if field == time_field and "mean" in values:
+        ds["time"][time_step] = values["mean"][0]
     for name, array in values.items():
         if name == "count":
             ds[f"{field}_count"][time_step] = int(array)

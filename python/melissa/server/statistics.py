@@ -176,6 +176,7 @@ def write_results(comm: Any, config: Config, study: StudyDescription, files: Stu
     results.nc: an earlier results.nc is replaced only by a complete one. Raises OSError on
     every rank if any rank failed (a full disk, say)."""
     names = config.study_options.field_names
+    time_field = config.study_options.time.field if config.study_options.time else None
     sizes: dict[str, int] = {}
     for rank_sizes in comm.allgather(receiver.field_sizes()):
         sizes.update({names[field]: size for field, size in rank_sizes.items()})
@@ -200,7 +201,8 @@ def write_results(comm: Any, config: Config, study: StudyDescription, files: Stu
                     # One (field, time step) at a time: the rank's peak stays near its state.
                     for field, step, offset, cells in pieces:
                         values = results.statistics_of(config, cells, consumer.state(field, step))
-                        results.write_into(ds, names[field], step, offset, values)
+                        results.write_into(ds, names[field], step, offset, values,
+                                           time_field)
             except WRITE_ERRORS as error:
                 failure = f"rank {comm.rank} could not write its cells: " \
                           f"{_write_error(error, partial)}"
