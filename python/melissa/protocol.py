@@ -159,6 +159,8 @@ class StopRequest(_Message):
     statuses: list[str]  # of every simulation, by id: completed, failed, dropped, not_run
     parameters: list[list[float]]  # of every simulation, redrawn Sobol groups included
     write_results: bool = True  # False: the study is abandoned, nothing must block a re-run
+    # Global attributes of results.nc that only the launcher knows (how the study ended).
+    attributes: dict[str, Any] = field(default_factory=dict)
 
 
 def study_token() -> int:

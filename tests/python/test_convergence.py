@@ -137,6 +137,9 @@ def test_target_stops_the_study_once_the_intervals_are_narrow_enough(tmp_path: P
         # Whole groups from the first on: groups running when the target was met completed.
         assert (status[:used] == 0).all() and (status[used:] == 2).all()
         assert (ds["y_count"].values == 2 * used).all()
+        assert ds.attrs["sobol_groups"] == used
+        assert ds.attrs["sobol_stopped_by"] == (f"sobol_ci_target 0.6 met by 95% of the 95 % "
+                                                f"confidence intervals at {met_at} groups")
         # The rule holds on what was written.
         assert np.mean(widths(ds) <= target) >= 0.95
         for step in range(STEPS):
@@ -182,6 +185,8 @@ def test_without_target_every_group_runs(small_study: tuple[Path, str]) -> None:
     with xr.open_dataset(tmp_path / "out" / "results.nc") as ds:
         assert (ds["simulation_status"].values == 0).all()
         assert (ds["y_count"].values == 20).all()
+        assert ds.attrs["sobol_groups"] == 10
+        assert ds.attrs["sobol_stopped_by"] == "every group of parameter_sweep_size 10 ran"
 
 
 def test_too_wide_intervals_are_flagged_with_a_hint(small_study: tuple[Path, str]) -> None:

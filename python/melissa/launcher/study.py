@@ -471,7 +471,19 @@ class StudyRun:
                             "completed" if sim in self.completed else "not_run")
         return StopRequest(sorted(self.completed - self.done_before - self.dropped),
                            sorted(self.done_before), statuses, self.parameters.tolist(),
-                           write_results)
+                           write_results, self.how_it_ended())
+
+    def how_it_ended(self) -> dict[str, Any]:
+        """What results.nc records of how the study ended: for Sobol indices, the groups behind
+        them and why no more ran."""
+        if self.convergence is None:
+            return {}
+        c = self.convergence
+        why = (f"sobol_ci_target {c.target:g} met by {c.share:.0%} of the 95 % confidence "
+               f"intervals at {c.met_at} groups" if c.met_at is not None else
+               f"every group of parameter_sweep_size "
+               f"{self.config.study_options.parameter_sweep_size} ran")
+        return {"sobol_groups": self.whole_groups(), "sobol_stopped_by": why}
 
     def finish_server(self, write_results: bool = True) -> None:
         """Tells the server what completed; waits for it to write the results."""

@@ -266,9 +266,10 @@ def read_coordinates(study: StudyOptions, config_dir: Path,
 
 
 def create(path: Path, config: Config, sizes: dict[str, int], parameters: Array | list[Any],
-           statuses: list[str], raw_config: dict[str, Any], config_dir: Path) -> None:
+           statuses: list[str], raw_config: dict[str, Any], config_dir: Path,
+           attributes: dict[str, Any] | None = None) -> None:
     """Rank 0: the file with every dimension and variable, filled with NaN (nothing received).
-    `config_dir`: where a relative coordinates_file lies."""
+    `config_dir`: where a relative coordinates_file lies; `attributes`: more global ones."""
     sa = config.sa_config
     assert sa is not None
     study = config.study_options
@@ -282,6 +283,7 @@ def create(path: Path, config: Config, sizes: dict[str, int], parameters: Array 
             "history": f"{datetime.now(timezone.utc):%Y-%m-%dT%H:%M:%SZ} written by the statistics "
                        f"server of melissa {melissa.__version__}",
             "config": json.dumps(raw_config),
+            **(attributes or {}),
         })
         ds.createDimension("time", study.nb_time_steps)
         steps = np.arange(study.nb_time_steps)

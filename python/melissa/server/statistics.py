@@ -188,7 +188,7 @@ def write_results(comm: Any, config: Config, study: StudyDescription, files: Stu
     try:
         if comm.rank == 0:
             results.create(partial, config, sizes, stop.parameters, stop.statuses, study.config,
-                           Path(study.config_dir))
+                           Path(study.config_dir), stop.attributes)
     except WRITE_ERRORS as error:
         failure = f"rank 0 could not create it: {_write_error(error, partial)}"
     failure = comm.bcast(failure)
