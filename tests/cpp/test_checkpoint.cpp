@@ -133,6 +133,31 @@ Bytes forged(const std::function<void(wire::Writer &)> &body,
     return bytes;
 }
 
+/// One (field, time step)'s accumulators of `spec`, as a checkpoint holds them; the moments
+/// named `moments_as` (a forgery's misnaming).
+void write_accumulator(wire::Writer &w, const server::StatisticsSpec &spec, std::uint32_t field,
+                       std::uint32_t step, std::uint64_t cells,
+                       const char *moments_as = "moments") {
+    server::Accumulators a = server::make_accumulators(spec, field, 0, cells);
+    w.u32(field).u32(step).u64(0).u64(cells);
+    auto kernels = server::kernel_states(a);
+    w.u32(static_cast<std::uint32_t>(kernels.size()));
+    for (auto &[kernel, arrays] : kernels) {
+        w.str(kernel == "moments" ? moments_as : kernel);
+        w.u32(static_cast<std::uint32_t>(arrays.size()));
+        for (auto &array : arrays) {
+            w.str(array.name).u8(array.type == melissa::stats::StateArray::Type::Float64 ? 0 : 1);
+            w.u32(static_cast<std::uint32_t>(array.shape.size()));
+            std::size_t n = 1;
+            for (auto d : array.shape) {
+                w.u64(d);
+                n *= d;
+            }
+            w.words(array.data, n);
+        }
+    }
+}
+
 } // namespace
 
 TEST(Checkpoint, TakenUpByFreshObjectsGivesThemTheSameState) {
@@ -258,25 +283,7 @@ TEST(Checkpoint, RefusesAnotherStudysRankOrStatistics) {
 
 TEST(Checkpoint, RefusesContentsThatContradictThemselves) {
     auto accumulator = [](wire::Writer &w, std::uint32_t step, const char *first_kernel) {
-        server::Accumulators a = server::make_accumulators(every_statistic(), 0, 0, 10);
-        w.u32(0).u32(step).u64(0).u64(10);
-        auto kernels = server::kernel_states(a);
-        w.u32(static_cast<std::uint32_t>(kernels.size()));
-        for (auto &[kernel, arrays] : kernels) {
-            w.str(kernel == "moments" ? first_kernel : kernel);
-            w.u32(static_cast<std::uint32_t>(arrays.size()));
-            for (auto &array : arrays) {
-                w.str(array.name)
-                    .u8(array.type == melissa::stats::StateArray::Type::Float64 ? 0 : 1);
-                w.u32(static_cast<std::uint32_t>(array.shape.size()));
-                std::size_t n = 1;
-                for (auto d : array.shape) {
-                    w.u64(d);
-                    n *= d;
-                }
-                w.words(array.data, n);
-            }
-        }
+        write_accumulator(w, every_statistic(), 0, step, 10, first_kernel);
     };
     auto group = [](wire::Writer &w, std::uint32_t step, std::uint32_t members) {
         const std::vector<double> values(members * 10, 1.0);
@@ -432,28 +439,6 @@ std::uint64_t dropped(server::FieldStatistics &statistics, const std::string &re
     const auto dropped = statistics.dropped();
     const auto found = dropped.find(reason);
     return found == dropped.end() ? 0 : found->second;
-}
-
-/// One (field, time step)'s accumulators of `spec`, as a checkpoint holds them.
-void write_accumulator(wire::Writer &w, const server::StatisticsSpec &spec, std::uint32_t field,
-                       std::uint32_t step, std::uint64_t cells) {
-    server::Accumulators a = server::make_accumulators(spec, field, 0, cells);
-    w.u32(field).u32(step).u64(0).u64(cells);
-    auto kernels = server::kernel_states(a);
-    w.u32(static_cast<std::uint32_t>(kernels.size()));
-    for (auto &[kernel, arrays] : kernels) {
-        w.str(kernel).u32(static_cast<std::uint32_t>(arrays.size()));
-        for (auto &array : arrays) {
-            w.str(array.name).u8(array.type == melissa::stats::StateArray::Type::Float64 ? 0 : 1);
-            w.u32(static_cast<std::uint32_t>(array.shape.size()));
-            std::size_t n = 1;
-            for (auto d : array.shape) {
-                w.u64(d);
-                n *= d;
-            }
-            w.words(array.data, n);
-        }
-    }
 }
 
 } // namespace

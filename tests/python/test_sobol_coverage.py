@@ -19,7 +19,13 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 from stats_helpers import Array
-from test_stats import g_function, g_function_indices, ishigami, ishigami_indices
+from test_stats import (
+    g_function,
+    g_function_indices,
+    ishigami,
+    ishigami_indices,
+    pick_freeze_groups,
+)
 
 from melissa import stats
 
@@ -66,15 +72,7 @@ def pick_freeze_batches(
     inputs."""
     coefficients = np.broadcast_to(problem.coefficients, (cells, *problem.coefficients.shape))
     for start in range(0, n_groups, BATCH):
-        shape = (min(BATCH, n_groups - start), cells, problem.n_params)
-        a = rng.uniform(problem.low, problem.high, shape)
-        b = rng.uniform(problem.low, problem.high, shape)
-        rows = [problem.function(a, coefficients), problem.function(b, coefficients)]
-        for k in range(problem.n_params):
-            c = a.copy()
-            c[..., k] = b[..., k]
-            rows.append(problem.function(c, coefficients))
-        yield np.stack(rows, axis=1)
+        yield pick_freeze_groups(problem, coefficients, min(BATCH, n_groups - start), rng)
 
 
 @dataclass(frozen=True)
