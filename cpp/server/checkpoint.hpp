@@ -42,9 +42,9 @@
 
 namespace melissa::server {
 
-/// The newest format this melissa writes, and reads (with every earlier one). 2: covariance
-/// pairs and their halves in flight.
-constexpr std::uint32_t kCheckpointVersion = 2;
+/// The format this melissa writes and reads; earlier ones are refused with the reason. 2:
+/// covariance pairs and their halves in flight. 3: the moments' shift.
+constexpr std::uint32_t kCheckpointVersion = 3;
 
 /// A checkpoint that cannot be taken up here, and why.
 struct CheckpointError : std::invalid_argument {

@@ -1,5 +1,11 @@
 // SPDX-License-Identifier: BSD-3-Clause
+#include <algorithm>
 #include <cmath>
+#include <new>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "melissa/stats.hpp"
 #include "tiling.hpp"
@@ -9,15 +15,16 @@ namespace {
 
 // One Welford/Pebay step of `n` cells with their value x; `count` is the count after the step.
 template <int Order, class T>
-MELISSA_KERNEL void moments_step(double *__restrict mean, double *__restrict m2,
-                                 double *__restrict m3, double *__restrict m4,
-                                 const T *__restrict x, std::size_t n, double count) {
+MELISSA_KERNEL void moments_step(const double *__restrict shift, double *__restrict mean,
+                                 double *__restrict m2, double *__restrict m3,
+                                 double *__restrict m4, const T *__restrict x, std::size_t n,
+                                 double count) {
     const double inv = 1.0 / count;
     const double before = count - 1.0;
     const double c3 = count - 2.0;
     const double c4 = count * count - 3.0 * count + 3.0;
     for (std::size_t i = 0; i < n; ++i) {
-        const double delta = static_cast<double>(x[i]) - mean[i];
+        const double delta = (static_cast<double>(x[i]) - shift[i]) - mean[i];
         const double delta_n = delta * inv;
         mean[i] += delta_n;
         if constexpr (Order >= 2) {
@@ -33,11 +40,15 @@ MELISSA_KERNEL void moments_step(double *__restrict mean, double *__restrict m2,
 }
 
 template <int Order, class T>
-void moments_update(double *mean, double *m2, double *m3, double *m4, std::size_t size,
-                    std::uint64_t count, const T *fields, std::size_t n_fields) {
+void moments_update(double *shift, double *mean, double *m2, double *m3, double *m4,
+                    std::size_t size, std::uint64_t count, const T *fields, std::size_t n_fields) {
     detail::for_each_tile(size, size * n_fields, [&](std::size_t begin, std::size_t end) {
+        // The first field becomes the shifts (stats.hpp): set per tile rather than tested per
+        // value, so that the step stays a branch-free vector loop.
+        if (count == 0)
+            std::copy(fields + begin, fields + end, shift + begin);
         for (std::size_t f = 0; f < n_fields; ++f)
-            moments_step<Order>(mean + begin, m2 + begin, m3 + begin, m4 + begin,
+            moments_step<Order>(shift + begin, mean + begin, m2 + begin, m3 + begin, m4 + begin,
                                 fields + f * size + begin, end - begin,
                                 static_cast<double>(count + f + 1));
     });
@@ -48,6 +59,7 @@ void moments_update(double *mean, double *m2, double *m3, double *m4, std::size_
 Moments::Moments(std::size_t size, int order) : size_(size), order_(order) {
     detail::require(order >= 1 && order <= 4,
                     "Moments: order must be 1, 2, 3 or 4, got " + std::to_string(order));
+    shift_.assign(size, 0.0);
     mean_.assign(size, 0.0);
     // Unused higher moments stay empty; their kernels never touch them.
     if (order >= 2)
@@ -59,19 +71,22 @@ Moments::Moments(std::size_t size, int order) : size_(size), order_(order) {
 }
 
 template <class T> void Moments::update_impl(const T *fields, std::size_t n_fields) {
-    double *mean = mean_.data(), *m2 = m2_.data(), *m3 = m3_.data(), *m4 = m4_.data();
+    if (n_fields == 0)
+        return; // no first field to take the shifts from
+    double *shift = shift_.data(), *mean = mean_.data(), *m2 = m2_.data(), *m3 = m3_.data(),
+           *m4 = m4_.data();
     switch (order_) {
     case 1:
-        moments_update<1>(mean, m2, m3, m4, size_, count_, fields, n_fields);
+        moments_update<1>(shift, mean, m2, m3, m4, size_, count_, fields, n_fields);
         break;
     case 2:
-        moments_update<2>(mean, m2, m3, m4, size_, count_, fields, n_fields);
+        moments_update<2>(shift, mean, m2, m3, m4, size_, count_, fields, n_fields);
         break;
     case 3:
-        moments_update<3>(mean, m2, m3, m4, size_, count_, fields, n_fields);
+        moments_update<3>(shift, mean, m2, m3, m4, size_, count_, fields, n_fields);
         break;
     default:
-        moments_update<4>(mean, m2, m3, m4, size_, count_, fields, n_fields);
+        moments_update<4>(shift, mean, m2, m3, m4, size_, count_, fields, n_fields);
     }
     count_ += n_fields;
 }
@@ -96,12 +111,15 @@ void Moments::merge(const Moments &other) {
     const double w3 = na * nb * (na - nb) / (n * n);
     const double w4 = na * nb * (na * na - na * nb + nb * nb) / (n * n * n);
     const int order = order_;
+    const double *shift = shift_.data();
     double *mean = mean_.data(), *m2 = m2_.data(), *m3 = m3_.data(), *m4 = m4_.data();
-    const double *omean = other.mean_.data(), *om2 = other.m2_.data(), *om3 = other.m3_.data(),
-                 *om4 = other.m4_.data();
+    const double *oshift = other.shift_.data(), *omean = other.mean_.data(),
+                 *om2 = other.m2_.data(), *om3 = other.m3_.data(), *om4 = other.m4_.data();
     detail::for_each_tile(size_, size_, [&](std::size_t begin, std::size_t end) {
         for (std::size_t i = begin; i < end; ++i) {
-            const double delta = omean[i] - mean[i];
+            // Both shifts are values of the cell, so their difference is exact for data near
+            // them, and the other's mean moves onto this shift without the offset's rounding.
+            const double delta = (oshift[i] - shift[i]) + (omean[i] - mean[i]);
             mean[i] += delta * w.other_share;
             if (order < 2)
                 continue;
@@ -120,7 +138,7 @@ void Moments::merge(const Moments &other) {
 
 void Moments::mean(double *out) const {
     for (std::size_t i = 0; i < size_; ++i)
-        out[i] = count_ == 0 ? detail::nan() : mean_[i];
+        out[i] = count_ == 0 ? detail::nan() : shift_[i] + mean_[i];
 }
 
 void Moments::variance(double *out, int ddof) const {
@@ -151,11 +169,42 @@ void Moments::kurtosis(double *out) const {
 std::vector<StateArray> Moments::state() {
     using Type = StateArray::Type;
     std::vector<StateArray> arrays{{"count", &count_, Type::UInt64, {}},
+                                   {"shift", shift_.data(), Type::Float64, {size_}},
                                    {"mean", mean_.data(), Type::Float64, {size_}}};
-    std::vector<double> *higher[] = {&m2_, &m3_, &m4_};
+    detail::StateVector *higher[] = {&m2_, &m3_, &m4_};
     for (int k = 2; k <= order_; ++k)
         arrays.push_back({"m" + std::to_string(k), higher[k - 2]->data(), Type::Float64, {size_}});
     return arrays;
 }
 
+namespace detail {
+namespace {
+
+constexpr std::size_t kHugePage = std::size_t{2} << 20;
+// numpy's threshold for huge pages too: below it, an array's pages hardly matter.
+constexpr std::size_t kHugePagesFrom = 2 * kHugePage;
+
+std::align_val_t state_alignment(std::size_t bytes) {
+    return std::align_val_t{bytes >= kHugePagesFrom ? kHugePage : std::size_t{64}};
+}
+
+} // namespace
+
+void *allocate_state(std::size_t bytes) {
+    void *data = ::operator new(bytes, state_alignment(bytes));
+#if defined(MADV_HUGEPAGE)
+    // Advice only (transparent huge pages in "madvise" mode, the usual default, need it): where
+    // none are given the array is only cache-line aligned. Whole huge pages only, so that the
+    // array's end takes no more memory than it fills, as the memory estimate counts it.
+    if (bytes >= kHugePagesFrom)
+        madvise(data, bytes / kHugePage * kHugePage, MADV_HUGEPAGE);
+#endif
+    return data;
+}
+
+void free_state(void *data, std::size_t bytes) noexcept {
+    ::operator delete(data, state_alignment(bytes));
+}
+
+} // namespace detail
 } // namespace melissa::stats

@@ -40,7 +40,38 @@ struct StateArray {
     std::vector<std::size_t> shape; // empty for a scalar
 };
 
+namespace detail {
+
+/// Memory for the accumulators' state arrays, which every update streams through: aligned to
+/// cache lines (malloc starts large arrays 16 bytes past one, so that half of a kernel's 32-byte
+/// accesses straddle two lines) and, from 4 MiB on, in huge pages, as numpy's arrays are (a few
+/// TLB entries cover a whole array). bench/RESULTS.md measures what they save.
+MELISSA_STATS_EXPORT void *allocate_state(std::size_t bytes);
+MELISSA_STATS_EXPORT void free_state(void *data, std::size_t bytes) noexcept;
+
+template <class T> struct StateAllocator {
+    using value_type = T;
+
+    StateAllocator() = default;
+    template <class U> StateAllocator(const StateAllocator<U> &) noexcept {}
+
+    T *allocate(std::size_t n) { return static_cast<T *>(allocate_state(n * sizeof(T))); }
+    void deallocate(T *data, std::size_t n) noexcept { free_state(data, n * sizeof(T)); }
+
+    template <class U> bool operator==(const StateAllocator<U> &) const noexcept { return true; }
+    template <class U> bool operator!=(const StateAllocator<U> &) const noexcept { return false; }
+};
+
+using StateVector = std::vector<double, StateAllocator<double>>;
+
+} // namespace detail
+
 /// Mean and central moments up to `order` (1 to 4) by Welford's update and Pebay's pairwise merge.
+///
+/// Each cell accumulates its values minus a shift, the first value it sees: that difference is
+/// exact for data near the shift (Sterbenz) and the running mean of the shifted values stays of
+/// the order of the data's spread, so that its rounding is relative to the spread, not to the
+/// data's offset. A merge keeps this accumulator's shifts and moves the other's mean onto them.
 class MELISSA_STATS_EXPORT Moments {
   public:
     Moments(std::size_t size, int order = 4);
@@ -53,6 +84,7 @@ class MELISSA_STATS_EXPORT Moments {
     int order() const { return order_; }
     std::uint64_t count() const { return count_; }
 
+    /// The shift plus the mean of the shifted values.
     void mean(double *out) const;
     /// Sum of squared deviations over (count - ddof).
     void variance(double *out, int ddof) const;
@@ -61,6 +93,7 @@ class MELISSA_STATS_EXPORT Moments {
     /// Biased excess kurtosis m4 / m2^2 - 3 (scipy.stats.kurtosis defaults); NaN where m2 is 0.
     void kurtosis(double *out) const;
 
+    /// count, shift, mean (of the values minus the shift), m2 ... m{order} (central sums).
     std::vector<StateArray> state();
 
   private:
@@ -69,7 +102,7 @@ class MELISSA_STATS_EXPORT Moments {
     std::size_t size_;
     int order_;
     std::uint64_t count_ = 0;
-    std::vector<double> mean_, m2_, m3_, m4_;
+    detail::StateVector shift_, mean_, m2_, m3_, m4_;
 };
 
 /// Running minimum and maximum.

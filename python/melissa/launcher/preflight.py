@@ -215,7 +215,7 @@ def _statistics_parts(config: Config, layout: _Layout, job_limit: int) -> list[M
     assert sa is not None
     p = config.study_options.nb_parameters
     # (asked, float64 or uint64 per cell, state arrays) of each kernel, as cpp/stats keeps them.
-    kernels = [(sa.moments_order > 0, sa.moments_order, 1 + sa.moments_order),
+    kernels = [(sa.moments_order > 0, 1 + sa.moments_order, 2 + sa.moments_order),
                (sa.min or sa.max, 2, 3),
                (bool(sa.threshold_exceedance), len(sa.threshold_exceedance), 2),
                (bool(sa.quantiles), 2 + 2 * len(sa.quantiles), 5),
