@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from melissa import stats
+from melissa.protocol import RankProgress
 
 LEVEL = 0.95  # of results.nc's bounds, and of the intervals measured here
 
@@ -189,8 +190,9 @@ class Convergence:
         self.met_at: int | None = None  # the groups of the figures that met the target
         self.text = ""
 
-    def update(self, metrics: Sequence[dict[str, Any] | None]) -> None:
-        figures = Figures.combine(metrics)
+    def update(self, ranks: Sequence[RankProgress | None]) -> None:
+        """Takes the ranks' latest progress files (None: a rank not heard from yet)."""
+        figures = Figures.combine([p.metrics if p is not None else None for p in ranks])
         if figures is not None:
             self.figures = figures
             self.text = figures.describe(self.target, self.share)

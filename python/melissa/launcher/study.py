@@ -390,8 +390,7 @@ class StudyRun:
         no other group starts: groups begun (a member started) are completed, their runs are
         data and a group missing a member would count in no index; the others stay not_run."""
         assert self.convergence is not None
-        self.convergence.update([p.metrics if p is not None else None
-                                 for p in self.ranks_progress])
+        self.convergence.update(self.ranks_progress)
         if not self.convergence.newly_met():
             return
         begun = {sim // self.group_size
@@ -415,8 +414,7 @@ class StudyRun:
             figures.interval if figures is not None else convergence.MIN_INTERVAL)
         while time.monotonic() < deadline:
             self.read_progress()
-            self.convergence.update([p.metrics if p is not None else None
-                                     for p in self.ranks_progress])
+            self.convergence.update(self.ranks_progress)
             figures = self.convergence.figures
             if figures is not None and figures.groups >= groups:
                 return

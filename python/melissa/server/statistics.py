@@ -192,9 +192,9 @@ def write_results(comm: Any, config: Config, study: StudyDescription, files: Stu
     except WRITE_ERRORS as error:
         failure = f"rank 0 could not create it: {_write_error(error, partial)}"
     failure = comm.bcast(failure)
+    pieces = consumer.pieces()
     # One rank at a time appends its cells: NetCDF files take one writer.
     for writer in range(comm.size):
-        pieces = consumer.pieces()
         if failure is None and writer == comm.rank and pieces:
             try:
                 with netCDF4.Dataset(partial, "a") as ds:
