@@ -13,6 +13,7 @@
 namespace py = pybind11;
 namespace server = melissa::server;
 namespace wire = melissa::wire;
+namespace transport = melissa::transport;
 
 namespace {
 
@@ -34,7 +35,20 @@ py::dict endpoint_dict(const wire::ServerEndpoint &e) {
     d["tcp"] = e.tcp;
     d["ipc"] = e.ipc;
     d["control"] = e.control;
+    d["ucx"] = e.ucx;
     return d;
+}
+
+transport::Backend backend_from(const std::string &name) {
+    if (name == "zmq")
+        return transport::Backend::Zmq;
+    if (name == "ucx") {
+        if (!transport::available(transport::Backend::Ucx))
+            throw py::value_error("transport 'ucx': this melissa was built without UCX (install "
+                                  "libucx-dev and rebuild, or use 'zmq')");
+        return transport::Backend::Ucx;
+    }
+    throw py::value_error("transport must be 'zmq' or 'ucx', got '" + name + "'");
 }
 
 /// A numpy view of delivered values that keeps them alive: no copy out of the receiver.
@@ -125,6 +139,15 @@ server::BufferPolicy policy_from(const std::string &name) {
 
 void register_server(py::module_ &m) {
     m.attr("CHECKPOINT_VERSION") = server::kCheckpointVersion;
+    m.def(
+        "transports",
+        [] {
+            std::vector<std::string> names{"zmq"};
+            if (transport::available(transport::Backend::Ucx))
+                names.emplace_back("ucx");
+            return names;
+        },
+        "The data transports this build has: 'zmq', and 'ucx' where it was built with UCX.");
     m.def(
         "checkpoint_summary",
         [](const py::bytes &data) {
@@ -279,7 +302,7 @@ void register_server(py::module_ &m) {
                          std::string host, std::string ipc_dir, int high_water_mark,
                          std::shared_ptr<server::Consumer> consumer, std::string bind_address,
                          std::optional<std::vector<std::uint64_t>> field_sizes,
-                         std::uint32_t nb_time_steps) {
+                         std::uint32_t nb_time_steps, const std::string &transport) {
                  if (n_ranks == 0 || rank >= n_ranks)
                      throw py::value_error("Receiver: rank must lie in [0, n_ranks)");
                  server::ReceiverConfig config;
@@ -294,12 +317,14 @@ void register_server(py::module_ &m) {
                  config.high_water_mark = high_water_mark;
                  config.field_sizes = field_sizes.value_or(std::vector<std::uint64_t>{});
                  config.nb_time_steps = nb_time_steps;
+                 config.backend = backend_from(transport);
                  return std::make_unique<server::Receiver>(std::move(config), std::move(consumer));
              }),
              py::arg("field_names"), py::arg("token"), py::arg("rank"), py::arg("n_ranks"),
              py::arg("routing"), py::arg("host"), py::arg("ipc_dir"), py::arg("high_water_mark"),
              py::arg("consumer"), py::kw_only(), py::arg("bind_address"),
              py::arg("field_sizes") = py::none(), py::arg("nb_time_steps") = 0,
+             py::arg("transport") = "zmq",
              "host: this host's name (clients on a host of that name use ipc). bind_address: the "
              "IP address (v4 or v6) the sockets listen on, which tcp clients connect to. Data "
              "comes only from peers that present the token (ZeroMQ PLAIN, in clear text), in "
@@ -309,7 +334,9 @@ void register_server(py::module_ &m) {
              "declared, and the first size a client gives is the field's). nb_time_steps: the "
              "time steps every simulation sends of each field (0: not declared); declared, a "
              "simulation is finished on this rank once it holds every time step it owns of every "
-             "field of the study, and a time step beyond is dropped.")
+             "field of the study, and a time step beyond is dropped. transport: what carries data, "
+             "'zmq' or 'ucx' (shared memory within a node, TCP or RDMA between nodes; the token "
+             "is checked in each message's header before its values are fetched).")
         .def_property_readonly(
             "endpoint", [](const server::Receiver &r) { return endpoint_dict(r.endpoint()); })
         .def(
@@ -319,7 +346,8 @@ void register_server(py::module_ &m) {
                 for (const auto &e : layout)
                     endpoints.push_back({e["host"].cast<std::string>(),
                                          e["tcp"].cast<std::string>(), e["ipc"].cast<std::string>(),
-                                         e["control"].cast<std::string>()});
+                                         e["control"].cast<std::string>(),
+                                         e["ucx"].cast<std::string>()});
                 return self.serve_handshakes(std::move(endpoints));
             },
             py::arg("layout"))

@@ -75,7 +75,7 @@ Settings Settings::from_environment() {
 
 Client::Client(Settings settings, std::unique_ptr<Communicator> comm)
     : settings_(std::move(settings)), comm_(std::move(comm)),
-      transport_(transport::make_zmq_transport()),
+      transport_(transport::make_transport()),
       run_(static_cast<std::uint32_t>(std::random_device{}())) {}
 
 // Senders close (flushing what they hold, at most the timeout) before the transport ends.

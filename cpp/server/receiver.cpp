@@ -96,9 +96,10 @@ constexpr auto kForgetFlushAfter = std::chrono::minutes(10);
 
 Receiver::Receiver(ReceiverConfig config, std::shared_ptr<Consumer> consumer)
     : config_(validated(std::move(config))), consumer_(std::move(consumer)),
-      transport_(transport::make_zmq_transport()), field_sizes_(config_.field_sizes),
+      transport_(transport::make_transport()), field_sizes_(config_.field_sizes),
       max_time_steps_(config_.nb_time_steps != 0 ? config_.nb_time_steps : kMaxTimeSteps) {
     transport::BindOptions options;
+    options.backend = config_.backend;
     options.host = config_.host;
     options.bind_address = config_.bind_address;
     options.ipc_dir = config_.ipc_dir;

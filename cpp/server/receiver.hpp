@@ -51,6 +51,7 @@ struct ReceiverConfig {
     std::string bind_address; // the IP address listened on, which tcp clients connect to
     std::string ipc_dir;      // empty: tcp only
     int high_water_mark = 8;
+    transport::Backend backend = transport::Backend::Zmq; // what carries data
     // Cells of each field, by field id, as the study declares them: every handshake and message
     // must agree. Empty, or 0 for a field: not declared, and the first size seen is the field's.
     std::vector<std::uint64_t> field_sizes;

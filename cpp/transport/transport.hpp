@@ -83,19 +83,28 @@ constexpr std::int64_t kDefaultMaxMessageBytes = std::int64_t{1} << 30;
 
 struct SendOptions {
     std::chrono::milliseconds timeout{60000};
-    int high_water_mark = 8;      // messages queued per connection before send blocks
+    int high_water_mark = 8;      // messages queued per connection before send blocks (ZeroMQ)
     bool prefer_local_ipc = true; // a server on this host is reached through a Unix socket
     std::uint64_t token = 0;      // the study's, without which an inbox takes nothing
 };
 
+/// What carries data. Control (handshakes, flushes) is ZeroMQ's in both: a few small requests
+/// per client rank, where latency matters and bandwidth does not.
+enum class Backend { Zmq, Ucx };
+
+/// Whether this build can carry data on `backend` (UCX is optional at build time).
+bool available(Backend backend);
+
 struct BindOptions {
+    Backend backend = Backend::Zmq;
     std::string host;         // this host's name: clients that have the same reach it by ipc
     std::string bind_address; // the IP address (v4 or v6) listened on, which tcp clients use
-    std::string ipc_dir;      // where the Unix socket goes; empty: no ipc endpoint
+    std::string ipc_dir;      // where the Unix socket goes; empty: no ipc endpoint (ZeroMQ)
     std::string name;         // distinguishes the sockets of several ranks on one host
-    int high_water_mark = 8;
+    int high_water_mark = 8; // ZeroMQ's; UCX holds at most one message per sender
     // Only a peer that presents it may send: ZeroMQ's PLAIN mechanism, the token (16 hex digits)
-    // as password, checked before the connection carries any message. It travels in clear text.
+    // as password, checked before the connection carries any message; UCX checks it in each
+    // message's header before it fetches the values. It travels in clear text.
     std::uint64_t token = 0;
     std::int64_t max_message_bytes = kDefaultMaxMessageBytes; // larger frames: disconnected
 };
@@ -103,6 +112,7 @@ struct BindOptions {
 class Transport {
   public:
     virtual ~Transport() = default;
+    /// Data to one server rank, on the backend its endpoint advertises.
     virtual std::unique_ptr<Sender> connect(const wire::ServerEndpoint &server,
                                             const SendOptions &options) = 0;
     virtual std::unique_ptr<Inbox> bind(const BindOptions &options) = 0;
@@ -115,6 +125,11 @@ class Transport {
 };
 
 std::unique_ptr<Transport> make_zmq_transport();
+
+/// Every backend this build has: inboxes take data on BindOptions::backend, and senders follow
+/// each endpoint (UCX where the server advertises a UCX worker). Asked for UCX without it, bind
+/// and connect throw TransportError.
+std::unique_ptr<Transport> make_transport();
 
 /// This host's name, as servers advertise it and clients compare it.
 std::string host_name();

@@ -259,7 +259,7 @@ std::vector<std::byte> encode_welcome(const Welcome &welcome) {
     w.u32(welcome.field_id).u32(static_cast<std::uint32_t>(welcome.routing));
     w.u32(static_cast<std::uint32_t>(welcome.servers.size()));
     for (const auto &s : welcome.servers)
-        w.str(s.host).str(s.tcp).str(s.ipc).str(s.control);
+        w.str(s.host).str(s.tcp).str(s.ipc).str(s.control).str(s.ucx);
     return w.bytes();
 }
 
@@ -275,9 +275,9 @@ Welcome decode_welcome(const void *data, std::size_t size) {
         throw MalformedMessage("unknown routing");
     welcome.routing = static_cast<Routing>(routing);
     const std::uint32_t n = r.u32();
-    // Each endpoint takes at least 16 bytes: a count beyond what is left is a lie, not a reason
+    // Each endpoint takes at least 20 bytes: a count beyond what is left is a lie, not a reason
     // to allocate.
-    if (n > size / 16)
+    if (n > size / 20)
         throw MalformedMessage("control message lists more servers than it holds");
     for (std::uint32_t i = 0; i < n; ++i) {
         ServerEndpoint s;
@@ -285,6 +285,7 @@ Welcome decode_welcome(const void *data, std::size_t size) {
         s.tcp = r.str();
         s.ipc = r.str();
         s.control = r.str();
+        s.ucx = r.str();
         welcome.servers.push_back(std::move(s));
     }
     expect_end(r);

@@ -19,7 +19,8 @@
 namespace melissa::wire {
 
 constexpr std::uint32_t kMagic = 0x4153'4C4D; // "MLSA" in memory order
-constexpr std::uint16_t kVersion = 1;
+// 2: server endpoints carry a UCX worker address.
+constexpr std::uint16_t kVersion = 2;
 constexpr std::size_t kHeaderSize = 64;
 
 enum class Kind : std::uint8_t { Data = 1, End = 2 };
@@ -150,6 +151,7 @@ struct Hello {
 /// Where a server rank receives data, and answers requests (handshakes on rank 0, flushes).
 struct ServerEndpoint {
     std::string host, tcp, ipc, control;
+    std::string ucx; // the UCX worker's address, in hex; empty: the rank takes data on ZeroMQ
 };
 
 /// Server rank 0's answer: status 0 and the layout, or an error and why.

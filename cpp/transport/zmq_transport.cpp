@@ -25,6 +25,9 @@ constexpr std::int64_t kMaxControlBytes = 64 << 10;
 // How long the ZAP handler waits for a request before it looks at whether to stop.
 constexpr std::chrono::milliseconds kZapPollInterval{50};
 
+constexpr const char *kNoUcx = "and this melissa was built without it (install libucx-dev and "
+                               "rebuild, or set launcher_config.transport to \"zmq\")";
+
 // Clients present this user name; the password alone (the token) is checked.
 constexpr const char *kPlainUser = "melissa";
 
@@ -260,6 +263,8 @@ class ZmqTransport final : public Transport {
   public:
     std::unique_ptr<Sender> connect(const wire::ServerEndpoint &server,
                                     const SendOptions &options) override {
+        if (!server.ucx.empty())
+            throw TransportError(std::string("the server takes data over UCX, ") + kNoUcx);
         const bool local =
             options.prefer_local_ipc && !server.ipc.empty() && server.host == host_name();
         try {
@@ -271,6 +276,8 @@ class ZmqTransport final : public Transport {
     }
 
     std::unique_ptr<Inbox> bind(const BindOptions &options) override {
+        if (options.backend != Backend::Zmq)
+            throw TransportError(std::string("UCX was asked for, ") + kNoUcx);
         try {
             return std::make_unique<ZmqInbox>(context_, options);
         } catch (const zmq::error_t &e) {
@@ -316,6 +323,12 @@ class ZmqTransport final : public Transport {
 } // namespace
 
 std::unique_ptr<Transport> make_zmq_transport() { return std::make_unique<ZmqTransport>(); }
+
+#ifndef MELISSA_HAVE_UCX
+std::unique_ptr<Transport> make_transport() { return make_zmq_transport(); }
+
+bool available(Backend backend) { return backend == Backend::Zmq; }
+#endif
 
 std::string host_name() {
     char name[256] = {};

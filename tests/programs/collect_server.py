@@ -3,7 +3,7 @@
 
     mpirun -np M python collect_server.py --fields a,b --token HEX --routing cells \
         --simulations 0 1 --address-file ADDR --report-dir DIR [--deadline S] \
-        [--field-sizes N,N --nb-time-steps T]
+        [--field-sizes N,N --nb-time-steps T] [--transport zmq|ucx]
 
 Rank 0 writes the clients' MELISSA_SERVER_ADDRESS, with every rank's data endpoints and what the
 study declares, to ADDR as JSON (atomically, so that a test polling for it never reads half a
@@ -136,6 +136,7 @@ def main() -> int:
     parser.add_argument("--deadline", type=float, default=30.0, help="seconds")
     parser.add_argument("--field-sizes", help="the cells of each field, declared")
     parser.add_argument("--nb-time-steps", type=int, default=0, help="declared")
+    parser.add_argument("--transport", default="zmq", help="what carries data: zmq or ucx")
     args = parser.parse_args()
 
     comm = MPI.COMM_WORLD
@@ -144,7 +145,7 @@ def main() -> int:
     field_sizes = [int(n) for n in args.field_sizes.split(",")] if args.field_sizes else None
     receiver, address = open_receiver(comm, fields, int(args.token, 16), collector,
                                       routing=args.routing, field_sizes=field_sizes,
-                                      nb_time_steps=args.nb_time_steps)
+                                      nb_time_steps=args.nb_time_steps, transport=args.transport)
     layout = comm.allgather(receiver.endpoint)
     rss_at_start = memory_kb("VmRSS")
     if comm.rank == 0:

@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 ZMQ_PUSH, ZMQ_SNDMORE, ZMQ_LINGER = 8, 2, 17
 ZMQ_PLAIN_USERNAME, ZMQ_PLAIN_PASSWORD = 45, 46
-MAGIC, VERSION, DATA, FLOAT64 = 0x41534C4D, 1, 1, 2
+MAGIC, VERSION, DATA, FLOAT64 = 0x41534C4D, 2, 1, 2
 HUGE_FIELD = 1 << 40  # cells: 8 TiB of float64
 ANNOUNCED = 1 << 31  # bytes of the oversized frame
 STREAMED = 256 << 20  # bytes of it sent at most

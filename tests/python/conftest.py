@@ -118,6 +118,7 @@ class Processes:
 
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
+        self.transport = "zmq"  # what carries the data of the servers start_server starts
         self._started: list[tuple[subprocess.Popen[bytes], list[str], Path, float]] = []
         self._temporary_dirs: list[Path] = []
 
@@ -182,6 +183,7 @@ class Processes:
                               "--routing", routing, "--address-file", str(address_file),
                               "--report-dir", str(run_dir), "--deadline", str(deadline),
                               "--nb-time-steps", str(nb_time_steps),
+                              "--transport", self.transport,
                               *(["--field-sizes", ",".join(map(str, field_sizes))]
                                 if field_sizes else []),
                               "--simulations", *map(str, simulations)])

@@ -11,6 +11,13 @@ from typing import Any
 from melissa import _core
 
 
+def resolve_transport(transport: str) -> str:
+    """"auto" is UCX where this build has it, ZeroMQ elsewhere; other names pass through."""
+    if transport == "auto":
+        return "ucx" if "ucx" in _core.transports() else "zmq"
+    return transport
+
+
 def open_receiver(
     comm: Any,
     field_names: list[str],
@@ -22,6 +29,7 @@ def open_receiver(
     field_sizes: list[int] | None = None,
     nb_time_steps: int = 0,
     bind_address: str | None = None,
+    transport: str = "zmq",
 ) -> tuple[_core.Receiver, str]:
     """Binds a receiver on every rank of `comm` (collective) and starts rank 0's handshakes.
 
@@ -35,7 +43,8 @@ def open_receiver(
     The host clients use is MELISSA_SERVER_HOST if set, else this host's name; the sockets listen
     on bind_address, by default the IP address that host name resolves to (clients connect to
     it). Unix sockets for clients on this host go in MELISSA_IPC_DIR (default: the temporary
-    directory).
+    directory). transport: what carries the data, "zmq", "ucx" or "auto" (see
+    resolve_transport); the handshakes always go over ZeroMQ.
     """
     host = os.environ.get("MELISSA_SERVER_HOST") or socket.gethostname()
     if bind_address is None:
@@ -48,6 +57,7 @@ def open_receiver(
     receiver = _core.Receiver(
         field_names, token, comm.rank, comm.size, routing, host, ipc_dir, high_water_mark,
         consumer, bind_address=bind_address, field_sizes=field_sizes, nb_time_steps=nb_time_steps,
+        transport=resolve_transport(transport),
     )
     layout = comm.allgather(receiver.endpoint)
     address = receiver.serve_handshakes(layout) if comm.rank == 0 else None
