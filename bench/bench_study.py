@@ -1,14 +1,15 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """The heat-equation study through melissa against the file-based workflow it replaces.
 
-    python bench/bench_study.py [--simulations 128] [--nx 64] [--steps 100] [--quick]
+    python bench/bench_study.py [--simulations 128] [--nx 64] [--steps 100]
+                                [--transports zmq ucx] [--quick]
 
-Both run the same simulations of the C heat solver (examples/heat, 2 MPI ranks each, 2 at a
+All run the same simulations of the C heat solver (examples/heat, 2 MPI ranks each, 2 at a
 time) with the same parameters:
 
-- melissa: `melissa run` on a statistics study (mean, variance, skewness, kurtosis, min, max,
-  threshold exceedance, quantiles) with a 2-rank server; nothing but results.nc and logs is
-  written;
+- melissa, once per transport (launcher_config.transport): `melissa run` on a statistics study
+  (mean, variance, skewness, kurtosis, min, max, threshold exceedance, quantiles) with a 2-rank
+  server; nothing but results.nc and logs is written;
 - files: each simulation writes every time step of its field (--write-fields), then numpy and
   scipy compute the same statistics from the files (exact quantiles).
 
@@ -46,7 +47,7 @@ def disk_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def study_config(args: argparse.Namespace, solver: Path, output: Path) -> dict:
+def study_config(args: argparse.Namespace, solver: Path, output: Path, transport: str) -> dict:
     return {
         "study_options": {
             "parameter_sweep_size": args.simulations, "nb_parameters": 5,
@@ -58,17 +59,17 @@ def study_config(args: argparse.Namespace, solver: Path, output: Path) -> dict:
                       "min": True, "max": True, "threshold_exceedance": THRESHOLDS,
                       "quantiles": PROBABILITIES},
         "launcher_config": {"job_limit": 2, "num_server_processes": 2,
-                            "num_client_processes": 2},
+                            "num_client_processes": 2, "transport": transport},
         "client_config": {"executable_command":
                           f"{solver} --nx {args.nx} --ny {args.nx} --steps {args.steps}"},
         "output_dir": str(output),
     }
 
 
-def run_melissa(args: argparse.Namespace, solver: Path, work: Path) -> dict:
-    output = work / "melissa"
-    config = work / "config.json"
-    config.write_text(json.dumps(study_config(args, solver, output)))
+def run_melissa(args: argparse.Namespace, solver: Path, work: Path, transport: str) -> dict:
+    output = work / f"melissa-{transport}"
+    config = work / f"config-{transport}.json"
+    config.write_text(json.dumps(study_config(args, solver, output, transport)))
     start = time.perf_counter()
     subprocess.run([str(ROOT / ".venv" / "bin" / "melissa"), "run", str(config), "--overwrite"],
                    check=True, capture_output=True, env={**os.environ, **MPI_ROOT})
@@ -150,6 +151,8 @@ def main() -> None:
     parser.add_argument("--simulations", type=int, default=128)
     parser.add_argument("--nx", type=int, default=64)
     parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--transports", nargs="+", default=["zmq", "ucx"],
+                        choices=["zmq", "ucx"], help="melissa's, each a run of its own")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--analyse", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -163,10 +166,10 @@ def main() -> None:
     subprocess.run([str(HEAT / "build.sh"), str(ROOT / "build" / "examples" / "heat")],
                    check=True)
     solver = ROOT / "build" / "examples" / "heat" / "heat_c"
-    melissa = run_melissa(args, solver, work)
+    runs = {t: run_melissa(args, solver, work, t) for t in args.transports}
     import xarray as xr
 
-    with xr.open_dataset(melissa["output"] / "results.nc") as ds:
+    with xr.open_dataset(next(iter(runs.values()))["output"] / "results.nc") as ds:
         parameters = ds["parameters"].values
     # The solver alone before the files: writing back gigabytes of them slows whatever follows.
     plain = run_plain(args, solver, parameters)
@@ -178,22 +181,29 @@ def main() -> None:
     print(f"- date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}")
     print(f"- machine: {platform.machine()}, {os.cpu_count()} CPUs")
     print(f"- command: `python bench/bench_study.py --simulations {args.simulations} --nx "
-          f"{args.nx} --steps {args.steps}`")
+          f"{args.nx} --steps {args.steps} --transports {' '.join(args.transports)}`")
     print(f"- {args.simulations} simulations of a {args.nx} x {args.nx} grid, {args.steps} time "
           f"steps ({gigabytes:.2f} GB of fields), 2 MPI ranks each, 2 at a time; melissa's "
           "server: 2 ranks\n")
     print("| workflow | wall time (s) | simulation run, median (s) | peak memory (MB) | "
           "written to disk (MB) |")
     print("|---|---|---|---|---|")
-    print(f"| melissa (in transit) | {melissa['wall']:.1f} | {melissa['run']:.2f} | "
-          f"{melissa['memory_kb'] / 1024:.0f} (server ranks) | {melissa['disk'] / 1e6:.1f} |")
+    for transport, melissa in runs.items():
+        print(f"| melissa (in transit, {transport}) | {melissa['wall']:.1f} | "
+              f"{melissa['run']:.2f} | {melissa['memory_kb'] / 1024:.0f} (server ranks) | "
+              f"{melissa['disk'] / 1e6:.1f} |")
     print(f"| files, then numpy ({files['simulations']:.1f} s + {files['analysis']:.1f} s) | "
           f"{files['wall']:.1f} | {files['run']:.2f} | {files['memory_kb'] / 1024:.0f} "
           f"(analysis) | {files['disk'] / 1e6:.1f} |")
-    print(f"\n- melissa end to end: {files['wall'] / melissa['wall']:.2f}x faster; disk: "
-          f"{files['disk'] / max(melissa['disk'], 1):.0f}x less")
+    print()
+    for transport, melissa in runs.items():
+        print(f"- melissa ({transport}) end to end: {files['wall'] / melissa['wall']:.2f}x "
+              f"faster than files; disk: {files['disk'] / max(melissa['disk'], 1):.0f}x less; "
+              f"a simulation's run {melissa['run'] / plain:.2f}x the solver alone's")
+    if {"zmq", "ucx"} <= runs.keys():
+        print(f"- ucx over zmq, end to end: {runs['zmq']['wall'] / runs['ucx']['wall']:.2f}x; "
+              f"a simulation's run: {runs['zmq']['run'] / runs['ucx']['run']:.2f}x")
     print(f"- a simulation's run (2 at a time), median: {plain:.2f} s for the solver alone, "
-          f"{melissa['run'] / plain:.2f}x that instrumented with melissa, "
           f"{files['run'] / plain:.2f}x that writing its fields")
 
 

@@ -2,8 +2,9 @@
 //
 // Loopback throughput of melissa's transport, side by side with raw ZeroMQ moving the same bytes.
 // One invocation measures one cell of bench/transport_bench.py's matrix (a message size and a
-// number of clients) on each link (ipc, tcp) with both senders, one after the other, and prints
-// one JSON line per run; the driver adds the file-based workflow and prints the tables.
+// number of clients) on each link (ipc, tcp) with each sender, one after the other, and prints
+// one JSON line per run, and one for a memcpy of the same bytes, the bound of any transport on
+// one host; the driver adds the file-based workflow and prints the tables.
 //
 // Both senders run in the same process structure, so that their ratio isolates what melissa adds
 // (the C API's checks and bookkeeping, the header encoding, the handshake, the receiver's
@@ -12,6 +13,7 @@
 // through pipes and stops when the last data message is in the parent's hands.
 //   melissa: a one-rank server::Receiver with a consumer that only counts; each client calls
 //            melissa_init_no_mpi, then melissa_send for every message, then melissa_finalize.
+//   ucx:     the same over the UCX backend: shared memory for "ipc", UCX's tcp for "tcp".
 //   raw:     a PULL socket read by the parent's main thread; each client has a PUSH socket with
 //            melissa's sender options (high-water mark 8, ZMQ_IMMEDIATE, linger) and sends a
 //            64-byte header frame and the values frame, with zmq_send's one copy, as melissa does.
@@ -61,10 +63,12 @@ using namespace std::chrono_literals;
 
 namespace {
 
-enum class Sender { Melissa, Raw };
+enum class Sender { Melissa, Ucx, Raw };
 enum class Link { Ipc, Tcp };
 
-const char *name(Sender s) { return s == Sender::Melissa ? "melissa" : "raw"; }
+const char *name(Sender s) {
+    return s == Sender::Melissa ? "melissa" : s == Sender::Ucx ? "ucx" : "raw";
+}
 const char *name(Link l) { return l == Link::Ipc ? "ipc" : "tcp"; }
 
 constexpr std::uint64_t kToken = 0xBE7C4;
@@ -165,7 +169,7 @@ struct Pipe {
 template <class AllArrived>
 void send_all(Sender sender, Link link, const Cell &cell, int client, const std::string &address,
               const std::vector<double> &values, AllArrived &&all_arrived) {
-    if (sender == Sender::Melissa) {
+    if (sender != Sender::Raw) {
         setenv("MELISSA_SERVER_ADDRESS", address.c_str(), 1);
         setenv("MELISSA_SIMULATION_ID", std::to_string(client).c_str(), 1);
         char token[17];
@@ -329,8 +333,9 @@ class CountingConsumer final : public server::Consumer {
 
 class MelissaServer final : public Server {
   public:
-    MelissaServer(const Cell &cell, Tally &tally)
-        : Server(tally), receiver_(config(cell), std::make_shared<CountingConsumer>(tally)),
+    MelissaServer(const Cell &cell, transport::Backend backend, Tally &tally)
+        : Server(tally),
+          receiver_(config(cell, backend), std::make_shared<CountingConsumer>(tally)),
           control_(receiver_.serve_handshakes({receiver_.endpoint()})), clients_(cell.clients) {}
 
     std::string address(Link) const override { return control_; } // MELISSA_TRANSPORT picks
@@ -365,8 +370,9 @@ class MelissaServer final : public Server {
 
   private:
     /// One rank, one field, melissa's defaults otherwise.
-    static server::ReceiverConfig config(const Cell &cell) {
+    static server::ReceiverConfig config(const Cell &cell, transport::Backend backend) {
         server::ReceiverConfig config;
+        config.backend = backend;
         config.field_names = {kField};
         config.token = kToken;
         config.host = transport::host_name();
@@ -466,8 +472,10 @@ Run run_once(Sender sender, Link link, const Cell &cell) {
         acks.push_back(pipe->write);
     Tally tally(cell, acks);
     std::unique_ptr<Server> receiving;
-    if (sender == Sender::Melissa)
-        receiving = std::make_unique<MelissaServer>(cell, tally);
+    if (sender != Sender::Raw)
+        receiving = std::make_unique<MelissaServer>(
+            cell, sender == Sender::Ucx ? transport::Backend::Ucx : transport::Backend::Zmq,
+            tally);
     else
         receiving = std::make_unique<RawServer>(cell, tally);
     Go release{};
@@ -523,6 +531,20 @@ Run run_once(Sender sender, Link link, const Cell &cell) {
             fail(std::string(name(sender)) + " over " + name(link) + ": " + problem);
     }
     return run;
+}
+
+/// Seconds to copy `messages` messages of `bytes` from one buffer into another, on one thread:
+/// what a transport on one host cannot beat, as it copies every byte at least once.
+double memcpy_seconds(std::size_t bytes, std::uint64_t messages) {
+    std::vector<std::byte> from(bytes, std::byte{1}), to(bytes, std::byte{0});
+    const auto start = Clock::now();
+    for (std::uint64_t m = 0; m < messages; ++m) {
+        from[m % bytes] = std::byte(m); // a new message each time: the copy cannot be skipped
+        std::memcpy(to.data(), from.data(), bytes);
+    }
+    volatile std::byte sink = to[bytes / 2];
+    (void)sink;
+    return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
 std::vector<Link> parse_links(const std::string &text) {
@@ -581,18 +603,29 @@ int main(int argc, char **argv) {
         fail("--clients, --messages (at least one per client) and --repeats must be positive");
     cell.per_client = total / static_cast<std::uint64_t>(cell.clients);
 
-    // Runs alternate which sender goes first, so that a drift in the machine's speed during a
+    // Runs rotate which sender goes first, so that a drift in the machine's speed during a
     // cell does not always favour the same one.
-    for (int r = 0; r < repeats; ++r)
+    std::vector<Sender> senders{Sender::Melissa, Sender::Raw};
+    if (transport::available(transport::Backend::Ucx))
+        senders.push_back(Sender::Ucx);
+    const std::size_t n = senders.size();
+    const std::uint64_t messages = cell.per_client * static_cast<std::uint64_t>(cell.clients);
+    for (int r = 0; r < repeats; ++r) {
+        if (cell.wait_for_ack)
+            std::printf("{\"sender\": \"memcpy\", \"link\": \"memory\", \"size\": %zu, "
+                        "\"clients\": %d, \"messages\": %llu, \"repeat\": %d, "
+                        "\"seconds\": %.9f, \"first\": 0, \"server_cpu\": 0, "
+                        "\"client_cpu\": 0}\n",
+                        cell.bytes, cell.clients, static_cast<unsigned long long>(messages),
+                        r + rotate, memcpy_seconds(cell.bytes, messages));
         for (const Link link : links)
-            for (int k = 0; k < 2; ++k) {
-                const Sender sender = (r + rotate + k) % 2 == 0 ? Sender::Melissa : Sender::Raw;
+            for (std::size_t k = 0; k < n; ++k) {
+                const Sender sender = senders[(static_cast<std::size_t>(r + rotate) + k) % n];
                 const Run run = run_once(sender, link, cell);
                 std::printf("{\"sender\": \"%s\", \"link\": \"%s\", \"size\": %zu, "
                             "\"clients\": %d, \"messages\": %llu, \"repeat\": %d",
                             name(sender), name(link), cell.bytes, cell.clients,
-                            static_cast<unsigned long long>(cell.per_client * cell.clients),
-                            r + rotate);
+                            static_cast<unsigned long long>(messages), r + rotate);
                 if (cell.wait_for_ack)
                     std::printf(", \"seconds\": %.9f, \"first\": %.9f, \"server_cpu\": %.6f, "
                                 "\"client_cpu\": %.6f}\n",
@@ -602,5 +635,6 @@ int main(int argc, char **argv) {
                                 static_cast<unsigned long long>(run.arrived), run.details.c_str());
                 std::fflush(stdout);
             }
+    }
     return 0;
 }

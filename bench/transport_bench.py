@@ -2,9 +2,10 @@
 """Loopback throughput of melissa's transport, raw ZeroMQ and .npy files, side by side in one run.
 
 For every message size and number of clients it runs, one repeat after the other:
-(a) melissa and (b) raw ZeroMQ moving the same bytes, over ipc and over tcp, through the C++
-program bench/transport_bench.cpp (one JSON line per run), then (c) the file-based workflow that
-melissa replaces: each simulation process np.save()s its messages as .npy files, then one analysis
+(a) melissa over ZeroMQ, (b) melissa over UCX (where built with it) and (c) raw ZeroMQ moving the
+same bytes, over ipc (UCX: shared memory) and over tcp, and (d) a memcpy of those bytes, the bound
+of any transport on one host, through the C++ program bench/transport_bench.cpp (one JSON line per
+run), then (e) the file-based workflow that melissa replaces: each simulation process np.save()s its messages as .npy files, then one analysis
 process np.load()s them all back. It prints markdown to paste into bench/RESULTS.md, which
 explains the columns. Run it through bench/transport_bench.sh, which builds the C++ program:
 
@@ -41,6 +42,9 @@ KIB, MIB = 1 << 10, 1 << 20
 SIZES = tuple(KIB << (2 * i) for i in range(8))  # 1 KiB, 4 KiB, ... 16 MiB
 SMALL = 16 * KIB  # the sizes whose per-message cost is tabulated
 TARGET_FROM, TARGET_RATIO = 64 * KIB, 0.8
+# Issue 12's goals for UCX: 3x raw ZeroMQ from 256 KiB up on one host, never slower than melissa
+# over ZeroMQ, and over tcp at least raw ZeroMQ's rate.
+UCX_FROM, UCX_OVER_RAW = 256 * KIB, 3.0
 NUMBERS = ("messages", "seconds", "first", "server_cpu", "client_cpu")  # of a run's JSON line
 
 
@@ -72,13 +76,14 @@ class Cell:
         """Messages per second, from the median run."""
         return self.messages(sender, link) / statistics.median(self.seconds(sender, link))
 
-    def ratios(self, link: str) -> list[float]:
-        """melissa's throughput over raw ZeroMQ's, within each repeat."""
-        pairs = zip(self.seconds("raw", link), self.seconds("melissa", link), strict=True)
-        return [raw / ours for raw, ours in pairs]
+    def ratios(self, link: str, sender: str = "melissa", over: str = "raw") -> list[float]:
+        """`sender`'s throughput over `over`'s (melissa's over raw ZeroMQ's), within each
+        repeat; the memcpy runs once per repeat, whatever the link."""
+        theirs = self.seconds(over, "memory" if over == "memcpy" else link)
+        return [t / ours for t, ours in zip(theirs, self.seconds(sender, link), strict=True)]
 
-    def paired(self, link: str) -> float:
-        return statistics.median(self.ratios(link))
+    def paired(self, link: str, sender: str = "melissa", over: str = "raw") -> float:
+        return statistics.median(self.ratios(link, sender, over))
 
     def cpu_ratio(self, link: str) -> float:
         """raw ZeroMQ's CPU time (clients and server) over melissa's, per repeat, median.
@@ -93,8 +98,9 @@ class Cell:
         ]
         return statistics.median(cpu)
 
-    def spread(self, link: str) -> str:
-        return f"{min(self.ratios(link)):.2f} to {max(self.ratios(link)):.2f}"
+    def spread(self, link: str, sender: str = "melissa", over: str = "raw") -> str:
+        ratios = self.ratios(link, sender, over)
+        return f"{min(ratios):.2f} to {max(ratios):.2f}"
 
     def per_message_us(self, sender: str, link: str, what: str = "seconds") -> float:
         runs = self.runs[(sender, link)]
@@ -321,6 +327,46 @@ def tcp_table(cells: list[Cell]) -> None:
     print_table(headers, rows)
 
 
+def ucx_table(cells: list[Cell], link: str) -> None:
+    headers = ["size", "clients", "ucx GB/s", "melissa zmq GB/s", "raw zmq GB/s", "memcpy GB/s"]
+    headers += ["ucx / raw", "range", "ucx / melissa zmq", "range", "ucx / memcpy"]
+    rows = []
+    for cell in cells:
+        rates = [cell.rate(s, link) for s in ("ucx", "melissa", "raw")]
+        rows.append(
+            [_size(cell.size), str(cell.clients)]
+            + [_gbs(cell, r) for r in [*rates, cell.rate("memcpy", "memory")]]
+            + [f"{cell.paired(link, 'ucx', 'raw'):.2f}", cell.spread(link, "ucx", "raw")]
+            + [f"{cell.paired(link, 'ucx', 'melissa'):.2f}", cell.spread(link, "ucx", "melissa")]
+            + [f"{cell.paired(link, 'ucx', 'memcpy'):.2f}"]
+        )
+    print_table(headers, rows)
+
+
+def ucx_verdict(cells: list[Cell], links: Sequence[str]) -> list[str]:
+    def judge(goal: str, judged: list[Cell], link: str, over: str, target: float) -> str:
+        if not judged:
+            return f"- {goal}: not judged, no such cell"
+        ratios = [c.paired(link, "ucx", over) for c in judged]
+        worst = min(judged, key=lambda c: c.paired(link, "ucx", over))
+        below = sum(r < target for r in ratios)
+        return (
+            f"- {goal}: **{'met' if below == 0 else 'NOT met'}**: worst "
+            f"{worst.paired(link, 'ucx', over):.2f}x (at {_size(worst.size)} with "
+            f"{worst.clients} client{'s' * (worst.clients > 1)}), median "
+            f"{statistics.median(ratios):.2f}x, {below} of {len(judged)} cells below {target}x"
+        )
+
+    lines = [judge(f"ucx >= {UCX_OVER_RAW}x raw ZeroMQ from {_size(UCX_FROM)} up, one host",
+                   [c for c in cells if c.size >= UCX_FROM], "ipc", "raw", UCX_OVER_RAW)]
+    for link in links:
+        lines.append(judge(f"ucx >= melissa over ZeroMQ, every size, {link}", cells, link,
+                           "melissa", 1.0))
+    if "tcp" in links:
+        lines.append(judge("ucx >= raw ZeroMQ over tcp, every size", cells, "tcp", "raw", 1.0))
+    return lines
+
+
 def cost_table(cells: list[Cell], link: str) -> None:
     headers = [
         "size",
@@ -480,6 +526,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     if "tcp" in args.links:
         print("### Over tcp loopback (MELISSA_TRANSPORT=tcp)\n")
         tcp_table(cells)
+    if all(("ucx", "ipc") in cell.runs for cell in cells):
+        print("### UCX against ZeroMQ and a memcpy (ipc: UCX over shared memory)\n")
+        ucx_table(cells, "ipc")
+        if "tcp" in args.links:
+            print("\n#### UCX over tcp loopback (MELISSA_TRANSPORT=tcp: UCX_TLS=tcp)\n")
+            ucx_table(cells, "tcp")
+        print("\n" + "\n".join(ucx_verdict(cells, args.links)) + "\n")
     if losses:
         print(
             "### Messages lost when a client closes right after its last send (1 KiB, 2000 "

@@ -1,18 +1,20 @@
 // SPDX-License-Identifier: BSD-3-Clause
 //
-// The UCX backend for data: one active message per piece, the 64-byte header as the message's
-// header and the values as its data. UCX chooses how: shared memory between processes of one
-// host (a single copy by the kernel, cma, for large messages), TCP or RDMA (verbs) between hosts.
-// Large messages go by rendezvous: the server, once it is ready for the message, fetches the
-// values straight from the solver's buffer into the buffer the statistics then read in place,
-// and the client's send returns when they are fetched. That wait is the back-pressure: a sender
-// has at most one message in flight, and a server fetches only when its consumer takes more.
-// Control stays on ZeroMQ (make_transport's `control`).
+// The UCX backend for data, on UCX's tag matching (the path MPI libraries take): a header and
+// its values are two tagged messages. UCX chooses how they go: shared memory between processes
+// of one host (for large values a single copy by the kernel, cma), TCP or RDMA (verbs) between
+// hosts. Large values go by rendezvous: the server, once it is ready for the message, fetches
+// them straight from the solver's buffer into the buffer the statistics then read in place, and
+// the client's send returns when they are fetched. That wait is the back-pressure: a sender has
+// at most one message in flight, and a server fetches only when its consumer takes more.
+// Control stays on ZeroMQ.
 #include <poll.h>
 #include <ucp/api/ucp.h>
 
+#include <algorithm>
 #include <cstring>
-#include <deque>
+#include <list>
+#include <random>
 #include <utility>
 
 #include "transport.hpp"
@@ -22,12 +24,15 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// The active message id of melissa's data.
-constexpr unsigned kDataMessage = 0;
-
 // An idle worker sleeps on its event file descriptor at most this long before it looks again:
 // a bound on the cost of a missed wake-up, not a polling interval.
 constexpr std::chrono::milliseconds kMaxSleep{100};
+
+// How long a worker polls before it sleeps. A rendezvous is a few round trips between client
+// and server, each as long as a wake-up when they sleep (tens of microseconds here); polling
+// through them made 64 KiB messages 4x faster and 1 MiB ones 1.4x (bench/RESULTS.md), and
+// costs at most this per wait when the peer is slow.
+constexpr std::chrono::microseconds kSpin{50};
 
 void check(ucs_status_t status, const std::string &doing) {
     if (status != UCS_OK)
@@ -76,7 +81,7 @@ class Context {
         }
         ucp_params_t params{};
         params.field_mask = UCP_PARAM_FIELD_FEATURES;
-        params.features = UCP_FEATURE_AM | UCP_FEATURE_WAKEUP;
+        params.features = UCP_FEATURE_TAG | UCP_FEATURE_WAKEUP;
         const ucs_status_t status = ucp_init(&params, config, &context_);
         ucp_config_release(config);
         check(status, "to start");
@@ -128,6 +133,7 @@ class Worker {
 
     /// Progresses until `done()`; false if `deadline` came first.
     template <class Done> bool progress_until(Done done, Clock::time_point deadline) {
+        const auto spin_until = Clock::now() + kSpin;
         for (;;) {
             while (ucp_worker_progress(worker_) != 0) {
             }
@@ -136,6 +142,8 @@ class Worker {
             const auto now = Clock::now();
             if (now >= deadline)
                 return false;
+            if (now < spin_until)
+                continue;
             // Busy: events came since the last progress, which must see them first.
             if (ucp_worker_arm(worker_) == UCS_ERR_BUSY)
                 continue;
@@ -176,28 +184,56 @@ class Worker {
     int event_fd_ = -1;
 };
 
-ucp_request_param_t send_params(Completion &completion) {
+/// Parameters whose callbacks, send or receive, report into `completion`.
+ucp_request_param_t params_for(Completion &completion) {
     ucp_request_param_t params{};
     params.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
-    params.cb.send = [](void *, ucs_status_t status, void *user_data) {
-        *static_cast<Completion *>(user_data) = {true, status};
-    };
     params.user_data = &completion;
     return params;
 }
+
+ucp_request_param_t send_params(Completion &completion) {
+    ucp_request_param_t params = params_for(completion);
+    params.cb.send = [](void *, ucs_status_t status, void *user_data) {
+        *static_cast<Completion *>(user_data) = {true, status};
+    };
+    return params;
+}
+
+ucp_request_param_t receive_params(Completion &completion) {
+    ucp_request_param_t params = params_for(completion);
+    params.cb.recv = [](void *, ucs_status_t status, const ucp_tag_recv_info_t *, void *data) {
+        *static_cast<Completion *>(data) = {true, status};
+    };
+    return params;
+}
+
+// A message is a header and, unless it is an END, its values: two tagged messages, so that the
+// values go from the solver's buffer into a buffer of their own on the server, which the
+// statistics read in place. A tag says which: bit 0, values (1) or header (0); bit 1, on a
+// header, that values follow; the other bits, the sender, so that a header finds its values.
+constexpr ucp_tag_t kValuesBit = 1, kValuesFollowBit = 2, kSenderShift = 2;
+constexpr ucp_tag_t kExact = ~ucp_tag_t{0};
+// A header is 64 bytes; a longer one is not melissa's, and is not taken.
+constexpr std::size_t kMaxHeaderBytes = 4096;
 
 class UcxSender final : public Sender {
   public:
     UcxSender(std::shared_ptr<Worker> worker, const wire::ServerEndpoint &server,
               const SendOptions &options)
         : worker_(std::move(worker)), server_(server.host + " (UCX)"), timeout_(options.timeout) {
+        // Random: senders of many processes reach one server, and tell themselves apart by it.
+        std::random_device random;
+        sender_ = (ucp_tag_t{random()} << 32 | random()) << kSenderShift;
         const std::vector<unsigned char> address = from_hex(server.ucx);
         ucp_ep_params_t params{};
         params.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS |
                             UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE | UCP_EP_PARAM_FIELD_ERR_HANDLER;
         params.address = reinterpret_cast<const ucp_address_t *>(address.data());
-        // A dead server fails the requests to it instead of leaving them to the timeout.
-        params.err_mode = UCP_ERR_HANDLING_MODE_PEER;
+        // Between hosts, a dead server fails the requests to it at once. UCX 1.13 keeps such
+        // endpoints off shared memory, so on one host the timeout alone tells a dead server.
+        params.err_mode = server.host == host_name() ? UCP_ERR_HANDLING_MODE_NONE
+                                                     : UCP_ERR_HANDLING_MODE_PEER;
         params.err_handler.cb = [](void *arg, ucp_ep_h, ucs_status_t status) {
             static_cast<UcxSender *>(arg)->failure_ = status;
         };
@@ -207,35 +243,42 @@ class UcxSender final : public Sender {
     }
 
     ~UcxSender() override {
-        if (failure_ != UCS_OK) {
-            close(UCP_EP_CLOSE_FLAG_FORCE);
-            return;
-        }
-        // Flushes what is in flight (nothing, after a send returned): within the timeout.
-        if (!close(0))
+        // Flushes what is in flight (nothing, once a send returned), within the timeout.
+        if (failure_ != UCS_OK || !close(0))
             close(UCP_EP_CLOSE_FLAG_FORCE);
     }
 
     void send(const wire::HeaderBytes &header, const void *values, std::size_t bytes) override {
         if (failure_ != UCS_OK)
             throw_failure();
-        Completion completion;
-        ucp_request_param_t params = send_params(completion);
-        const ucs_status_ptr_t request = ucp_am_send_nbx(endpoint_, kDataMessage, header.data(),
-                                                         header.size(), values, bytes, &params);
-        // Until the request completes UCX may read `header` and `values`: the caller's buffers.
-        if (!worker_->wait(request, completion, Clock::now() + timeout_)) {
-            close(UCP_EP_CLOSE_FLAG_FORCE); // cancels the request, which then completes
-            worker_->finish(request, completion);
+        const ucp_tag_t header_tag = sender_ | (bytes > 0 ? kValuesFollowBit : 0);
+        Completion sent_header, sent_values;
+        ucp_request_param_t header_params = send_params(sent_header);
+        ucp_request_param_t values_params = send_params(sent_values);
+        const ucs_status_ptr_t requests[2] = {
+            ucp_tag_send_nbx(endpoint_, header.data(), header.size(), header_tag, &header_params),
+            bytes > 0 ? ucp_tag_send_nbx(endpoint_, values, bytes, sender_ | kValuesBit,
+                                         &values_params)
+                      : nullptr};
+        // Until both complete UCX may read `header` and `values`, the caller's buffers: large
+        // values complete once the server has fetched them.
+        const auto deadline = Clock::now() + timeout_;
+        const bool done = worker_->wait(requests[0], sent_header, deadline) &&
+                          worker_->wait(requests[1], sent_values, deadline);
+        if (!done) {
+            close(UCP_EP_CLOSE_FLAG_FORCE); // cancels the requests, which then complete
+            worker_->finish(requests[0], sent_header);
+            worker_->finish(requests[1], sent_values);
             failure_ = UCS_ERR_TIMED_OUT;
             throw TimeoutError("the server at " + server_ + " took no data for " +
                                std::to_string(timeout_.count() / 1000.0) +
                                " s (is it still running? MELISSA_TIMEOUT sets the limit)");
         }
-        if (completion.status != UCS_OK) {
-            failure_ = completion.status;
+        for (const Completion &c : {sent_header, sent_values})
+            if (c.status != UCS_OK)
+                failure_ = c.status;
+        if (failure_ != UCS_OK)
             throw_failure();
-        }
     }
 
   private:
@@ -258,9 +301,8 @@ class UcxSender final : public Sender {
         const ucs_status_ptr_t request = ucp_ep_close_nbx(endpoint_, &params);
         const bool forced = flags & UCP_EP_CLOSE_FLAG_FORCE;
         if (!worker_->wait(request, completion,
-                           forced ? Clock::time_point::max() : Clock::now() + timeout_)) {
+                           forced ? Clock::time_point::max() : Clock::now() + timeout_))
             return false; // the flushing close goes on; the forced one that follows ends it
-        }
         endpoint_ = nullptr;
         return true;
     }
@@ -268,10 +310,13 @@ class UcxSender final : public Sender {
     std::shared_ptr<Worker> worker_;
     std::string server_;
     std::chrono::milliseconds timeout_;
+    ucp_tag_t sender_ = 0;
     ucp_ep_h endpoint_ = nullptr;
     ucs_status_t failure_ = UCS_OK;
 };
 
+/// A message as the inbox took it. Its values are absent when the header is not a valid one of
+/// this study: the receiver, which decodes the header the same way, drops it unread.
 class UcxMessage final : public Message {
   public:
     UcxMessage(std::vector<std::byte> header, std::unique_ptr<std::byte[]> payload,
@@ -294,124 +339,153 @@ class UcxInbox final : public Inbox {
     UcxInbox(std::shared_ptr<Context> context, const BindOptions &options)
         : worker_(std::move(context)), token_(options.token),
           max_message_bytes_(static_cast<std::uint64_t>(options.max_message_bytes)) {
-        ucp_am_handler_param_t handler{};
-        handler.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_FLAGS |
-                             UCP_AM_HANDLER_PARAM_FIELD_CB | UCP_AM_HANDLER_PARAM_FIELD_ARG;
-        handler.id = kDataMessage;
-        handler.flags = UCP_AM_FLAG_WHOLE_MSG;
-        handler.cb = &UcxInbox::arrived;
-        handler.arg = this;
-        check(ucp_worker_set_am_recv_handler(worker_.get(), &handler),
-              "to take melissa's messages");
         endpoint_.host = options.host;
         endpoint_.ucx = worker_.address();
     }
 
     ~UcxInbox() override {
-        for (Arrival &a : arrivals_) {
-            if (a.request != nullptr)
-                worker_.finish(a.request, a.fetch);
-            else if (a.rendezvous != nullptr)
-                ucp_am_data_release(worker_.get(), a.rendezvous);
-        }
+        for (Arrival &a : arrivals_)
+            worker_.finish(a.request, a.transfer);
     }
 
     const wire::ServerEndpoint &endpoint() const override { return endpoint_; }
 
     std::unique_ptr<Message> receive(std::chrono::milliseconds timeout) override {
-        const bool ready = worker_.progress_until(
+        auto ready = arrivals_.end();
+        worker_.progress_until(
             [&] {
-                fetch();
-                return !arrivals_.empty() && arrivals_.front().fetch.done;
+                advance();
+                ready = std::find_if(arrivals_.begin(), arrivals_.end(),
+                                     [](const Arrival &a) { return a.stage == Stage::Ready; });
+                return ready != arrivals_.end();
             },
             Clock::now() + timeout);
-        if (!ready)
+        if (ready == arrivals_.end())
             return nullptr;
-        Arrival a = std::move(arrivals_.front());
-        arrivals_.pop_front();
-        if (a.request != nullptr)
-            ucp_request_free(a.request);
-        // A fetch that failed (the client died) leaves a message whose values did not come:
-        // the receiver drops it, as any message of the wrong size.
-        const std::size_t size = a.fetch.status == UCS_OK ? a.size : 0;
-        return std::make_unique<UcxMessage>(std::move(a.header), std::move(a.payload), size);
+        auto message = std::make_unique<UcxMessage>(
+            std::move(ready->header), std::move(ready->payload), ready->payload_size);
+        arrivals_.erase(ready);
+        return message;
     }
 
   private:
-    /// A message as it came: its values in hand (eager), or still at the sender (rendezvous).
+    enum class Stage { Header, Values, Fetching, Ready };
+
+    /// One message, from its header's arrival to its delivery. Senders wait for each message to
+    /// be taken before they send the next, so that messages of one sender come in order.
     struct Arrival {
+        Stage stage = Stage::Header;
+        ucp_tag_t sender = 0;
         std::vector<std::byte> header;
         std::unique_ptr<std::byte[]> payload;
-        std::size_t size = 0;
-        void *rendezvous = nullptr; // the descriptor to fetch the values with
+        std::size_t payload_size = 0;
         ucs_status_ptr_t request = nullptr;
-        Completion fetch;
+        Completion transfer; // of the header, then of the values
     };
 
-    static ucs_status_t arrived(void *arg, const void *header, std::size_t header_size,
-                                void *data, std::size_t size, const ucp_am_recv_param_t *param) {
-        return static_cast<UcxInbox *>(arg)->take(header, header_size, data, size,
-                                                  param->recv_attr);
-    }
-
-    // Called by UCX within progress, on the receiving thread: nothing here may throw.
-    ucs_status_t take(const void *header, std::size_t header_size, void *data, std::size_t size,
-                      std::uint64_t attributes) noexcept {
-        const bool rendezvous = attributes & UCP_AM_RECV_ATTR_FLAG_RNDV;
-        wire::Defect defect;
-        const auto decoded = wire::decode(header, header_size, size, defect);
-        // Not of this study, or larger than any piece may be: dropped unread, as ZeroMQ's PLAIN
-        // and size limit drop them, so that such a peer costs the server nothing.
-        if ((decoded && decoded->token != token_) || size > max_message_bytes_)
-            return UCS_OK;
-        try {
-            Arrival a;
-            const auto *h = static_cast<const std::byte *>(header);
-            a.header.assign(h, h + header_size);
-            a.size = size;
-            if (size > 0)
-                a.payload.reset(new std::byte[size]);
-            if (rendezvous) {
-                a.rendezvous = data;
-            } else {
-                if (size > 0)
-                    std::memcpy(a.payload.get(), data, size);
-                a.fetch.done = true;
-            }
-            arrivals_.push_back(std::move(a));
-        } catch (const std::bad_alloc &) {
-            return UCS_OK; // no room for it: dropped, and the client's flush will tell
-        }
-        return rendezvous ? UCS_INPROGRESS : UCS_OK;
-    }
-
-    /// Starts fetching every message that came by rendezvous.
-    void fetch() {
-        for (Arrival &a : arrivals_) {
-            if (a.rendezvous == nullptr)
+    /// Starts receiving what has come: headers, and the values of headers in hand.
+    void advance() {
+        ucp_tag_recv_info_t info;
+        while (ucp_tag_message_h m = ucp_tag_probe_nb(worker_.get(), 0, kValuesBit, 1, &info)) {
+            if (info.length > kMaxHeaderBytes) {
+                discard(m);
                 continue;
-            ucp_request_param_t params{};
-            params.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
-            params.cb.recv_am = [](void *, ucs_status_t status, std::size_t, void *user_data) {
-                *static_cast<Completion *>(user_data) = {true, status};
-            };
-            params.user_data = &a.fetch; // deque elements stay where they are
-            const ucs_status_ptr_t request = ucp_am_recv_data_nbx(
-                worker_.get(), std::exchange(a.rendezvous, nullptr), a.payload.get(), a.size,
-                &params);
-            if (request == nullptr)
-                a.fetch = {true, UCS_OK};
-            else if (UCS_PTR_IS_ERR(request))
-                a.fetch = {true, UCS_PTR_STATUS(request)};
-            else
-                a.request = request;
+            }
+            Arrival &a = arrivals_.emplace_back();
+            a.sender = info.sender_tag;
+            a.header.resize(info.length);
+            start(a, m, a.header.data(), info.length);
         }
+        for (auto a = arrivals_.begin(); a != arrivals_.end();) {
+            if (a->stage == Stage::Header && a->transfer.done)
+                took_header(*a);
+            if (a->stage == Stage::Values) {
+                const ucp_tag_t tag = (a->sender & ~kValuesFollowBit) | kValuesBit;
+                if (ucp_tag_message_h m = ucp_tag_probe_nb(worker_.get(), tag, kExact, 1, &info))
+                    take_values(*a, m, info.length);
+            }
+            if (a->stage == Stage::Fetching && a->transfer.done) {
+                free(*a);
+                a->stage = Stage::Ready;
+            }
+            // A transfer that failed (its client died) or was refused delivers nothing.
+            if (a->transfer.done && a->transfer.status != UCS_OK) {
+                free(*a);
+                a = arrivals_.erase(a);
+            } else {
+                ++a;
+            }
+        }
+    }
+
+    void took_header(Arrival &a) {
+        free(a);
+        a.stage = a.transfer.status == UCS_OK && (a.sender & kValuesFollowBit) ? Stage::Values
+                                                                                : Stage::Ready;
+    }
+
+    void take_values(Arrival &a, ucp_tag_message_h m, std::size_t size) {
+        wire::Defect defect;
+        const auto header = wire::decode(a.header.data(), a.header.size(), size, defect);
+        // Not of this study, or larger than any piece may be: dropped unread, as ZeroMQ's PLAIN
+        // and size limit drop such frames, so that such a peer costs the server nothing.
+        if ((header && header->token != token_) || size > max_message_bytes_) {
+            discard(m);
+            a.transfer = {true, UCS_ERR_REJECTED};
+            return;
+        }
+        a.payload_size = size;
+        if (header) {
+            try {
+                a.payload.reset(new std::byte[size]);
+            } catch (const std::bad_alloc &) {
+                a.payload_size = 0; // delivered as a message of the wrong size: counted
+            }
+        }
+        if (!a.payload) {
+            // Not valid (or no room for it): the receiver decodes the header as this did, and
+            // drops the message, counted, without a look at its values.
+            discard(m);
+            a.stage = Stage::Ready;
+            return;
+        }
+        a.stage = Stage::Fetching;
+        start(a, m, a.payload.get(), size);
+    }
+
+    /// Receives message `m` into `buffer`; its completion lands in a.transfer.
+    void start(Arrival &a, ucp_tag_message_h m, void *buffer, std::size_t size) {
+        a.transfer = {};
+        ucp_request_param_t params = receive_params(a.transfer);
+        const ucs_status_ptr_t request =
+            ucp_tag_msg_recv_nbx(worker_.get(), buffer, size, m, &params);
+        if (request == nullptr)
+            a.transfer = {true, UCS_OK};
+        else if (UCS_PTR_IS_ERR(request))
+            a.transfer = {true, UCS_PTR_STATUS(request)};
+        else
+            a.request = request;
+    }
+
+    void free(Arrival &a) {
+        if (a.request != nullptr)
+            ucp_request_free(std::exchange(a.request, nullptr));
+    }
+
+    /// Takes message `m` into nothing: UCX drops its values, unread.
+    void discard(ucp_tag_message_h m) {
+        Completion ignored;
+        ucp_request_param_t params = receive_params(ignored);
+        params.op_attr_mask &= ~UCP_OP_ATTR_FIELD_CALLBACK;
+        const ucs_status_ptr_t request = ucp_tag_msg_recv_nbx(worker_.get(), nullptr, 0, m, &params);
+        if (request != nullptr && !UCS_PTR_IS_ERR(request))
+            ucp_request_free(request); // completes by itself, truncated
     }
 
     Worker worker_;
     std::uint64_t token_, max_message_bytes_;
     wire::ServerEndpoint endpoint_;
-    std::deque<Arrival> arrivals_;
+    std::list<Arrival> arrivals_; // stay where they are: UCX writes into their Completion
 };
 
 /// ZeroMQ for control and for servers that take data on it; UCX for data where asked.

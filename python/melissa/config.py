@@ -391,7 +391,24 @@ class LauncherConfig(_Section):
     mpirun_options: list[str] = Field(
         default_factory=list, description="Extra mpirun arguments, e.g. a hostfile."
     )
+    transport: Literal["zmq", "ucx", "auto"] = Field(
+        "auto", description="What carries the simulations' data to the server: ucx (UCX: shared "
+        "memory within a node, RDMA or TCP between nodes, as UCX finds them; UCX_TLS and other "
+        "UCX_* variables tune it), zmq (ZeroMQ: Unix sockets within a node, TCP between nodes), "
+        "or auto: ucx where this melissa was built with UCX, zmq elsewhere."
+    )
     timeouts: Timeouts = Field(default_factory=Timeouts)
+
+    @field_validator("transport")
+    @classmethod
+    def _transport_built(cls, transport: str) -> str:
+        from melissa import _core
+
+        if transport != "auto" and transport not in _core.transports():
+            raise ValueError(f"{transport!r}: this melissa was built without it (it has "
+                             f"{', '.join(_core.transports())}; UCX needs libucx-dev at build "
+                             "time)")
+        return transport
 
     @field_validator("job_limit", mode="wrap")
     @classmethod

@@ -305,3 +305,102 @@ TEST(ClientApi, FailsWithinTheTimeoutWhenTheServerDies) {
     EXPECT_LT(seconds, 5.0);
     EXPECT_EQ(melissa_finalize(), MELISSA_ERR_TIMEOUT) << "END cannot reach a dead server";
 }
+
+namespace {
+
+server::ReceiverConfig ucx_config() {
+    server::ReceiverConfig config = test_config();
+    config.backend = transport::Backend::Ucx;
+    return config;
+}
+
+} // namespace
+
+TEST(UcxInbox, DeliversLargeValuesWholeAndDropsWhatIsWrong) {
+    if (!transport::available(transport::Backend::Ucx))
+        GTEST_SKIP() << "built without UCX";
+    TestServer server(ucx_config());
+    ASSERT_FALSE(server.receiver.endpoint().ucx.empty());
+    auto t = transport::make_transport();
+    auto sender = connect(*t, server);
+    // 8 MiB: far above UCX's rendezvous threshold, so fetched from this buffer by the server.
+    const std::uint64_t cells = 1 << 20;
+    std::vector<double> values(cells);
+    std::iota(values.begin(), values.end(), 0.5);
+    auto whole = [&](std::uint32_t step) {
+        wire::Header h = piece(step, 0, cells);
+        h.client_rank = 0;
+        h.n_client_ranks = 1;
+        h.field_size = cells;
+        return h;
+    };
+    sender->send(wire::encode(whole(0)), values.data(), cells * 8);
+
+    wire::Header wrong_token = whole(1);
+    wrong_token.token = kToken + 1;
+    sender->send(wire::encode(wrong_token), values.data(), cells * 8);
+    wire::HeaderBytes not_ours{};
+    sender->send(not_ours, values.data(), 8);
+    sender->send(wire::encode(whole(1)), values.data(), 3 * 8); // short values
+    values[7] = -1.0; // the sender's buffer is its own again once send returned
+    sender->send(wire::encode(whole(1)), values.data(), cells * 8);
+
+    for (std::uint32_t step = 0; step < 2; ++step) {
+        const auto d = server.collector->pop(5s);
+        ASSERT_TRUE(d) << "time step " << step << " never arrived";
+        EXPECT_EQ(d->time_step, step);
+        ASSERT_EQ(d->count, cells);
+        const auto *got = static_cast<const double *>(d->values);
+        EXPECT_EQ(got[7], step == 0 ? 7.5 : -1.0);
+        EXPECT_EQ(got[cells - 1], static_cast<double>(cells) - 0.5);
+    }
+    EXPECT_EQ(server.dropped_after(2), 2u);
+    const server::Counters c = server.receiver.counters();
+    EXPECT_EQ(c.dropped.at("malformed: not a melissa message"), 1u);
+    EXPECT_EQ(c.dropped.at("malformed: values do not match the header's count"), 1u);
+    EXPECT_EQ(c.dropped.count("wrong study token"), 0u) << "fetched what it should have refused";
+    EXPECT_EQ(c.messages, 2u);
+    EXPECT_FALSE(server.collector->pop(100ms)) << "nothing else may be delivered";
+}
+
+TEST(UcxInbox, DoesNotFetchValuesLargerThanTheLargestField) {
+    if (!transport::available(transport::Backend::Ucx))
+        GTEST_SKIP() << "built without UCX";
+    auto config = ucx_config();
+    config.field_sizes = {10, 3}; // no message may carry more than 80 bytes of values
+    TestServer server(config);
+    auto t = transport::make_transport();
+    auto sender = connect(*t, server);
+    std::vector<double> values(1 << 20, 1.0);
+    wire::Header h = piece(0, 0, 10);
+    h.client_rank = 0;
+    sender->send(wire::encode(h), values.data(), values.size() * 8);
+    sender->send(wire::encode(h), values.data(), 10 * 8);
+    const auto d = server.collector->pop(5s);
+    ASSERT_TRUE(d);
+    EXPECT_EQ(d->count, 10u);
+    EXPECT_FALSE(server.collector->pop(200ms));
+    const server::Counters c = server.receiver.counters();
+    EXPECT_EQ(c.messages, 1u);
+    EXPECT_TRUE(c.dropped.empty()) << "an oversized message reached the receiver";
+}
+
+TEST(UcxSender, FailsWithinItsTimeoutWhenTheServerIsGone) {
+    if (!transport::available(transport::Backend::Ucx))
+        GTEST_SKIP() << "built without UCX";
+    auto t = transport::make_transport();
+    std::unique_ptr<transport::Sender> sender;
+    {
+        // A server that goes away: its address stays, nothing answers at it.
+        TestServer server(ucx_config());
+        transport::SendOptions options;
+        options.timeout = 500ms;
+        sender = t->connect(server.receiver.endpoint(), options);
+    }
+    std::vector<double> values(1 << 20, 1.0);
+    wire::Header h = piece(0, 0, values.size());
+    const auto start = std::chrono::steady_clock::now();
+    EXPECT_THROW(sender->send(wire::encode(h), values.data(), values.size() * 8),
+                 transport::TimeoutError);
+    EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
+}

@@ -210,6 +210,20 @@ def test_numbers_out_of_bounds_are_refused(section: str, values: dict[str, Any],
     refused(statistics_config(**{section: values}), f"{where}: Input should be")
 
 
+def test_transport_is_one_this_build_has(monkeypatch: pytest.MonkeyPatch) -> None:
+    from melissa import _core
+
+    refused(statistics_config(launcher_config={"transport": "rdma"}),
+            "launcher_config.transport: Input should be 'zmq', 'ucx' or 'auto'")
+    for transport in ("auto", *_core.transports()):
+        parse_config(statistics_config(launcher_config={"transport": transport}))
+    # As a build without UCX (MELISSA_UCX=OFF, the wheel) answers.
+    monkeypatch.setattr(_core, "transports", lambda: ["zmq"])
+    refused(statistics_config(launcher_config={"transport": "ucx"}),
+            "launcher_config.transport: Value error, 'ucx': this melissa was built without it")
+    parse_config(statistics_config(launcher_config={"transport": "auto"}))
+
+
 # -- what the results are named and how parameters are drawn ---------------------------------
 
 def test_names_default_to_x1_and_follow_parameter_names() -> None:

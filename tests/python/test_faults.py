@@ -282,7 +282,8 @@ def test_results_on_a_full_disk_are_written_by_resume(tmp_path: Path) -> None:
 # -- 9. the server listens where its clients are -----------------------------------------------
 
 def listening_sockets(pid: int) -> dict[int, str]:
-    """Port -> local address (hex, as /proc has it) of the TCP sockets a process listens on."""
+    """Port -> local address (hex, as /proc has it) of the TCP sockets, IPv4 and IPv6, a process
+    listens on."""
     inodes = set()
     for fd in Path(f"/proc/{pid}/fd").iterdir():
         with contextlib.suppress(OSError):
@@ -290,16 +291,43 @@ def listening_sockets(pid: int) -> dict[int, str]:
             if target.startswith("socket:["):
                 inodes.add(target[8:-1])
     listening = {}
-    for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if fields[3] == "0A" and fields[9] in inodes:  # LISTEN
-            address, port = fields[1].split(":")
-            listening[int(port, 16)] = address
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # LISTEN
+                address, port = fields[1].split(":")
+                listening[int(port, 16)] = address
     return listening
 
 
-def test_local_server_listens_on_loopback_only(tmp_path: Path) -> None:
-    config = study_config(tmp_path, solver_options="--step-delay 0.3", sa=MOMENTS)
+# 127.0.0.1 and ::1, as /proc/net/tcp and tcp6 write them.
+LOOPBACK = {"0100007F", "00000000000000000000000001000000"}
+
+
+def beyond_loopback(pid: int) -> int:
+    """How many sockets beyond loopback process `pid` listens on."""
+    return sum(address not in LOOPBACK for address in listening_sockets(pid).values())
+
+
+def mpi_listens_beyond_loopback() -> int:
+    """How many sockets beyond loopback an MPI process of a local study listens on by itself,
+    with the environment the launcher gives it (Open MPI's runtime opens one)."""
+    code = (f"import os, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+            "from mpi4py import MPI; from test_faults import beyond_loopback; "
+            "print(beyond_loopback(os.getpid()))")
+    env = {**os.environ, **ROOT_MPI, "UCX_NET_DEVICES": "lo", "OMPI_MCA_btl": "^tcp"}
+    done = subprocess.run(["mpirun", "--oversubscribe", "-np", "1", sys.executable, "-c", code],
+                          capture_output=True, text=True, timeout=60, env=env, check=True)
+    return int(done.stdout.split()[-1])
+
+
+@pytest.mark.parametrize("transport", ["zmq", "ucx"])
+def test_local_server_listens_on_loopback_only(tmp_path: Path, transport: str) -> None:
+    """A study on this machine alone adds no listening socket beyond loopback to what its MPI
+    runtime opens: the server's ZeroMQ sockets bind loopback, and UCX, whose tcp listens on
+    every interface by default, is kept to it."""
+    config = study_config(tmp_path, solver_options="--step-delay 0.3", sa=MOMENTS,
+                          launcher={"transport": transport})
     out = tmp_path / "out"
     launcher = start_melissa("run", str(config))
     try:
@@ -308,13 +336,17 @@ def test_local_server_listens_on_loopback_only(tmp_path: Path) -> None:
                              for rank in range(2)), 30, "the ranks logged their endpoints")
         logged = "".join((out / "logs" / f"server-{rank}.log").read_text() for rank in range(2))
         endpoints = set(re.findall(r"tcp://([0-9.]+):([0-9]+)", logged))
-        # Data and control, of each rank.
-        assert len(endpoints) == 4 and {host for host, _ in endpoints} == {"127.0.0.1"}
+        # Control, of each rank; data too over ZeroMQ.
+        assert len(endpoints) == (4 if transport == "zmq" else 2)
+        assert {host for host, _ in endpoints} == {"127.0.0.1"}
         listening: dict[int, str] = {}
         for pid in server.pids:
             listening.update(listening_sockets(pid))
         for _, port in endpoints:
-            assert listening[int(port)] == "0100007F"  # 127.0.0.1, as /proc writes it
+            assert listening[int(port)] == "0100007F"
+        mpi_own = mpi_listens_beyond_loopback()
+        for pid in server.pids:
+            assert beyond_loopback(pid) == mpi_own, listening_sockets(pid)
     finally:
         launcher.communicate(timeout=180)
     assert launcher.returncode == 0

@@ -348,6 +348,29 @@ def test_server_killed_mid_run(processes: Processes, test_programs: dict[str, li
     assert time.monotonic() - killed < timeout + 3, str(finished)
 
 
+def test_client_killed_mid_run(processes: Processes, test_programs: dict[str, list[str]]) -> None:
+    """A client killed while it streams large fields costs its server nothing but its data: the
+    next simulation gets everything through."""
+    server = processes.start_server(2, FIELDS, [1], deadline=60)
+    dying = Simulation(C, (1 << 17, 1 << 17), steps=2000)  # 2 MiB per field and time step
+    client = processes.start([*dying.argv(test_programs, FIELDS), "--sleep-ms", "1"],
+                             server.client_env(0))
+    give_up = time.monotonic() + 30
+    while not (server.run_dir / "first-delivery.1").exists():
+        assert client.poll() is None, "the client ended before the server received anything"
+        assert time.monotonic() < give_up, "the server received nothing in 30 s"
+        time.sleep(0.02)
+    time.sleep(0.2)  # in the middle of transfers
+    processes.kill(client)
+    good = Simulation(C, dying.cells, simulation=1)  # a field's size is the first client's
+    finished = processes.run(good.argv(test_programs, FIELDS), server.client_env(1))
+    assert finished.returncode == 0, str(finished)
+    reports = server.reports()
+    for report in reports:
+        assert report["n_errors"] == 0, "\n".join(report["errors"])
+        assert 1 in report["finished"] and 0 not in report["finished"], str(report["finished"])
+
+
 def test_unknown_routing_is_refused() -> None:
     from mpi4py import MPI
 

@@ -230,6 +230,16 @@ class StudyRun:
         self.convergence = (convergence.Convergence(sa.sobol_ci_target, sa.sobol_ci_quantile)
                             if sa is not None and self.config.sobol else None)
 
+    def network_environment(self) -> dict[str, str]:
+        """A study on this machine alone listens on loopback only, as the server's ZeroMQ
+        sockets do: UCX, whose tcp listens on every interface, is kept to loopback, and Open
+        MPI's tcp transport, which does the same, is left out (its processes talk through
+        shared memory). Unless the user set either."""
+        if self.bind_address != "127.0.0.1":
+            return {}
+        confined = {"UCX_NET_DEVICES": "lo", "OMPI_MCA_btl": "^tcp"}
+        return {k: v for k, v in confined.items() if k not in os.environ}
+
     def server_bind_address(self) -> str:
         """Where the server listens: loopback when every process runs on this machine, else
         the address of the host clients reach it by (MELISSA_SERVER_HOST, or this host's name);
@@ -331,7 +341,7 @@ class StudyRun:
             argv=[sys.executable, "-m", module, str(self.files.output_dir)],
             n_processes=launcher.num_server_processes,
             stdout=self.files.logs / "server.out", stderr=self.files.logs / "server.err",
-            cwd=self.files.output_dir, env=mpi_environment())
+            cwd=self.files.output_dir, env={**mpi_environment(), **self.network_environment()})
         self.server = self.scheduler.submit(spec)
         self.server_started = time.time()
         self.ranks_progress = [None] * launcher.num_server_processes
@@ -522,6 +532,7 @@ class StudyRun:
             "MELISSA_STUDY_TOKEN": f"{self.token:016x}",
             "MELISSA_TIMEOUT": f"{launcher.timeouts.transport:g}",
             **mpi_environment(),
+            **self.network_environment(),
         }
         return JobSpec(name=f"simulation-{sim}", argv=[*self.solver, *arguments],
                        n_processes=launcher.num_client_processes,

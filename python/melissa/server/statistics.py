@@ -243,8 +243,10 @@ def main(argv: list[str] | None = None) -> int:
     receiver, address = open_receiver(
         comm, config.study_options.field_names, int(study.token, 16), consumer,
         field_sizes=config.study_options.field_sizes,
-        nb_time_steps=config.study_options.nb_time_steps, bind_address=study.bind_address or None)
-    log.info("receiving at %s", receiver.endpoint)
+        nb_time_steps=config.study_options.nb_time_steps, bind_address=study.bind_address or None,
+        transport=config.launcher_config.transport)
+    log.info("receiving at %s", {k: v for k, v in receiver.endpoint.items() if k != "ucx"}
+             | {"transport": "ucx" if receiver.endpoint["ucx"] else "zmq"})
     checkpoints = Checkpoints(receiver, consumer, files, comm.rank,
                               config.sa_config.checkpoint_interval)
     if study.resume:

@@ -453,7 +453,8 @@ def main(argv: list[str] | None = None) -> int:
     receiver, address = open_receiver(
         comm, config.study_options.field_names, int(study.token, 16), buffer, routing=routing,
         field_sizes=config.study_options.field_sizes,
-        nb_time_steps=config.study_options.nb_time_steps, bind_address=study.bind_address or None)
+        nb_time_steps=config.study_options.nb_time_steps, bind_address=study.bind_address or None,
+        transport=config.launcher_config.transport)
     init_distributed(comm, device)
     writer = None
     if comm.rank == 0:
