@@ -189,6 +189,11 @@ void Client::send_to(std::uint32_t server, const wire::Header &header, const voi
 }
 
 void Client::flush(std::uint32_t server) {
+    try {
+        sender(server).flush();
+    } catch (const transport::TimeoutError &e) {
+        throw Error(MELISSA_ERR_TIMEOUT, std::string("melissa_finalize: ") + e.what());
+    }
     wire::Flush request{settings_.token, settings_.simulation_id,
                         static_cast<std::uint32_t>(comm_->rank()), run_, sent_[server]};
     const std::string &address = servers_[server].control;

@@ -48,6 +48,9 @@ class Sender {
     /// Sends a header and `bytes` of values, copying the values once. Blocks while the server
     /// rank's queue is full (back-pressure); throws TimeoutError past the timeout.
     virtual void send(const wire::HeaderBytes &header, const void *values, std::size_t bytes) = 0;
+    /// Returns once what was sent is out of this process's hands (UCX moves messages only
+    /// while its sender waits); throws TimeoutError past the timeout.
+    virtual void flush() {}
 };
 
 /// Where one server rank receives data, from any number of senders.

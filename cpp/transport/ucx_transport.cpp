@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <deque>
 #include <list>
 #include <random>
 #include <utility>
@@ -27,6 +28,10 @@ using Clock = std::chrono::steady_clock;
 // An idle worker sleeps on its event file descriptor at most this long before it looks again:
 // a bound on the cost of a missed wake-up, not a polling interval.
 constexpr std::chrono::milliseconds kMaxSleep{100};
+
+// How long a connection that failed may take to let go of its requests: beyond, they and the
+// memory they write to are left to UCX.
+constexpr std::chrono::seconds kGiveUp{1};
 
 // How long a worker polls before it sleeps. A rendezvous is a few round trips between client
 // and server, each as long as a wake-up when they sleep (tens of microseconds here); polling
@@ -169,13 +174,14 @@ class Worker {
         return done;
     }
 
-    /// Waits, however long, for a request that was cancelled or forced to end.
-    void finish(ucs_status_ptr_t request, Completion &completion) {
+    /// Cancels a request and waits for it to end, until `deadline`; false if it did not, and
+    /// UCX may still write into `completion`, which must then outlive the worker.
+    bool finish(ucs_status_ptr_t request, Completion &completion, Clock::time_point deadline) {
         if (request == nullptr || UCS_PTR_IS_ERR(request))
-            return;
-        ucp_request_cancel(worker_, request);
-        progress_until([&] { return completion.done; }, Clock::time_point::max());
-        ucp_request_free(request);
+            return true;
+        if (!completion.done)
+            ucp_request_cancel(worker_, request);
+        return wait(request, completion, deadline);
     }
 
   private:
@@ -208,20 +214,30 @@ ucp_request_param_t receive_params(Completion &completion) {
     return params;
 }
 
-// A message is a header and, unless it is an END, its values: two tagged messages, so that the
-// values go from the solver's buffer into a buffer of their own on the server, which the
-// statistics read in place. A tag says which: bit 0, values (1) or header (0); bit 1, on a
-// header, that values follow; the other bits, the sender, so that a header finds its values.
-constexpr ucp_tag_t kValuesBit = 1, kValuesFollowBit = 2, kSenderShift = 2;
+// How a message goes, by the size of its values:
+// - up to kPackedBytes, header and values copied into one tagged message, sent synchronously
+//   (it completes once the server has matched it): a sender keeps up to its high-water mark of
+//   them in flight, and send returns at once unless they are all in flight;
+// - larger, the header and the values as two tagged messages, so that the values go straight
+//   from the solver's buffer into a buffer of their own on the server, which the statistics read
+//   in place; send returns once the server has fetched them.
+// A tag says which: bit 0, values (1) or a header (0); on a header, bit 1: values follow, bit 2:
+// the values are packed after it; the other bits, the sender, so that a header finds its values.
+constexpr ucp_tag_t kValuesBit = 1, kValuesFollowBit = 2, kPackedBit = 4, kSenderShift = 3;
 constexpr ucp_tag_t kExact = ~ucp_tag_t{0};
-// A header is 64 bytes; a longer one is not melissa's, and is not taken.
+constexpr std::size_t kPackedBytes = 16 << 10;
+// A lone header is 64 bytes; a longer one is not melissa's, and is not taken.
 constexpr std::size_t kMaxHeaderBytes = 4096;
+// Messages a server rank takes off UCX before it delivers them: beyond, the rest wait in UCX,
+// unmatched, and their senders wait, so that memory stays bounded however fast they send.
+constexpr std::size_t kMaxArrivals = 64;
 
 class UcxSender final : public Sender {
   public:
     UcxSender(std::shared_ptr<Worker> worker, const wire::ServerEndpoint &server,
               const SendOptions &options)
-        : worker_(std::move(worker)), server_(server.host + " (UCX)"), timeout_(options.timeout) {
+        : worker_(std::move(worker)), server_(server.host + " (UCX)"), timeout_(options.timeout),
+          window_(static_cast<std::size_t>(std::max(options.high_water_mark, 1))) {
         // Random: senders of many processes reach one server, and tell themselves apart by it.
         std::random_device random;
         sender_ = (ucp_tag_t{random()} << 32 | random()) << kSenderShift;
@@ -243,45 +259,91 @@ class UcxSender final : public Sender {
     }
 
     ~UcxSender() override {
-        // Flushes what is in flight (nothing, once a send returned), within the timeout.
-        if (failure_ != UCS_OK || !close(0))
-            close(UCP_EP_CLOSE_FLAG_FORCE);
+        // What is in flight completes (within the timeout) before its buffers go.
+        bool drained = failure_ == UCS_OK;
+        try {
+            if (drained)
+                drain(0);
+        } catch (const TimeoutError &) {
+            drained = false;
+        }
+        if (drained) {
+            close(0, Clock::now() + timeout_); // nothing is in flight
+            return;
+        }
+        const auto give_up = Clock::now() + kGiveUp;
+        close(UCP_EP_CLOSE_FLAG_FORCE, give_up);
+        bool finished = true;
+        for (InFlight &f : in_flight_)
+            finished = worker_->finish(f.request, f.completion, give_up) && finished;
+        if (!finished) // left to UCX, which may still write into them (their addresses hold)
+            new std::deque<InFlight>(std::move(in_flight_));
     }
 
     void send(const wire::HeaderBytes &header, const void *values, std::size_t bytes) override {
         if (failure_ != UCS_OK)
             throw_failure();
-        const ucp_tag_t header_tag = sender_ | (bytes > 0 ? kValuesFollowBit : 0);
-        Completion sent_header, sent_values;
-        ucp_request_param_t header_params = send_params(sent_header);
-        ucp_request_param_t values_params = send_params(sent_values);
-        const ucs_status_ptr_t requests[2] = {
-            ucp_tag_send_nbx(endpoint_, header.data(), header.size(), header_tag, &header_params),
-            bytes > 0 ? ucp_tag_send_nbx(endpoint_, values, bytes, sender_ | kValuesBit,
-                                         &values_params)
-                      : nullptr};
+        if (bytes <= kPackedBytes) {
+            InFlight &f = in_flight_.emplace_back();
+            f.buffer.resize(header.size() + bytes);
+            std::memcpy(f.buffer.data(), header.data(), header.size());
+            if (bytes > 0)
+                std::memcpy(f.buffer.data() + header.size(), values, bytes);
+            ucp_request_param_t params = send_params(f.completion);
+            f.request = ucp_tag_send_sync_nbx(endpoint_, f.buffer.data(), f.buffer.size(),
+                                              sender_ | kPackedBit, &params);
+            drain(window_ - 1);
+            return;
+        }
+        drain(0); // in order, and the window's bound holds for both kinds
         // Until both complete UCX may read `header` and `values`, the caller's buffers: large
         // values complete once the server has fetched them.
-        const auto deadline = Clock::now() + timeout_;
-        const bool done = worker_->wait(requests[0], sent_header, deadline) &&
-                          worker_->wait(requests[1], sent_values, deadline);
-        if (!done) {
-            close(UCP_EP_CLOSE_FLAG_FORCE); // cancels the requests, which then complete
-            worker_->finish(requests[0], sent_header);
-            worker_->finish(requests[1], sent_values);
-            failure_ = UCS_ERR_TIMED_OUT;
-            throw TimeoutError("the server at " + server_ + " took no data for " +
-                               std::to_string(timeout_.count() / 1000.0) +
-                               " s (is it still running? MELISSA_TIMEOUT sets the limit)");
-        }
-        for (const Completion &c : {sent_header, sent_values})
-            if (c.status != UCS_OK)
-                failure_ = c.status;
-        if (failure_ != UCS_OK)
-            throw_failure();
+        InFlight &h = in_flight_.emplace_back();
+        ucp_request_param_t header_params = send_params(h.completion);
+        h.request = ucp_tag_send_nbx(endpoint_, header.data(), header.size(),
+                                     sender_ | kValuesFollowBit, &header_params);
+        InFlight &v = in_flight_.emplace_back();
+        ucp_request_param_t values_params = send_params(v.completion);
+        v.request = ucp_tag_send_nbx(endpoint_, values, bytes, sender_ | kValuesBit,
+                                     &values_params);
+        drain(0);
     }
 
+    void flush() override { drain(0); }
+
   private:
+    /// A message sent and not yet complete, with its copy of the values when packed.
+    struct InFlight {
+        std::vector<std::byte> buffer;
+        ucs_status_ptr_t request = nullptr;
+        Completion completion;
+    };
+
+    /// Waits until at most `keep` messages are in flight; throws past the timeout or on a
+    /// failed connection.
+    void drain(std::size_t keep) {
+        const auto deadline = Clock::now() + timeout_;
+        while (in_flight_.size() > keep ||
+               (!in_flight_.empty() && completed(in_flight_.front()))) {
+            InFlight &f = in_flight_.front();
+            if (!worker_->wait(f.request, f.completion, deadline)) {
+                failure_ = UCS_ERR_TIMED_OUT;
+                throw TimeoutError("the server at " + server_ + " took no data for " +
+                                   std::to_string(timeout_.count() / 1000.0) +
+                                   " s (is it still running? MELISSA_TIMEOUT sets the limit)");
+            }
+            if (f.completion.status != UCS_OK)
+                failure_ = f.completion.status;
+            in_flight_.pop_front();
+            if (failure_ != UCS_OK)
+                throw_failure();
+        }
+    }
+
+    static bool completed(const InFlight &f) {
+        return f.request == nullptr || UCS_PTR_IS_ERR(f.request) || f.completion.done;
+    }
+
     [[noreturn]] void throw_failure() const {
         // The connection is gone: a server that stopped is what the client must hear about,
         // and it waited no longer than the timeout to learn it.
@@ -290,47 +352,49 @@ class UcxSender final : public Sender {
                            "; is it still running? MELISSA_TIMEOUT sets the limit)");
     }
 
-    /// Closes the endpoint once; false if a flushing close did not finish within the timeout.
-    bool close(std::uint32_t flags) {
-        if (endpoint_ == nullptr)
-            return true;
-        Completion completion;
-        ucp_request_param_t params = send_params(completion);
+    /// Closes the endpoint; false if that did not finish by `deadline`, when UCX goes on
+    /// with it alone. Whether it finished, the endpoint is gone.
+    bool close(std::uint32_t flags, Clock::time_point deadline) {
+        auto completion = std::make_unique<Completion>();
+        ucp_request_param_t params = send_params(*completion);
         params.op_attr_mask |= UCP_OP_ATTR_FIELD_FLAGS;
         params.flags = flags;
-        const ucs_status_ptr_t request = ucp_ep_close_nbx(endpoint_, &params);
-        const bool forced = flags & UCP_EP_CLOSE_FLAG_FORCE;
-        if (!worker_->wait(request, completion,
-                           forced ? Clock::time_point::max() : Clock::now() + timeout_))
-            return false; // the flushing close goes on; the forced one that follows ends it
-        endpoint_ = nullptr;
-        return true;
+        const ucs_status_ptr_t request = ucp_ep_close_nbx(std::exchange(endpoint_, nullptr),
+                                                          &params);
+        if (worker_->wait(request, *completion, deadline))
+            return true;
+        (void)completion.release(); // UCX will write there when the close ends
+        return false;
     }
 
     std::shared_ptr<Worker> worker_;
     std::string server_;
     std::chrono::milliseconds timeout_;
+    std::size_t window_;
     ucp_tag_t sender_ = 0;
     ucp_ep_h endpoint_ = nullptr;
     ucs_status_t failure_ = UCS_OK;
+    std::deque<InFlight> in_flight_; // where UCX writes their completions: never moved
 };
 
 /// A message as the inbox took it. Its values are absent when the header is not a valid one of
 /// this study: the receiver, which decodes the header the same way, drops it unread.
 class UcxMessage final : public Message {
   public:
-    UcxMessage(std::vector<std::byte> header, std::unique_ptr<std::byte[]> payload,
-               std::size_t payload_size)
-        : header_(std::move(header)), payload_(std::move(payload)), payload_size_(payload_size) {}
+    UcxMessage(std::vector<std::byte> header, std::unique_ptr<std::byte[]> storage,
+               const std::byte *payload, std::size_t payload_size)
+        : header_(std::move(header)), storage_(std::move(storage)), payload_(payload),
+          payload_size_(payload_size) {}
     const std::byte *header() const override { return header_.data(); }
     std::size_t header_size() const override { return header_.size(); }
-    const std::byte *payload() const override { return payload_.get(); }
+    const std::byte *payload() const override { return payload_; }
     std::size_t payload_size() const override { return payload_size_; }
     bool has_extra_frames() const override { return false; }
 
   private:
     std::vector<std::byte> header_;
-    std::unique_ptr<std::byte[]> payload_;
+    std::unique_ptr<std::byte[]> storage_;
+    const std::byte *payload_;
     std::size_t payload_size_;
 };
 
@@ -344,72 +408,91 @@ class UcxInbox final : public Inbox {
     }
 
     ~UcxInbox() override {
+        const auto give_up = Clock::now() + kGiveUp;
+        bool finished = true;
         for (Arrival &a : arrivals_)
-            worker_.finish(a.request, a.transfer);
+            finished = worker_.finish(a.request, a.transfer, give_up) && finished;
+        if (!finished) // left to UCX, which may still write into them (their addresses hold)
+            new std::list<Arrival>(std::move(arrivals_));
     }
 
     const wire::ServerEndpoint &endpoint() const override { return endpoint_; }
 
     std::unique_ptr<Message> receive(std::chrono::milliseconds timeout) override {
-        auto ready = arrivals_.end();
-        worker_.progress_until(
+        const bool ready = worker_.progress_until(
             [&] {
                 advance();
-                ready = std::find_if(arrivals_.begin(), arrivals_.end(),
-                                     [](const Arrival &a) { return a.stage == Stage::Ready; });
-                return ready != arrivals_.end();
+                return !ready_.empty();
             },
             Clock::now() + timeout);
-        if (ready == arrivals_.end())
+        if (!ready)
             return nullptr;
-        auto message = std::make_unique<UcxMessage>(
-            std::move(ready->header), std::move(ready->payload), ready->payload_size);
-        arrivals_.erase(ready);
+        Arrival &a = *ready_.front();
+        ready_.pop_front();
+        const std::byte *payload = a.payload;
+        auto message = std::make_unique<UcxMessage>(std::move(a.header), std::move(a.storage),
+                                                    payload, a.payload_size);
+        arrivals_.erase(a.self);
         return message;
     }
 
   private:
     enum class Stage { Header, Values, Fetching, Ready };
 
-    /// One message, from its header's arrival to its delivery. Senders wait for each message to
-    /// be taken before they send the next, so that messages of one sender come in order.
+    /// One message, from its header's arrival to its delivery. A sender's messages come in
+    /// order: it sends values only once the previous message was taken.
     struct Arrival {
         Stage stage = Stage::Header;
-        ucp_tag_t sender = 0;
+        ucp_tag_t tag = 0;
         std::vector<std::byte> header;
-        std::unique_ptr<std::byte[]> payload;
+        std::unique_ptr<std::byte[]> storage;  // the values, or the packed message
+        const std::byte *payload = nullptr;
         std::size_t payload_size = 0;
         ucs_status_ptr_t request = nullptr;
-        Completion transfer; // of the header, then of the values
+        Completion transfer; // of the header (or the packed message), then of the values
+        std::size_t transfer_length = 0;
+        std::list<Arrival>::iterator self;
     };
 
-    /// Starts receiving what has come: headers, and the values of headers in hand.
+    /// Takes what has come off UCX, up to kMaxArrivals, and moves each message on.
     void advance() {
         ucp_tag_recv_info_t info;
-        while (ucp_tag_message_h m = ucp_tag_probe_nb(worker_.get(), 0, kValuesBit, 1, &info)) {
-            if (info.length > kMaxHeaderBytes) {
+        while (arrivals_.size() < kMaxArrivals) {
+            ucp_tag_message_h m = ucp_tag_probe_nb(worker_.get(), 0, kValuesBit, 1, &info);
+            if (m == nullptr)
+                break;
+            const bool packed = info.sender_tag & kPackedBit;
+            if (info.length > (packed ? max_message_bytes_ + wire::kHeaderSize : kMaxHeaderBytes)) {
                 discard(m);
                 continue;
             }
             Arrival &a = arrivals_.emplace_back();
-            a.sender = info.sender_tag;
-            a.header.resize(info.length);
-            start(a, m, a.header.data(), info.length);
+            a.self = std::prev(arrivals_.end());
+            a.tag = info.sender_tag;
+            if (!packed) {
+                a.header.resize(info.length);
+                start(a, m, a.header.data(), info.length);
+            } else if (!allocate(a, info.length)) {
+                discard(m);
+                a.transfer = {true, UCS_ERR_NO_MEMORY};
+            } else {
+                start(a, m, a.storage.get(), info.length);
+            }
         }
         for (auto a = arrivals_.begin(); a != arrivals_.end();) {
             if (a->stage == Stage::Header && a->transfer.done)
                 took_header(*a);
             if (a->stage == Stage::Values) {
-                const ucp_tag_t tag = (a->sender & ~kValuesFollowBit) | kValuesBit;
+                const ucp_tag_t tag = (a->tag & ~kValuesFollowBit) | kValuesBit;
                 if (ucp_tag_message_h m = ucp_tag_probe_nb(worker_.get(), tag, kExact, 1, &info))
                     take_values(*a, m, info.length);
             }
             if (a->stage == Stage::Fetching && a->transfer.done) {
                 free(*a);
-                a->stage = Stage::Ready;
+                make_ready(*a);
             }
             // A transfer that failed (its client died) or was refused delivers nothing.
-            if (a->transfer.done && a->transfer.status != UCS_OK) {
+            if (a->stage != Stage::Ready && a->transfer.done && a->transfer.status != UCS_OK) {
                 free(*a);
                 a = arrivals_.erase(a);
             } else {
@@ -420,42 +503,76 @@ class UcxInbox final : public Inbox {
 
     void took_header(Arrival &a) {
         free(a);
-        a.stage = a.transfer.status == UCS_OK && (a.sender & kValuesFollowBit) ? Stage::Values
-                                                                                : Stage::Ready;
+        if (a.transfer.status != UCS_OK)
+            return; // dropped by advance
+        if (a.tag & kPackedBit) {
+            // Header and values in one buffer: the header copied out, the values read in place.
+            const std::size_t size = a.transfer_length;
+            const std::size_t head = std::min(size, wire::kHeaderSize);
+            a.header.assign(a.storage.get(), a.storage.get() + head);
+            a.payload = a.storage.get() + head;
+            a.payload_size = size - head;
+            if (!of_this_study(a.header, a.payload_size))
+                a.transfer.status = UCS_ERR_REJECTED;
+            else
+                make_ready(a);
+            return;
+        }
+        if (a.tag & kValuesFollowBit)
+            a.stage = Stage::Values;
+        else
+            make_ready(a);
     }
 
     void take_values(Arrival &a, ucp_tag_message_h m, std::size_t size) {
-        wire::Defect defect;
-        const auto header = wire::decode(a.header.data(), a.header.size(), size, defect);
         // Not of this study, or larger than any piece may be: dropped unread, as ZeroMQ's PLAIN
         // and size limit drop such frames, so that such a peer costs the server nothing.
-        if ((header && header->token != token_) || size > max_message_bytes_) {
+        if (!of_this_study(a.header, size) || size > max_message_bytes_) {
             discard(m);
             a.transfer = {true, UCS_ERR_REJECTED};
             return;
         }
+        wire::Defect defect;
         a.payload_size = size;
-        if (header) {
-            try {
-                a.payload.reset(new std::byte[size]);
-            } catch (const std::bad_alloc &) {
-                a.payload_size = 0; // delivered as a message of the wrong size: counted
-            }
-        }
-        if (!a.payload) {
+        if (!wire::decode(a.header.data(), a.header.size(), size, defect) || !allocate(a, size)) {
             // Not valid (or no room for it): the receiver decodes the header as this did, and
-            // drops the message, counted, without a look at its values.
+            // drops the message, counted, without a look at its values (none, when no room).
             discard(m);
-            a.stage = Stage::Ready;
+            if (!a.storage)
+                a.payload_size = defect == wire::Defect::None ? 0 : size;
+            make_ready(a);
             return;
         }
+        a.payload = a.storage.get();
         a.stage = Stage::Fetching;
-        start(a, m, a.payload.get(), size);
+        start(a, m, a.storage.get(), size);
+    }
+
+    /// Whether a header could be this study's: anything but a valid header of another study.
+    bool of_this_study(const std::vector<std::byte> &header, std::size_t payload_size) const {
+        wire::Defect defect;
+        const auto h = wire::decode(header.data(), header.size(), payload_size, defect);
+        return !h || h->token == token_;
+    }
+
+    bool allocate(Arrival &a, std::size_t size) {
+        try {
+            a.storage.reset(new std::byte[std::max<std::size_t>(size, 1)]);
+            return true;
+        } catch (const std::bad_alloc &) {
+            return false;
+        }
+    }
+
+    void make_ready(Arrival &a) {
+        a.stage = Stage::Ready;
+        ready_.push_back(&a);
     }
 
     /// Receives message `m` into `buffer`; its completion lands in a.transfer.
     void start(Arrival &a, ucp_tag_message_h m, void *buffer, std::size_t size) {
         a.transfer = {};
+        a.transfer_length = size;
         ucp_request_param_t params = receive_params(a.transfer);
         const ucs_status_ptr_t request =
             ucp_tag_msg_recv_nbx(worker_.get(), buffer, size, m, &params);
@@ -474,9 +591,7 @@ class UcxInbox final : public Inbox {
 
     /// Takes message `m` into nothing: UCX drops its values, unread.
     void discard(ucp_tag_message_h m) {
-        Completion ignored;
-        ucp_request_param_t params = receive_params(ignored);
-        params.op_attr_mask &= ~UCP_OP_ATTR_FIELD_CALLBACK;
+        ucp_request_param_t params{};
         const ucs_status_ptr_t request = ucp_tag_msg_recv_nbx(worker_.get(), nullptr, 0, m, &params);
         if (request != nullptr && !UCS_PTR_IS_ERR(request))
             ucp_request_free(request); // completes by itself, truncated
@@ -486,6 +601,7 @@ class UcxInbox final : public Inbox {
     std::uint64_t token_, max_message_bytes_;
     wire::ServerEndpoint endpoint_;
     std::list<Arrival> arrivals_; // stay where they are: UCX writes into their Completion
+    std::deque<Arrival *> ready_; // in the order they became ready
 };
 
 /// ZeroMQ for control and for servers that take data on it; UCX for data where asked.

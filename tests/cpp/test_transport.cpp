@@ -339,6 +339,8 @@ TEST(UcxInbox, DeliversLargeValuesWholeAndDropsWhatIsWrong) {
     wire::Header wrong_token = whole(1);
     wrong_token.token = kToken + 1;
     sender->send(wire::encode(wrong_token), values.data(), cells * 8);
+    wrong_token.count = 4; // small values travel with their header: dropped all the same
+    sender->send(wire::encode(wrong_token), values.data(), 4 * 8);
     wire::HeaderBytes not_ours{};
     sender->send(not_ours, values.data(), 8);
     sender->send(wire::encode(whole(1)), values.data(), 3 * 8); // short values
@@ -403,4 +405,32 @@ TEST(UcxSender, FailsWithinItsTimeoutWhenTheServerIsGone) {
     EXPECT_THROW(sender->send(wire::encode(h), values.data(), values.size() * 8),
                  transport::TimeoutError);
     EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
+}
+
+TEST(UcxSender, BlocksWhenTheServerTakesNoMore) {
+    if (!transport::available(transport::Backend::Ucx))
+        GTEST_SKIP() << "built without UCX";
+    // Nobody pops this collector: once it holds 4 deliveries, the receiver waits, and so must
+    // the sender, after a bounded number of messages, however many it has to send.
+    auto collector = std::make_shared<server::Collector>(4);
+    server::Receiver receiver(ucx_config(), collector);
+    auto t = transport::make_transport();
+    transport::SendOptions options;
+    options.timeout = 500ms;
+    auto sender = t->connect(receiver.endpoint(), options);
+    std::vector<double> values(10, 1.0);
+    std::uint32_t sent = 0;
+    try {
+        for (; sent < 10000; ++sent) {
+            wire::Header h = piece(sent, 0, 10);
+            h.client_rank = 0;
+            h.n_client_ranks = 1;
+            sender->send(wire::encode(h), values.data(), values.size() * 8);
+        }
+    } catch (const transport::TimeoutError &) {
+    }
+    // The collector's 4, one held by the receiver, the inbox's 64, the sender's window of 8.
+    EXPECT_LT(sent, 100u) << "the sender was never held back";
+    EXPECT_GT(sent, 4u);
+    receiver.stop();
 }
