@@ -5,6 +5,9 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cerrno>
+#include <system_error>
+
 #include "server/checkpoint.hpp"
 #include "server/consumers.hpp"
 #include "server/receiver.hpp"
@@ -121,6 +124,17 @@ server::BufferPolicy policy_from(const std::string &name) {
     throw py::value_error("buffer must be 'FIFO', 'FIRO' or 'Reservoir', got '" + name + "'");
 }
 
+py::dict summary_dict(const server::CheckpointSummary &s) {
+    py::dict d;
+    d["version"] = s.version;
+    d["rank"] = s.rank;
+    d["n_ranks"] = s.n_ranks;
+    d["field_names"] = s.field_names;
+    d["finished"] = s.finished;
+    d["size"] = s.size;
+    return d;
+}
+
 } // namespace
 
 void register_server(py::module_ &m) {
@@ -129,20 +143,12 @@ void register_server(py::module_ &m) {
         "checkpoint_summary",
         [](const py::bytes &data) {
             const std::string_view bytes = view(data);
-            const server::CheckpointSummary s =
-                server::checkpoint_summary(bytes.data(), bytes.size());
-            py::dict d;
-            d["version"] = s.version;
-            d["rank"] = s.rank;
-            d["n_ranks"] = s.n_ranks;
-            d["field_names"] = s.field_names;
-            d["finished"] = s.finished;
-            return d;
+            return summary_dict(server::checkpoint_summary(bytes.data(), bytes.size()));
         },
         py::arg("data"),
         "What a server rank's checkpoint says of itself: {version, rank, n_ranks, field_names, "
-        "finished (simulation ids)}, after the checks Receiver.restore_checkpoint makes of its "
-        "format (ValueError).");
+        "finished (simulation ids), size (bytes)}, after the checks "
+        "Receiver.restore_checkpoint makes of its format (ValueError).");
 
     py::class_<server::Consumer, std::shared_ptr<server::Consumer>>(m, "Consumer");
 
@@ -346,19 +352,26 @@ void register_server(py::module_ &m) {
         .def("field_sizes", &server::Receiver::field_sizes)
         .def(
             "checkpoint",
-            [](server::Receiver &self, server::FieldStatistics &statistics) {
-                std::vector<std::byte> bytes;
-                {
+            [](server::Receiver &self, server::FieldStatistics &statistics, int fd) {
+                server::CheckpointSummary written;
+                try {
                     py::gil_scoped_release release;
-                    bytes = server::write_checkpoint(self, statistics);
+                    written = server::write_checkpoint(self, statistics, fd);
+                } catch (const std::system_error &e) {
+                    // OSError(errno, strerror), as Python's own writes raise.
+                    errno = e.code().value();
+                    PyErr_SetFromErrno(PyExc_OSError);
+                    throw py::error_already_set();
                 }
-                return py::bytes(reinterpret_cast<const char *>(bytes.data()), bytes.size());
+                return summary_dict(written);
             },
-            py::arg("statistics"),
-            "This rank's checkpoint: the receiver's delivery state and the statistics' "
-            "accumulators, Sobol groups and covariance halves in flight, consistent with each "
-            "other (the receiver waits between two messages meanwhile), in melissa's checkpoint "
-            "format (CHECKPOINT_VERSION).")
+            py::arg("statistics"), py::arg("fd"),
+            "Writes this rank's checkpoint to the file descriptor fd, a buffer at a time, and "
+            "returns checkpoint_summary's dict of it: the receiver's delivery state and the "
+            "statistics' accumulators, Sobol groups and covariance halves in flight, consistent "
+            "with each other (the receiver waits between two messages meanwhile), in melissa's "
+            "checkpoint format (CHECKPOINT_VERSION). Raises OSError if the file does not take "
+            "it, which then holds a part of it.")
         .def(
             "restore_checkpoint",
             [](server::Receiver &self, server::FieldStatistics &statistics, const py::bytes &data) {

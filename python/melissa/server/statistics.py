@@ -35,7 +35,7 @@ from melissa.sampling import draw_replacement_group
 from melissa.server import results
 from melissa.server.common import Watch, run_rank, start
 from melissa.server.receiver import open_receiver
-from melissa.study_files import StudyFiles, write_durably
+from melissa.study_files import StudyFiles, durable_file
 
 log = logging.getLogger("melissa.server")
 
@@ -89,16 +89,17 @@ class Checkpoints:
 
     def save(self) -> None:
         self.last = time.monotonic()
-        data = self.receiver.checkpoint(self.consumer)
         try:
-            write_durably(self.path, data)
+            # Straight to the file, a buffer at a time: the bytes of a whole checkpoint would
+            # double the rank's memory.
+            with durable_file(self.path) as file:
+                summary = self.receiver.checkpoint(self.consumer, file.fileno())
         except OSError as error:
-            log.error("checkpoint of %d bytes not written (%s); the previous one is kept, "
-                      "next try in %g s", len(data), error, self.interval)
+            log.error("checkpoint not written (%s); the previous one is kept, next try in %g s",
+                      error, self.interval)
             return
-        summary = _core.checkpoint_summary(data)
         log.info("checkpoint: %d simulations complete, %d bytes", len(summary["finished"]),
-                 len(data))
+                 summary["size"])
 
     def resume(self) -> None:
         self.receiver.restore_checkpoint(self.consumer, self.path.read_bytes())
