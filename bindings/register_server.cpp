@@ -105,13 +105,13 @@ py::dict piece_states(server::FieldStatistics &statistics, std::uint32_t field,
     return states;
 }
 
-/// The bytes of a Python bytes object, without a copy; the object must outlive their use.
-std::string_view view(const py::bytes &data) {
-    char *bytes = nullptr;
-    Py_ssize_t size = 0;
-    if (PyBytes_AsStringAndSize(data.ptr(), &bytes, &size) != 0)
-        throw py::error_already_set();
-    return {bytes, static_cast<std::size_t>(size)};
+/// The bytes of a bytes-like object (bytes, or a file's mmap), read in place: they stay valid
+/// while the returned buffer_info lives.
+py::buffer_info contiguous_bytes(const py::buffer &data) {
+    py::buffer_info info = data.request();
+    if (info.itemsize != 1 || info.ndim != 1 || info.strides[0] != 1)
+        throw py::value_error("expected contiguous bytes");
+    return info;
 }
 
 server::BufferPolicy policy_from(const std::string &name) {
@@ -141,9 +141,10 @@ void register_server(py::module_ &m) {
     m.attr("CHECKPOINT_VERSION") = server::kCheckpointVersion;
     m.def(
         "checkpoint_summary",
-        [](const py::bytes &data) {
-            const std::string_view bytes = view(data);
-            return summary_dict(server::checkpoint_summary(bytes.data(), bytes.size()));
+        [](const py::buffer &data) {
+            const py::buffer_info bytes = contiguous_bytes(data);
+            return summary_dict(
+                server::checkpoint_summary(bytes.ptr, static_cast<std::size_t>(bytes.size)));
         },
         py::arg("data"),
         "What a server rank's checkpoint says of itself: {version, rank, n_ranks, field_names, "
@@ -374,14 +375,16 @@ void register_server(py::module_ &m) {
             "it, which then holds a part of it.")
         .def(
             "restore_checkpoint",
-            [](server::Receiver &self, server::FieldStatistics &statistics, const py::bytes &data) {
-                const std::string_view bytes = view(data);
+            [](server::Receiver &self, server::FieldStatistics &statistics,
+               const py::buffer &data) {
+                const py::buffer_info bytes = contiguous_bytes(data);
                 py::gil_scoped_release release;
-                server::restore_checkpoint(self, statistics, bytes.data(), bytes.size());
+                server::restore_checkpoint(self, statistics, bytes.ptr,
+                                           static_cast<std::size_t>(bytes.size));
             },
             py::arg("statistics"), py::arg("data"),
-            "Takes up checkpoint()'s bytes, before any client connects. Raises ValueError, "
-            "changing nothing, for anything but an intact checkpoint of this rank of this study "
-            "with these statistics, in a format this melissa reads.")
+            "Takes up a checkpoint (bytes, or its file's mmap, read in place), before any client "
+            "connects. Raises ValueError, changing nothing, for anything but an intact checkpoint "
+            "of this rank of this study with these statistics, in a format this melissa reads.")
         .def("stop", &server::Receiver::stop, py::call_guard<py::gil_scoped_release>());
 }

@@ -120,7 +120,8 @@ def test_checkpoint_round_trip(processes: Processes) -> None:
 def test_checkpoint_the_disk_does_not_take_leaves_the_previous_one(
         processes: Processes, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Cut short by a full disk, a checkpoint raises OSError; saved as the server saves it, it
-    leaves the previous checkpoint whole and no temporary file, and the next one is taken."""
+    leaves the previous checkpoint whole and no temporary file, and the next one is taken, and
+    taken up."""
     with statistics_server() as (receiver, statistics):
         with open("/dev/full", "wb") as full:
             with pytest.raises(OSError, match=r"No space left on device") as raised:
@@ -148,3 +149,7 @@ def test_checkpoint_the_disk_does_not_take_leaves_the_previous_one(
 
         checkpoints.save()
         assert _core.checkpoint_summary(checkpoints.path.read_bytes())["finished"] == [0]
+
+    with statistics_server() as (receiver, statistics):
+        Checkpoints(receiver, statistics, StudyFiles(tmp_path), 0, 0.0).resume()  # mapped
+        assert receiver.finished_simulations() == [0]

@@ -13,6 +13,7 @@ OUTPUT_DIR/results.nc together.
 from __future__ import annotations
 
 import logging
+import mmap
 import resource
 import shutil
 import signal
@@ -102,7 +103,11 @@ class Checkpoints:
                  summary["size"])
 
     def resume(self) -> None:
-        self.receiver.restore_checkpoint(self.consumer, self.path.read_bytes())
+        # Mapped, not read: the file's pages are clean page cache, which the kernel drops under
+        # memory pressure, rather than a copy of the whole state beside the state being built.
+        with open(self.path, "rb") as file, \
+                mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            self.receiver.restore_checkpoint(self.consumer, data)
         log.info("resumed from %s: %d simulations complete", self.path,
                  len(self.receiver.finished_simulations()))
 
