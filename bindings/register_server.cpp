@@ -5,6 +5,9 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cerrno>
+#include <system_error>
+
 #include "server/checkpoint.hpp"
 #include "server/consumers.hpp"
 #include "server/receiver.hpp"
@@ -116,13 +119,13 @@ py::dict piece_states(server::FieldStatistics &statistics, std::uint32_t field,
     return states;
 }
 
-/// The bytes of a Python bytes object, without a copy; the object must outlive their use.
-std::string_view view(const py::bytes &data) {
-    char *bytes = nullptr;
-    Py_ssize_t size = 0;
-    if (PyBytes_AsStringAndSize(data.ptr(), &bytes, &size) != 0)
-        throw py::error_already_set();
-    return {bytes, static_cast<std::size_t>(size)};
+/// The bytes of a bytes-like object (bytes, or a file's mmap), read in place: they stay valid
+/// while the returned buffer_info lives.
+py::buffer_info contiguous_bytes(const py::buffer &data) {
+    py::buffer_info info = data.request();
+    if (info.itemsize != 1 || info.ndim != 1 || info.strides[0] != 1)
+        throw py::value_error("expected contiguous bytes");
+    return info;
 }
 
 server::BufferPolicy policy_from(const std::string &name) {
@@ -133,6 +136,17 @@ server::BufferPolicy policy_from(const std::string &name) {
     if (name == "Reservoir")
         return server::BufferPolicy::Reservoir;
     throw py::value_error("buffer must be 'FIFO', 'FIRO' or 'Reservoir', got '" + name + "'");
+}
+
+py::dict summary_dict(const server::CheckpointSummary &s) {
+    py::dict d;
+    d["version"] = s.version;
+    d["rank"] = s.rank;
+    d["n_ranks"] = s.n_ranks;
+    d["field_names"] = s.field_names;
+    d["finished"] = s.finished;
+    d["size"] = s.size;
+    return d;
 }
 
 } // namespace
@@ -150,22 +164,15 @@ void register_server(py::module_ &m) {
         "The data transports this build has: 'zmq', and 'ucx' where it was built with UCX.");
     m.def(
         "checkpoint_summary",
-        [](const py::bytes &data) {
-            const std::string_view bytes = view(data);
-            const server::CheckpointSummary s =
-                server::checkpoint_summary(bytes.data(), bytes.size());
-            py::dict d;
-            d["version"] = s.version;
-            d["rank"] = s.rank;
-            d["n_ranks"] = s.n_ranks;
-            d["field_names"] = s.field_names;
-            d["finished"] = s.finished;
-            return d;
+        [](const py::buffer &data) {
+            const py::buffer_info bytes = contiguous_bytes(data);
+            return summary_dict(
+                server::checkpoint_summary(bytes.ptr, static_cast<std::size_t>(bytes.size)));
         },
         py::arg("data"),
         "What a server rank's checkpoint says of itself: {version, rank, n_ranks, field_names, "
-        "finished (simulation ids)}, after the checks Receiver.restore_checkpoint makes of its "
-        "format (ValueError).");
+        "finished (simulation ids), size (bytes)}, after the checks "
+        "Receiver.restore_checkpoint makes of its format (ValueError).");
 
     py::class_<server::Consumer, std::shared_ptr<server::Consumer>>(m, "Consumer");
 
@@ -374,29 +381,38 @@ void register_server(py::module_ &m) {
         .def("field_sizes", &server::Receiver::field_sizes)
         .def(
             "checkpoint",
-            [](server::Receiver &self, server::FieldStatistics &statistics) {
-                std::vector<std::byte> bytes;
-                {
+            [](server::Receiver &self, server::FieldStatistics &statistics, int fd) {
+                server::CheckpointSummary written;
+                try {
                     py::gil_scoped_release release;
-                    bytes = server::write_checkpoint(self, statistics);
+                    written = server::write_checkpoint(self, statistics, fd);
+                } catch (const std::system_error &e) {
+                    // OSError(errno, strerror), as Python's own writes raise.
+                    errno = e.code().value();
+                    PyErr_SetFromErrno(PyExc_OSError);
+                    throw py::error_already_set();
                 }
-                return py::bytes(reinterpret_cast<const char *>(bytes.data()), bytes.size());
+                return summary_dict(written);
             },
-            py::arg("statistics"),
-            "This rank's checkpoint: the receiver's delivery state and the statistics' "
-            "accumulators, Sobol groups and covariance halves in flight, consistent with each "
-            "other (the receiver waits between two messages meanwhile), in melissa's checkpoint "
-            "format (CHECKPOINT_VERSION).")
+            py::arg("statistics"), py::arg("fd"),
+            "Writes this rank's checkpoint to the file descriptor fd, a buffer at a time, and "
+            "returns checkpoint_summary's dict of it: the receiver's delivery state and the "
+            "statistics' accumulators, Sobol groups and covariance halves in flight, consistent "
+            "with each other (the receiver waits between two messages meanwhile), in melissa's "
+            "checkpoint format (CHECKPOINT_VERSION). Raises OSError if the file does not take "
+            "it, which then holds a part of it.")
         .def(
             "restore_checkpoint",
-            [](server::Receiver &self, server::FieldStatistics &statistics, const py::bytes &data) {
-                const std::string_view bytes = view(data);
+            [](server::Receiver &self, server::FieldStatistics &statistics,
+               const py::buffer &data) {
+                const py::buffer_info bytes = contiguous_bytes(data);
                 py::gil_scoped_release release;
-                server::restore_checkpoint(self, statistics, bytes.data(), bytes.size());
+                server::restore_checkpoint(self, statistics, bytes.ptr,
+                                           static_cast<std::size_t>(bytes.size));
             },
             py::arg("statistics"), py::arg("data"),
-            "Takes up checkpoint()'s bytes, before any client connects. Raises ValueError, "
-            "changing nothing, for anything but an intact checkpoint of this rank of this study "
-            "with these statistics, in a format this melissa reads.")
+            "Takes up a checkpoint (bytes, or its file's mmap, read in place), before any client "
+            "connects. Raises ValueError, changing nothing, for anything but an intact checkpoint "
+            "of this rank of this study with these statistics, in a format this melissa reads.")
         .def("stop", &server::Receiver::stop, py::call_guard<py::gil_scoped_release>());
 }

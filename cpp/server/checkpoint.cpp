@@ -1,8 +1,14 @@
 // SPDX-License-Identifier: BSD-3-Clause
 #include "checkpoint.hpp"
 
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <sstream>
+#include <stdexcept>
+#include <system_error>
 
 namespace melissa::server {
 namespace {
@@ -12,14 +18,70 @@ constexpr std::size_t kSizeAt = sizeof(kMagic) + 4; // after the magic and the v
 constexpr std::size_t kBodyAt = kSizeAt + 8;
 constexpr std::size_t kChecksumSize = 8;
 
-std::uint64_t fnv1a(const std::byte *data, std::size_t size) {
-    std::uint64_t hash = 0xcbf29ce484222325ull;
+constexpr std::uint64_t kFnvOffset = 0xcbf29ce484222325ull;
+
+/// FNV-1a of `size` bytes, continued from `hash`, that of the bytes before them.
+std::uint64_t fnv1a(const std::byte *data, std::size_t size, std::uint64_t hash = kFnvOffset) {
     for (std::size_t i = 0; i < size; ++i) {
         hash ^= static_cast<std::uint8_t>(data[i]);
         hash *= 0x100000001b3ull;
     }
     return hash;
 }
+
+/// Where a checkpoint goes: a file, through a buffer, with the checksum of what went through so
+/// far; or nowhere, only counting the bytes, to learn the size the preamble gives before anything
+/// is written. A whole checkpoint in memory would double the rank's memory at every checkpoint.
+class Output : public wire::Encoder<Output> {
+  public:
+    /// Writes to the file descriptor `fd`; counts only if fd < 0.
+    explicit Output(int fd) : fd_(fd) {
+        if (fd_ >= 0)
+            buffer_.reserve(kBufferBytes);
+    }
+
+    std::uint64_t size() const { return size_; }
+    std::uint64_t checksum() const { return checksum_; }
+
+    /// Writes what the buffer holds; throws std::system_error if the file does not take it.
+    void flush() {
+        const std::byte *data = buffer_.data();
+        std::size_t left = buffer_.size();
+        while (left > 0) {
+            const ssize_t written = ::write(fd_, data, left);
+            if (written < 0 && errno == EINTR)
+                continue;
+            if (written < 0)
+                throw std::system_error(errno, std::generic_category(), "checkpoint not written");
+            data += written;
+            left -= static_cast<std::size_t>(written);
+        }
+        buffer_.clear();
+    }
+
+  private:
+    friend class wire::Encoder<Output>;
+    static constexpr std::size_t kBufferBytes = std::size_t{1} << 20;
+
+    void append(const std::byte *data, std::size_t n) {
+        size_ += n;
+        if (fd_ < 0)
+            return;
+        checksum_ = fnv1a(data, n, checksum_);
+        while (n > 0) {
+            const std::size_t taken = std::min(n, kBufferBytes - buffer_.size());
+            buffer_.insert(buffer_.end(), data, data + taken);
+            data += taken;
+            n -= taken;
+            if (buffer_.size() == kBufferBytes)
+                flush();
+        }
+    }
+
+    int fd_;
+    std::uint64_t size_ = 0, checksum_ = kFnvOffset;
+    std::vector<std::byte> buffer_;
+};
 
 std::string quoted(const std::vector<std::string> &names) {
     std::string out;
@@ -42,7 +104,7 @@ std::uint64_t count(wire::Reader &r, std::uint64_t n, std::size_t entry_bytes) {
     return n;
 }
 
-void write_values(wire::Writer &w, const std::vector<double> &values) {
+void write_values(Output &w, const std::vector<double> &values) {
     w.u32(static_cast<std::uint32_t>(values.size())).words(values.data(), values.size());
 }
 
@@ -52,7 +114,7 @@ std::vector<double> read_values(wire::Reader &r) {
     return values;
 }
 
-void write_spec(wire::Writer &w, const StatisticsSpec &spec) {
+void write_spec(Output &w, const StatisticsSpec &spec) {
     w.u32(static_cast<std::uint32_t>(spec.moments_order)).u8(spec.extrema ? 1 : 0);
     write_values(w, spec.thresholds);
     write_values(w, spec.probabilities);
@@ -111,6 +173,7 @@ std::string describe(const StatisticsSpec &spec) {
 /// A checkpoint whose preamble (magic, version, size) and checksum are checked: what follows.
 struct Opened {
     std::uint32_t version;
+    std::uint64_t size;
     wire::Reader body;
 };
 
@@ -142,7 +205,7 @@ Opened open(const void *data, std::size_t size) {
     std::memcpy(&checksum, bytes + size - kChecksumSize, kChecksumSize);
     if (fnv1a(bytes, size - kChecksumSize) != wire::to_little(checksum))
         throw CheckpointError("checkpoint damaged: its checksum does not match its contents");
-    return {version, wire::Reader(bytes + kBodyAt, size - kBodyAt - kChecksumSize)};
+    return {version, size, wire::Reader(bytes + kBodyAt, size - kBodyAt - kChecksumSize)};
 }
 
 /// Reads what a checkpoint says of itself, up to the finished simulations.
@@ -150,6 +213,7 @@ CheckpointSummary read_summary(Opened &opened) {
     wire::Reader &r = opened.body;
     CheckpointSummary s;
     s.version = opened.version;
+    s.size = opened.size;
     s.rank = r.u32();
     s.n_ranks = r.u32();
     s.routing = static_cast<wire::Routing>(r.u32());
@@ -178,7 +242,7 @@ void read_delivery(wire::Reader &r, DeliveryState &delivery) {
     }
 }
 
-void write_accumulators(wire::Writer &w, FieldStatistics &statistics) {
+void write_accumulators(Output &w, FieldStatistics &statistics) {
     std::uint64_t n = 0;
     statistics.visit([&](std::uint32_t, std::uint32_t, Accumulators &) { ++n; });
     w.u64(n);
@@ -228,7 +292,7 @@ void read_kernels(wire::Reader &r, Accumulators &a) {
     }
 }
 
-void write_groups(wire::Writer &w, FieldStatistics &statistics) {
+void write_groups(Output &w, FieldStatistics &statistics) {
     std::uint64_t n = 0;
     statistics.visit_groups(
         [&](const FieldStatistics::GroupKey &, const FieldStatistics::Group &) { ++n; });
@@ -268,7 +332,7 @@ FieldStatistics::GroupMap read_groups(wire::Reader &r, const StatisticsSpec &spe
     return groups;
 }
 
-void write_halves(wire::Writer &w, FieldStatistics &statistics) {
+void write_halves(Output &w, FieldStatistics &statistics) {
     std::uint64_t n = 0;
     statistics.visit_halves(
         [&](const FieldStatistics::HalfKey &, const FieldStatistics::Half &) { ++n; });
@@ -337,16 +401,12 @@ bool owns(const Receiver &receiver, const DeliveryState &delivery, std::uint32_t
            receiver.owned_cells(size->second) == std::make_pair(offset, offset + cells);
 }
 
-} // namespace
-
-std::vector<std::byte> write_checkpoint(Receiver &receiver, FieldStatistics &statistics) {
-    const auto paused = receiver.pause();
-    const DeliveryState delivery = receiver.delivery_state();
-    const ReceiverConfig &config = receiver.config();
-    wire::Writer w;
+/// Everything before the checksum; `size` is the whole checkpoint's, checksum included.
+void write_contents(Output &w, std::uint64_t size, const ReceiverConfig &config,
+                    const DeliveryState &delivery, FieldStatistics &statistics) {
     for (char c : kMagic)
         w.u8(static_cast<std::uint8_t>(c));
-    w.u32(kCheckpointVersion).u64(0); // the size, known at the end
+    w.u32(kCheckpointVersion).u64(size);
     w.u32(config.rank).u32(config.n_ranks).u32(static_cast<std::uint32_t>(config.routing));
     w.u32(static_cast<std::uint32_t>(config.field_names.size()));
     for (const auto &name : config.field_names)
@@ -367,14 +427,27 @@ std::vector<std::byte> write_checkpoint(Receiver &receiver, FieldStatistics &sta
     write_accumulators(w, statistics);
     write_groups(w, statistics);
     write_halves(w, statistics);
+}
 
-    std::vector<std::byte> bytes = w.take();
-    const std::uint64_t size = wire::to_little<std::uint64_t>(bytes.size() + kChecksumSize);
-    std::memcpy(bytes.data() + kSizeAt, &size, sizeof(size));
-    const std::uint64_t checksum = wire::to_little(fnv1a(bytes.data(), bytes.size()));
-    const auto *end = reinterpret_cast<const std::byte *>(&checksum);
-    bytes.insert(bytes.end(), end, end + sizeof(checksum));
-    return bytes;
+} // namespace
+
+CheckpointSummary write_checkpoint(Receiver &receiver, FieldStatistics &statistics, int fd) {
+    const auto paused = receiver.pause();
+    const DeliveryState delivery = receiver.delivery_state();
+    const ReceiverConfig &config = receiver.config();
+    // The preamble gives the size: a first pass counts it, over the same state, which the pause
+    // holds still.
+    Output counted(-1);
+    write_contents(counted, 0, config, delivery, statistics);
+    const std::uint64_t size = counted.size() + kChecksumSize;
+    Output out(fd);
+    write_contents(out, size, config, delivery, statistics);
+    out.u64(out.checksum());
+    out.flush();
+    if (out.size() != size)
+        throw std::logic_error("checkpoint: its state changed while it was written");
+    return {kCheckpointVersion, config.rank, config.n_ranks, config.routing, config.field_names,
+            delivery.finished,  size};
 }
 
 void restore_checkpoint(Receiver &receiver, FieldStatistics &statistics, const void *data,

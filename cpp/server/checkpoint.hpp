@@ -5,7 +5,7 @@
 // format of its own, so that a checkpoint is read back by any later melissa, or refused with the
 // reason.
 //
-// Little-endian throughout, in wire::Writer's encoding (u32, u64, strings length-prefixed):
+// Little-endian throughout, in wire::Encoder's encoding (u32, u64, strings length-prefixed):
 //
 //   "MLSACKPT"            8 bytes
 //   version               u32 (kCheckpointVersion)
@@ -57,11 +57,15 @@ struct CheckpointSummary {
     wire::Routing routing = wire::Routing::Cells;
     std::vector<std::string> field_names;
     std::vector<std::uint32_t> finished;
+    std::uint64_t size = 0; // bytes, checksum included
 };
 
-/// The checkpoint of `receiver` and `statistics`, its consumer: consistent, the receiver held
-/// between two messages meanwhile.
-std::vector<std::byte> write_checkpoint(Receiver &receiver, FieldStatistics &statistics);
+/// Writes the checkpoint of `receiver` and `statistics`, its consumer, to the file open for
+/// writing as `fd`, a buffer at a time: consistent, the receiver held between two messages
+/// meanwhile. Returns what checkpoint_summary will say of it. Throws std::system_error if the
+/// file does not take it (a full disk), which then holds a part of it: write to a temporary file,
+/// renamed once synced.
+CheckpointSummary write_checkpoint(Receiver &receiver, FieldStatistics &statistics, int fd);
 
 /// Takes up a checkpoint of this rank of this study, before any client connects; throws
 /// CheckpointError, leaving both as they were, if it is not one (or is damaged).

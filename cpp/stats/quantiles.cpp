@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: BSD-3-Clause
+#include <algorithm>
 #include <cmath>
 
 #include "melissa/stats.hpp"
@@ -7,13 +8,39 @@
 namespace melissa::stats {
 namespace {
 
-// Advances each cell's running scale and writes the Robbins-Monro step gamma_n of every cell.
+// Probabilities updated in one pass over a chunk: each loads x and the step once for all of them,
+// and their arrays stream from memory side by side rather than one pair after the other, which
+// kept too few misses in flight to reach the bandwidth (bench/RESULTS.md).
+constexpr std::size_t kFusedProbabilities = 4;
+
+/// The Robbins-Monro step of NP probabilities, whose arrays lie `stride` apart, for n cells.
+/// Inlined always, so that it is compiled for the instruction set of its caller's clone.
+template <std::size_t NP, class T>
+[[gnu::always_inline]] inline void
+probabilities_step(double *__restrict iterate, double *__restrict average, std::size_t stride,
+                   const double *__restrict probabilities, const double *__restrict step,
+                   const T *__restrict x, std::size_t n, double inv) {
+    for (std::size_t i = 0; i < n; ++i) {
+        const double v = static_cast<double>(x[i]);
+        for (std::size_t k = 0; k < NP; ++k) {
+            double &q = iterate[k * stride + i], &a = average[k * stride + i];
+            const double below = v <= q ? 1.0 : 0.0;
+            q -= step[i] * (below - probabilities[k]);
+            a += (q - a) * inv;
+        }
+    }
+}
+
+/// One value x of each of n <= kChunkCells cells: advances the cell's running scale, then the
+/// iterates and averages of its n_probs probabilities, whose arrays lie `stride` apart.
 template <class T>
-MELISSA_KERNEL void scale_step(double *__restrict mean, double *__restrict m2,
-                               double *__restrict step, const T *__restrict x, std::size_t n,
-                               double count) {
+MELISSA_KERNEL void
+quantiles_step(double *__restrict mean, double *__restrict m2, double *__restrict iterate,
+               double *__restrict average, std::size_t stride, const double *probabilities,
+               std::size_t n_probs, const T *__restrict x, std::size_t n, double count) {
     const double inv = 1.0 / count;
     const double gain = Quantiles::kStepScale / std::pow(count, Quantiles::kStepExponent);
+    double step[detail::kChunkCells];
     for (std::size_t i = 0; i < n; ++i) {
         const double v = static_cast<double>(x[i]);
         const double delta = v - mean[i];
@@ -21,18 +48,28 @@ MELISSA_KERNEL void scale_step(double *__restrict mean, double *__restrict m2,
         m2[i] += delta * (v - mean[i]);
         step[i] = gain * std::sqrt(m2[i] * inv);
     }
-}
-
-template <class T>
-MELISSA_KERNEL void quantile_step(double *__restrict iterate, double *__restrict average,
-                                  const double *__restrict step, const T *__restrict x,
-                                  std::size_t n, double probability, double count) {
-    const double inv = 1.0 / count;
-    for (std::size_t i = 0; i < n; ++i) {
-        const double v = static_cast<double>(x[i]);
-        const double below = v <= iterate[i] ? 1.0 : 0.0;
-        iterate[i] -= step[i] * (below - probability);
-        average[i] += (iterate[i] - average[i]) * inv;
+    if (count == 1.0) { // the first value initialises every iterate (stats.hpp)
+        for (std::size_t p = 0; p < n_probs; ++p)
+            for (std::size_t i = 0; i < n; ++i)
+                iterate[p * stride + i] = average[p * stride + i] = static_cast<double>(x[i]);
+        return;
+    }
+    for (std::size_t p = 0; p < n_probs; p += kFusedProbabilities) {
+        double *it = iterate + p * stride, *av = average + p * stride;
+        const double *probs = probabilities + p;
+        switch (std::min(n_probs - p, kFusedProbabilities)) {
+        case 1:
+            probabilities_step<1>(it, av, stride, probs, step, x, n, inv);
+            break;
+        case 2:
+            probabilities_step<2>(it, av, stride, probs, step, x, n, inv);
+            break;
+        case 3:
+            probabilities_step<3>(it, av, stride, probs, step, x, n, inv);
+            break;
+        default:
+            probabilities_step<4>(it, av, stride, probs, step, x, n, inv);
+        }
     }
 }
 
@@ -58,19 +95,8 @@ template <class T> void Quantiles::update_impl(const T *fields, std::size_t n_fi
             for (std::size_t f = 0; f < n_fields; ++f) {
                 const double seen = static_cast<double>(count + f + 1);
                 detail::for_each_chunk(begin, end, [&](std::size_t first, std::size_t last) {
-                    double step[detail::kChunkCells];
-                    const std::size_t n = last - first;
-                    const T *x = fields + f * size + first;
-                    scale_step(mean + first, m2 + first, step, x, n, seen);
-                    for (std::size_t p = 0; p < n_probs; ++p) {
-                        double *it = iterate + p * size + first, *av = average + p * size + first;
-                        if (seen == 1.0) {
-                            for (std::size_t i = 0; i < n; ++i)
-                                it[i] = av[i] = static_cast<double>(x[i]);
-                        } else {
-                            quantile_step(it, av, step, x, n, probs[p], seen);
-                        }
-                    }
+                    quantiles_step(mean + first, m2 + first, iterate + first, average + first, size,
+                                   probs, n_probs, fields + f * size + first, last - first, seen);
                 });
             }
         });

@@ -130,46 +130,6 @@ std::optional<Header> decode(const void *data, std::size_t size, std::size_t pay
     return h;
 }
 
-Writer &Writer::u8(std::uint8_t v) {
-    bytes_.push_back(std::byte{v});
-    return *this;
-}
-
-Writer &Writer::u32(std::uint32_t v) {
-    v = to_little(v);
-    const auto *p = reinterpret_cast<const std::byte *>(&v);
-    bytes_.insert(bytes_.end(), p, p + sizeof(v));
-    return *this;
-}
-
-Writer &Writer::u64(std::uint64_t v) {
-    v = to_little(v);
-    const auto *p = reinterpret_cast<const std::byte *>(&v);
-    bytes_.insert(bytes_.end(), p, p + sizeof(v));
-    return *this;
-}
-
-Writer &Writer::str(const std::string &s) {
-    u32(static_cast<std::uint32_t>(s.size()));
-    const auto *p = reinterpret_cast<const std::byte *>(s.data());
-    bytes_.insert(bytes_.end(), p, p + s.size());
-    return *this;
-}
-
-Writer &Writer::words(const void *values, std::size_t n) {
-    const auto *p = static_cast<const std::byte *>(values);
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    for (std::size_t i = 0; i < n; ++i) {
-        std::uint64_t v;
-        std::memcpy(&v, p + 8 * i, 8);
-        u64(v);
-    }
-#else
-    bytes_.insert(bytes_.end(), p, p + 8 * n);
-#endif
-    return *this;
-}
-
 void Reader::take(void *out, std::size_t n) {
     if (n > size_ - at_)
         throw MalformedMessage("control message ends early");

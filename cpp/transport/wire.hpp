@@ -11,6 +11,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -87,20 +88,58 @@ const char *describe(Defect defect);
 std::optional<Header> decode(const void *bytes, std::size_t size, std::size_t payload_size,
                              Defect &defect);
 
-/// Builds a control message (or a checkpoint): fields appended in order, strings
-/// length-prefixed.
-class Writer {
+/// The encoding of control messages and checkpoints: fields appended in order, strings
+/// length-prefixed. Sink::append(data, n) takes the bytes: a Writer keeps them, a checkpoint
+/// streams them to its file.
+template <class Sink> class Encoder {
   public:
-    Writer &u8(std::uint8_t v);
-    Writer &u32(std::uint32_t v);
-    Writer &u64(std::uint64_t v);
-    Writer &str(const std::string &s);
+    Sink &u8(std::uint8_t v) { return put(&v, sizeof(v)); }
+    Sink &u32(std::uint32_t v) {
+        v = to_little(v);
+        return put(&v, sizeof(v));
+    }
+    Sink &u64(std::uint64_t v) {
+        v = to_little(v);
+        return put(&v, sizeof(v));
+    }
+    Sink &str(const std::string &s) {
+        u32(static_cast<std::uint32_t>(s.size()));
+        return put(s.data(), s.size());
+    }
     /// n values of 8 bytes each (float64 or uint64), as a block.
-    Writer &words(const void *values, std::size_t n);
+    Sink &words(const void *values, std::size_t n) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+        for (std::size_t i = 0; i < n; ++i) {
+            std::uint64_t v;
+            std::memcpy(&v, static_cast<const std::byte *>(values) + 8 * i, 8);
+            u64(v);
+        }
+        return static_cast<Sink &>(*this);
+#else
+        return put(values, 8 * n);
+#endif
+    }
+
+  private:
+    Sink &put(const void *data, std::size_t n) {
+        auto &sink = static_cast<Sink &>(*this);
+        sink.append(static_cast<const std::byte *>(data), n);
+        return sink;
+    }
+};
+
+/// Builds a control message in memory.
+class Writer : public Encoder<Writer> {
+  public:
     const std::vector<std::byte> &bytes() const { return bytes_; }
     std::vector<std::byte> take() { return std::move(bytes_); }
 
   private:
+    friend class Encoder<Writer>;
+    void append(const std::byte *data, std::size_t n) {
+        bytes_.insert(bytes_.end(), data, data + n);
+    }
+
     std::vector<std::byte> bytes_;
 };
 

@@ -187,8 +187,8 @@ class MELISSA_STATS_EXPORT Quantiles {
     std::size_t size_;
     std::uint64_t count_ = 0;
     std::vector<double> probabilities_;
-    std::vector<double> mean_, m2_;         // running scale of each cell
-    std::vector<double> iterate_, average_; // (probabilities, size)
+    detail::StateVector mean_, m2_;         // running scale of each cell
+    detail::StateVector iterate_, average_; // (probabilities, size)
 };
 
 /// Covariance and correlation of two fields, cell by cell.

@@ -8,8 +8,10 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 
 class StudyFiles:
@@ -91,16 +93,17 @@ def write_json(path: Path, data: Any) -> None:
     os.replace(tmp.name, path)
 
 
-def write_durably(path: Path, data: bytes) -> None:
-    """Writes to a fresh temporary name, syncs, then renames over `path`: the previous version
-    stays whole until the new one is, even if the machine stops, and two writers never share a
-    temporary file. On failure (a full disk, say) the temporary file is removed and the error
-    raised: nothing half-written is left behind."""
+@contextmanager
+def durable_file(path: Path) -> Iterator[IO[bytes]]:
+    """A fresh temporary file beside `path` to write to, synced then renamed over `path` when
+    the block ends: the previous version stays whole until the new one is, even if the machine
+    stops, and two writers never share a temporary file. On failure (a full disk, say) the
+    temporary file is removed and the error raised: nothing half-written is left behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("wb", dir=path.parent, prefix=f".{path.name}.",
                                      delete=False) as tmp:
         try:
-            tmp.write(data)
+            yield tmp
             tmp.flush()
             os.fsync(tmp.fileno())
         except BaseException:
@@ -113,6 +116,12 @@ def write_durably(path: Path, data: bytes) -> None:
         os.fsync(directory)  # the rename itself
     finally:
         os.close(directory)
+
+
+def write_durably(path: Path, data: bytes) -> None:
+    """`data` into `path`, through durable_file."""
+    with durable_file(path) as file:
+        file.write(data)
 
 
 def read_json(path: Path) -> Any | None:

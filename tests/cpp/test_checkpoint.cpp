@@ -5,13 +5,18 @@
 // a refused checkpoint leaves the receiver and the statistics as they were. And what the
 // statistics make of pairs of variables whose covariance they keep, which checkpoints hold
 // half-arrived.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <stdexcept>
+#include <system_error>
 #include <type_traits>
 
 #include "receiver_fixture.hpp"
@@ -40,7 +45,18 @@ struct StatisticsServer {
         : statistics(std::make_shared<server::FieldStatistics>(std::move(spec))),
           receiver(std::move(config), statistics) {}
 
-    Bytes checkpoint() { return server::write_checkpoint(receiver, *statistics); }
+    /// The checkpoint write_checkpoint writes to a file, read back.
+    Bytes checkpoint() {
+        const std::unique_ptr<FILE, int (*)(FILE *)> file(std::tmpfile(), &std::fclose);
+        const int fd = fileno(file.get());
+        const server::CheckpointSummary written =
+            server::write_checkpoint(receiver, *statistics, fd);
+        Bytes bytes(written.size);
+        EXPECT_EQ(pread(fd, bytes.data(), bytes.size(), 0), static_cast<ssize_t>(written.size));
+        EXPECT_EQ(lseek(fd, 0, SEEK_END), static_cast<off_t>(written.size))
+            << "the file holds more than the checkpoint says it does";
+        return bytes;
+    }
 
     /// restore_checkpoint's refusal of `bytes`, or "" if it takes them up.
     std::string refusal(const Bytes &bytes) {
@@ -199,6 +215,55 @@ TEST(Checkpoint, TakenUpByFreshObjectsGivesThemTheSameState) {
     EXPECT_EQ(summary.n_ranks, 1u);
     EXPECT_EQ(summary.field_names, (std::vector<std::string>{"u", "v"}));
     EXPECT_EQ(summary.finished, (std::vector<std::uint32_t>{0, 1}));
+    EXPECT_EQ(summary.size, bytes.size());
+}
+
+TEST(Checkpoint, IsWrittenInItsFormat) {
+    // Nothing received yet: the checkpoint of the declared fields alone, encoded by hand.
+    auto config = test_config();
+    config.field_sizes = {10, 3};
+    StatisticsServer declared(every_statistic(), config);
+    EXPECT_EQ(declared.checkpoint(), forged([](wire::Writer &w) { w.u64(0).u64(0).u64(0); }));
+}
+
+TEST(Checkpoint, OfStateArraysLargerThanItsBufferRoundTrips) {
+    // 200,000 cells: each state array (1.6 MB) is more than a buffer of the file's (1 MiB).
+    auto config = test_config();
+    config.field_sizes = {200000, 3};
+    const server::StatisticsSpec spec{2, false, {}, {}, 0};
+    StatisticsServer original(spec, config);
+    std::vector<double> values(200000);
+    for (std::size_t c = 0; c < values.size(); ++c)
+        values[c] = std::sin(0.001 * static_cast<double>(c));
+    const std::atomic<bool> stopping{false};
+    for (std::uint32_t simulation = 0; simulation < 2; ++simulation)
+        original.statistics->deliver(
+            {simulation, 0, 0, 0, values.size(), wire::DType::Float64, values.data(), {}},
+            stopping);
+    const Bytes bytes = original.checkpoint();
+    ASSERT_GT(bytes.size(), 3 * values.size() * sizeof(double));
+
+    StatisticsServer fresh(spec, config);
+    ASSERT_EQ(fresh.refusal(bytes), "");
+    EXPECT_EQ(mean(*fresh.statistics, 0, 0), mean(*original.statistics, 0, 0));
+    EXPECT_EQ(fresh.checkpoint(), bytes);
+}
+
+TEST(Checkpoint, ThatTheFileDoesNotTakeThrowsWithTheReason) {
+    StatisticsServer original;
+    stream(original.receiver);
+    const int full = open("/dev/full", O_WRONLY);
+    ASSERT_GE(full, 0);
+    try {
+        server::write_checkpoint(original.receiver, *original.statistics, full);
+        ADD_FAILURE() << "a checkpoint written to a full disk";
+    } catch (const std::system_error &e) {
+        EXPECT_EQ(e.code(), std::errc::no_space_on_device);
+        EXPECT_STREQ(e.what(), "checkpoint not written: No space left on device");
+    }
+    close(full);
+    // The receiver is not left waiting: the next checkpoint is taken, and taken up.
+    EXPECT_EQ(StatisticsServer().refusal(original.checkpoint()), "");
 }
 
 TEST(Checkpoint, RefusesWhatIsNotAnIntactCheckpointOfThisFormat) {

@@ -230,10 +230,11 @@ def _statistics_parts(config: Config, layout: _Layout, job_limit: int) -> list[M
                                "threshold_exceedance", "quantiles", "sobol_indices", "covariance")
              if getattr(sa, name)]
     keys = f"{SHAPES_AND_STEPS}, sa_config ({', '.join(names)})"
-    # Twice: results and checkpoints are written from a copy of every accumulator.
-    parts = [MemoryPart("the statistics' accumulators, and their copy for writing",
+    # Once: checkpoints stream to their file and are taken up from it mapped, and results are
+    # written a (field, time step) at a time.
+    parts = [MemoryPart("the statistics' accumulators",
                         keys + (", study_options.nb_parameters" if sa.sobol_indices else ""),
-                        *layout.spread(2 * per_cell, per_piece))]
+                        *layout.spread(per_cell, per_piece))]
     if sa.sobol_indices:
         # A group is open while a member runs, each member's fields held whole until the group
         # is complete; with job_limit simulations at a time, at most job_limit groups.

@@ -13,6 +13,7 @@ OUTPUT_DIR/results.nc together.
 from __future__ import annotations
 
 import logging
+import mmap
 import resource
 import shutil
 import signal
@@ -35,7 +36,7 @@ from melissa.sampling import draw_replacement_group
 from melissa.server import results
 from melissa.server.common import Watch, run_rank, start
 from melissa.server.receiver import open_receiver
-from melissa.study_files import StudyFiles, write_durably
+from melissa.study_files import StudyFiles, durable_file
 
 log = logging.getLogger("melissa.server")
 
@@ -89,19 +90,24 @@ class Checkpoints:
 
     def save(self) -> None:
         self.last = time.monotonic()
-        data = self.receiver.checkpoint(self.consumer)
         try:
-            write_durably(self.path, data)
+            # Straight to the file, a buffer at a time: the bytes of a whole checkpoint would
+            # double the rank's memory.
+            with durable_file(self.path) as file:
+                summary = self.receiver.checkpoint(self.consumer, file.fileno())
         except OSError as error:
-            log.error("checkpoint of %d bytes not written (%s); the previous one is kept, "
-                      "next try in %g s", len(data), error, self.interval)
+            log.error("checkpoint not written (%s); the previous one is kept, next try in %g s",
+                      error, self.interval)
             return
-        summary = _core.checkpoint_summary(data)
         log.info("checkpoint: %d simulations complete, %d bytes", len(summary["finished"]),
-                 len(data))
+                 summary["size"])
 
     def resume(self) -> None:
-        self.receiver.restore_checkpoint(self.consumer, self.path.read_bytes())
+        # Mapped, not read: the file's pages are clean page cache, which the kernel drops under
+        # memory pressure, rather than a copy of the whole state beside the state being built.
+        with open(self.path, "rb") as file, \
+                mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            self.receiver.restore_checkpoint(self.consumer, data)
         log.info("resumed from %s: %d simulations complete", self.path,
                  len(self.receiver.finished_simulations()))
 
