@@ -18,10 +18,11 @@
 //            melissa's sender options (high-water mark 8, ZMQ_IMMEDIATE, linger) and sends a
 //            64-byte header frame and the values frame, with zmq_send's one copy, as melissa does.
 //
-// A client closes its connection (melissa_finalize, or closing the raw socket) only once the
-// parent says that all its data arrived. Without that wait, libzmq 4.3 over ipc loses the last
-// messages still queued in a sender that closes (the linger is not honoured, libzmq issue #4660),
-// and the run would never complete. --loss-check measures that loss instead of throughput: the
+// A raw client closes its socket only once the parent says that all its data arrived. Without
+// that wait, libzmq 4.3 over ipc loses the last messages still queued in a sender that closes
+// (the linger is not honoured, libzmq issue #4660), and the run would never complete. A melissa
+// client calls melissa_finalize right after its last send, as solvers do: it returns once the
+// server confirms holding everything. --loss-check measures that loss instead of throughput: the
 // clients close right after their last send, and the parent counts what arrived.
 //
 //   transport_bench --size BYTES --clients K --messages TOTAL [--repeats R] [--rotate N]
@@ -164,8 +165,8 @@ struct Pipe {
 
 // ---- clients ---------------------------------------------------------------------------------
 
-/// Sends the client's messages to `address`, waits for the parent's word that they all arrived
-/// (`all_arrived`), then closes; throws with the reason on failure.
+/// Sends the client's messages to `address`, then closes: melissa's at once, raw ZeroMQ's once
+/// the parent says that they all arrived (`all_arrived`); throws with the reason on failure.
 template <class AllArrived>
 void send_all(Sender sender, Link link, const Cell &cell, int client, const std::string &address,
               const std::vector<double> &values, AllArrived &&all_arrived) {
@@ -184,7 +185,9 @@ void send_all(Sender sender, Link link, const Cell &cell, int client, const std:
         check(melissa_init_no_mpi(kField, static_cast<int>(values.size())));
         for (std::uint64_t m = 0; m < cell.per_client; ++m)
             check(melissa_send(kField, values.data()));
-        all_arrived();
+        // melissa_finalize returns once the server holds everything: no need to wait for the
+        // parent's word. UCX, like MPI, moves data only within its calls, so a sender that
+        // waited for that word before its next call could hold its last messages forever.
         check(melissa_finalize());
         return;
     }

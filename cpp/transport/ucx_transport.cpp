@@ -9,6 +9,7 @@
 // at most one message in flight, and a server fetches only when its consumer takes more.
 // Control stays on ZeroMQ.
 #include <poll.h>
+#include <sched.h>
 #include <ucp/api/ucp.h>
 
 #include <algorithm>
@@ -147,8 +148,10 @@ class Worker {
             const auto now = Clock::now();
             if (now >= deadline)
                 return false;
-            if (now < spin_until)
+            if (now < spin_until) {
+                sched_yield(); // to a peer this one waits for, when they share a core
                 continue;
+            }
             // Busy: events came since the last progress, which must see them first.
             if (ucp_worker_arm(worker_) == UCS_ERR_BUSY)
                 continue;
