@@ -27,7 +27,10 @@
 //
 //   transport_bench --size BYTES --clients K --messages TOTAL [--repeats R] [--rotate N]
 //                   [--links ipc,tcp] [--ipc-dir DIR] [--loss-check]
+//                   [--bind ADDRESS --client-node PID]   (clients on another "node")
+#include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -80,11 +83,15 @@ constexpr auto kDeadline = 120s;  // a run that takes longer has hung: fail, do 
 constexpr auto kGrace = 300ms;    // --loss-check: a stream idle for this long has ended
 
 struct Cell {
-    std::size_t bytes = 0;        // payload per message (doubles)
-    int clients = 1;              // client processes
-    std::uint64_t per_client = 0; // messages each client sends
-    std::string ipc_dir = "/tmp"; // where the Unix sockets go (melissa's default: the temp dir)
-    bool wait_for_ack = true;     // false for --loss-check
+    std::size_t bytes = 0;          // payload per message (doubles)
+    int clients = 1;                // client processes
+    std::uint64_t per_client = 0;   // messages each client sends
+    std::string ipc_dir = "/tmp";   // where the Unix sockets go (melissa's default: the temp dir)
+    bool wait_for_ack = true;       // false for --loss-check
+    std::string bind = "127.0.0.1"; // where the servers listen
+    // --client-node: the pid of a process in another "node" (network and host-name namespaces,
+    // as tools/virtual-cluster makes them), whose namespaces the clients join; 0: this one's.
+    pid_t client_node = 0;
 };
 
 double cpu_seconds() {
@@ -212,8 +219,21 @@ void send_all(Sender sender, Link link, const Cell &cell, int client, const std:
     context.close();
 }
 
+/// Moves this process into the network and host-name namespaces of process `pid`.
+void join_node(pid_t pid) {
+    for (const char *kind : {"net", "uts"}) {
+        const std::string path = "/proc/" + std::to_string(pid) + "/ns/" + kind;
+        const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd < 0 || ::setns(fd, 0) != 0)
+            fail("--client-node: cannot join " + path + ": " + std::strerror(errno));
+        ::close(fd);
+    }
+}
+
 [[noreturn]] void client_main(Sender sender, Link link, const Cell &cell, int client, int ready,
                               int parent, int outcomes) {
+    if (cell.client_node != 0)
+        join_node(cell.client_node);
     // The payload is allocated and touched before the clock starts: page faults are set-up.
     std::vector<double> values(cell.bytes / sizeof(double));
     for (std::size_t i = 0; i < values.size(); ++i)
@@ -379,7 +399,7 @@ class MelissaServer final : public Server {
         config.field_names = {kField};
         config.token = kToken;
         config.host = transport::host_name();
-        config.bind_address = "127.0.0.1";
+        config.bind_address = cell.bind;
         config.ipc_dir = cell.ipc_dir;
         config.high_water_mark = kHighWaterMark;
         return config;
@@ -401,7 +421,7 @@ class RawServer final : public Server {
         // directory.
         socket_.set(zmq::sockopt::rcvhwm, kHighWaterMark);
         socket_.set(zmq::sockopt::linger, 0);
-        socket_.bind("tcp://127.0.0.1:*");
+        socket_.bind("tcp://" + cell.bind + ":*");
         tcp_ = socket_.get(zmq::sockopt::last_endpoint);
         ipc_ = cell.ipc_dir + "/melissa-bench-raw-" + std::to_string(::getpid()) + ".sock";
         socket_.bind("ipc://" + ipc_);
@@ -477,8 +497,7 @@ Run run_once(Sender sender, Link link, const Cell &cell) {
     std::unique_ptr<Server> receiving;
     if (sender != Sender::Raw)
         receiving = std::make_unique<MelissaServer>(
-            cell, sender == Sender::Ucx ? transport::Backend::Ucx : transport::Backend::Zmq,
-            tally);
+            cell, sender == Sender::Ucx ? transport::Backend::Ucx : transport::Backend::Zmq, tally);
     else
         receiving = std::make_unique<RawServer>(cell, tally);
     Go release{};
@@ -596,6 +615,10 @@ int main(int argc, char **argv) {
             links = parse_links(value);
         else if (option == "--ipc-dir")
             cell.ipc_dir = value;
+        else if (option == "--bind")
+            cell.bind = value;
+        else if (option == "--client-node")
+            cell.client_node = static_cast<pid_t>(std::stol(value));
         else
             fail("unknown option " + option);
     }

@@ -5,11 +5,12 @@ For every message size and number of clients it runs, one repeat after the other
 (a) melissa over ZeroMQ, (b) melissa over UCX (where built with it) and (c) raw ZeroMQ moving the
 same bytes, over ipc (UCX: shared memory) and over tcp, and (d) a memcpy of those bytes, the bound
 of any transport on one host, through the C++ program bench/transport_bench.cpp (one JSON line per
-run), then (e) the file-based workflow that melissa replaces: each simulation process np.save()s its messages as .npy files, then one analysis
-process np.load()s them all back. It prints markdown to paste into bench/RESULTS.md, which
-explains the columns. Run it through bench/transport_bench.sh, which builds the C++ program:
+run), then (e) the file-based workflow that melissa replaces: each simulation process np.save()s
+its messages as .npy files, then one analysis process np.load()s them all back. It prints
+markdown to paste into bench/RESULTS.md, which explains the columns. Run it through
+bench/transport_bench.sh, which builds the C++ program:
 
-    bench/transport_bench.sh            # full run, under 3 minutes
+    bench/transport_bench.sh            # full run, about 5 minutes
     bench/transport_bench.sh --quick    # smoke test, a few seconds
 """
 
@@ -194,7 +195,9 @@ def program_options(
 ) -> list[str]:
     links = ",".join(args.links)
     common = f"--size {size} --clients {clients} --messages {messages} --links {links}".split()
-    return [*common, "--ipc-dir", str(args.ipc_dir), *extra]
+    between = ["--bind", args.bind, "--client-node", str(args.client_node)]
+    between = between if args.client_node else []
+    return [*common, "--ipc-dir", str(args.ipc_dir), *between, *extra]
 
 
 def transport_messages(size: int, args: argparse.Namespace) -> int:
@@ -357,8 +360,10 @@ def ucx_verdict(cells: list[Cell], links: Sequence[str]) -> list[str]:
             f"{statistics.median(ratios):.2f}x, {below} of {len(judged)} cells below {target}x"
         )
 
-    lines = [judge(f"ucx >= {UCX_OVER_RAW}x raw ZeroMQ from {_size(UCX_FROM)} up, one host",
-                   [c for c in cells if c.size >= UCX_FROM], "ipc", "raw", UCX_OVER_RAW)]
+    lines = []
+    if "ipc" in links:
+        lines.append(judge(f"ucx >= {UCX_OVER_RAW}x raw ZeroMQ from {_size(UCX_FROM)} up, one host",
+                           [c for c in cells if c.size >= UCX_FROM], "ipc", "raw", UCX_OVER_RAW))
     for link in links:
         lines.append(judge(f"ucx >= melissa over ZeroMQ, every size, {link}", cells, link,
                            "melissa", 1.0))
@@ -494,10 +499,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--files-dir", type=Path, help="default: next to the program")
     parser.add_argument("--ipc-dir", type=Path, default=Path("/tmp"))
     parser.add_argument("--save", type=Path, help="also write every run's JSON line there")
+    parser.add_argument("--client-node", type=int, default=0, help="the pid of a process in "
+                        "another node's namespaces (tools/virtual-cluster), which the clients "
+                        "join: the servers, here, listen on --bind")
+    parser.add_argument("--bind", default="127.0.0.1", help="with --client-node: this node's "
+                        "address")
     given = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(given)
-    if "ipc" not in args.links:
+    if "ipc" not in args.links and not args.client_node:
         parser.error("--links must include ipc: the main table and the target are over ipc")
+    if args.client_node:  # between nodes: tcp, nothing else reaches
+        args.links, args.file_repeats, args.loss_repeats = ["tcp"], 0, 0
     if args.quick:
         args.sizes = args.sizes or [KIB, 64 * KIB, MIB]
         args.clients, args.repeats, args.file_repeats, args.loss_repeats = [1, 2], 1, 1, 1
@@ -517,20 +529,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     shutil.rmtree(args.files_dir)
 
     header(args, shown)
-    print("### melissa, raw ZeroMQ and files (ipc: the link melissa picks on one host)\n")
-    throughput_table(cells, with_files=args.file_repeats > 0)
-    print("\n".join(verdict(cells, args.links)) + "\n")
-    print("### Per-message cost of small messages (ipc; us per message, all clients together)\n")
-    cost_table(cells, "ipc")
-    print(startup_line(cells, "ipc") + "\n")
+    if "ipc" in args.links:
+        print("### melissa, raw ZeroMQ and files (ipc: the link melissa picks on one host)\n")
+        throughput_table(cells, with_files=args.file_repeats > 0)
+        print("\n".join(verdict(cells, args.links)) + "\n")
+        print("### Per-message cost of small messages (ipc; us per message, all clients "
+              "together)\n")
+        cost_table(cells, "ipc")
+        print(startup_line(cells, "ipc") + "\n")
+    where = f"between nodes ({args.bind})" if args.client_node else "loopback"
     if "tcp" in args.links:
-        print("### Over tcp loopback (MELISSA_TRANSPORT=tcp)\n")
+        print(f"### Over tcp {where} (MELISSA_TRANSPORT=tcp)\n")
         tcp_table(cells)
-    if all(("ucx", "ipc") in cell.runs for cell in cells):
-        print("### UCX against ZeroMQ and a memcpy (ipc: UCX over shared memory)\n")
-        ucx_table(cells, "ipc")
+    if all(("ucx", "tcp") in cell.runs for cell in cells):
+        if "ipc" in args.links:
+            print("### UCX against ZeroMQ and a memcpy (ipc: UCX over shared memory)\n")
+            ucx_table(cells, "ipc")
         if "tcp" in args.links:
-            print("\n#### UCX over tcp loopback (MELISSA_TRANSPORT=tcp: UCX_TLS=tcp)\n")
+            print(f"\n#### UCX over tcp {where} (MELISSA_TRANSPORT=tcp: UCX_TLS=tcp)\n")
             ucx_table(cells, "tcp")
         print("\n" + "\n".join(ucx_verdict(cells, args.links)) + "\n")
     if losses:

@@ -219,16 +219,24 @@ ucp_request_param_t receive_params(Completion &completion) {
 
 // How a message goes, by the size of its values:
 // - up to kPackedBytes, header and values copied into one tagged message, sent synchronously
-//   (it completes once the server has matched it): a sender keeps up to its high-water mark of
-//   them in flight, and send returns at once unless they are all in flight;
-// - larger, the header and the values as two tagged messages, so that the values go straight
-//   from the solver's buffer into a buffer of their own on the server, which the statistics read
-//   in place; send returns once the server has fetched them.
+//   (it completes once the server has matched it);
+// - larger, the header and the values as two tagged messages, the values by rendezvous: the
+//   server fetches them, when it is ready for them, into a buffer of their own, which the
+//   statistics read in place. They are fetched from a copy, so that the solver computes on while
+//   the server works, as long as that copy fits in kCopiedBytes with the other messages in
+//   flight; beyond, from the solver's buffer itself, and send returns once they are fetched.
+// A sender keeps up to its high-water mark of messages in flight; send returns at once unless
+// they are all in flight.
 // A tag says which: bit 0, values (1) or a header (0); on a header, bit 1: values follow, bit 2:
-// the values are packed after it; the other bits, the sender, so that a header finds its values.
-constexpr ucp_tag_t kValuesBit = 1, kValuesFollowBit = 2, kPackedBit = 4, kSenderShift = 3;
+// the values are packed after it; bit 3: not a header, the sender's hello; the other bits, the
+// sender, so that a header finds its values.
+constexpr ucp_tag_t kValuesBit = 1, kValuesFollowBit = 2, kPackedBit = 4, kHelloBit = 8;
+constexpr ucp_tag_t kSenderShift = 4;
 constexpr ucp_tag_t kExact = ~ucp_tag_t{0};
 constexpr std::size_t kPackedBytes = 16 << 10;
+// The copies a sender keeps in flight, at most: beyond, values are sent without a copy, and the
+// sender waits. The copy costs a tenth of what waiting for a busy server cost the heat study.
+constexpr std::size_t kCopiedBytes = 64 << 20;
 // A lone header is 64 bytes; a longer one is not melissa's, and is not taken.
 constexpr std::size_t kMaxHeaderBytes = 4096;
 // Messages a server rank takes off UCX before it delivers them: beyond, the rest wait in UCX,
@@ -251,14 +259,26 @@ class UcxSender final : public Sender {
         params.address = reinterpret_cast<const ucp_address_t *>(address.data());
         // Between hosts, a dead server fails the requests to it at once. UCX 1.13 keeps such
         // endpoints off shared memory, so on one host the timeout alone tells a dead server.
-        params.err_mode = server.host == host_name() ? UCP_ERR_HANDLING_MODE_NONE
-                                                     : UCP_ERR_HANDLING_MODE_PEER;
+        params.err_mode =
+            server.host == host_name() ? UCP_ERR_HANDLING_MODE_NONE : UCP_ERR_HANDLING_MODE_PEER;
         params.err_handler.cb = [](void *arg, ucp_ep_h, ucs_status_t status) {
             static_cast<UcxSender *>(arg)->failure_ = status;
         };
         params.err_handler.arg = this;
         check(ucp_ep_create(worker_->get(), &params, &endpoint_),
               "to connect to the server at " + server_);
+        // Connected before the first send: one message both ways, which the server matches
+        // and drops. Until then, what is sent waits for this process's next call into UCX.
+        auto hello = std::make_unique<Completion>();
+        ucp_request_param_t hello_params = send_params(*hello);
+        const ucs_status_ptr_t request =
+            ucp_tag_send_sync_nbx(endpoint_, nullptr, 0, sender_ | kHelloBit, &hello_params);
+        if (!worker_->wait(request, *hello, Clock::now() + timeout_)) {
+            (void)hello.release(); // UCX will write there when the send ends
+            throw TimeoutError("the server at " + server_ + " did not connect within " +
+                               std::to_string(timeout_.count() / 1000.0) +
+                               " s (is it still running? MELISSA_TIMEOUT sets the limit)");
+        }
     }
 
     ~UcxSender() override {
@@ -266,7 +286,7 @@ class UcxSender final : public Sender {
         bool drained = failure_ == UCS_OK;
         try {
             if (drained)
-                drain(0);
+                drain(0, 0);
         } catch (const TimeoutError &) {
             drained = false;
         }
@@ -278,7 +298,8 @@ class UcxSender final : public Sender {
         close(UCP_EP_CLOSE_FLAG_FORCE, give_up);
         bool finished = true;
         for (InFlight &f : in_flight_)
-            finished = worker_->finish(f.request, f.completion, give_up) && finished;
+            for (int i = 0; i < 2; ++i)
+                finished = worker_->finish(f.requests[i], f.completions[i], give_up) && finished;
         if (!finished) // left to UCX, which may still write into them (their addresses hold)
             new std::deque<InFlight>(std::move(in_flight_));
     }
@@ -286,57 +307,75 @@ class UcxSender final : public Sender {
     void send(const wire::HeaderBytes &header, const void *values, std::size_t bytes) override {
         if (failure_ != UCS_OK)
             throw_failure();
+        const bool copied = bytes <= kCopiedBytes;
+        // In order: a message sent from the caller's buffer follows what is in flight.
+        drain(copied ? window_ - 1 : 0, copied ? kCopiedBytes - bytes : 0);
+        InFlight &f = in_flight_.emplace_back();
+        f.header = header; // UCX may read it after this returns
         if (bytes <= kPackedBytes) {
-            InFlight &f = in_flight_.emplace_back();
             f.buffer.resize(header.size() + bytes);
             std::memcpy(f.buffer.data(), header.data(), header.size());
             if (bytes > 0)
                 std::memcpy(f.buffer.data() + header.size(), values, bytes);
-            ucp_request_param_t params = send_params(f.completion);
-            f.request = ucp_tag_send_sync_nbx(endpoint_, f.buffer.data(), f.buffer.size(),
-                                              sender_ | kPackedBit, &params);
-            drain(window_ - 1);
-            return;
+            ucp_request_param_t params = send_params(f.completions[0]);
+            f.requests[0] = ucp_tag_send_sync_nbx(endpoint_, f.buffer.data(), f.buffer.size(),
+                                                  sender_ | kPackedBit, &params);
+        } else {
+            if (copied) {
+                // A buffer of an earlier message: its pages are already there.
+                if (!spare_.empty()) {
+                    f.buffer = std::move(spare_.back());
+                    spare_.pop_back();
+                }
+                const auto *from = static_cast<const std::byte *>(values);
+                f.buffer.assign(from, from + bytes);
+                values = f.buffer.data();
+            }
+            ucp_request_param_t header_params = send_params(f.completions[0]);
+            f.requests[0] = ucp_tag_send_nbx(endpoint_, f.header.data(), f.header.size(),
+                                             sender_ | kValuesFollowBit, &header_params);
+            ucp_request_param_t values_params = send_params(f.completions[1]);
+            f.requests[1] =
+                ucp_tag_send_nbx(endpoint_, values, bytes, sender_ | kValuesBit, &values_params);
         }
-        drain(0); // in order, and the window's bound holds for both kinds
-        // Until both complete UCX may read `header` and `values`, the caller's buffers: large
-        // values complete once the server has fetched them.
-        InFlight &h = in_flight_.emplace_back();
-        ucp_request_param_t header_params = send_params(h.completion);
-        h.request = ucp_tag_send_nbx(endpoint_, header.data(), header.size(),
-                                     sender_ | kValuesFollowBit, &header_params);
-        InFlight &v = in_flight_.emplace_back();
-        ucp_request_param_t values_params = send_params(v.completion);
-        v.request = ucp_tag_send_nbx(endpoint_, values, bytes, sender_ | kValuesBit,
-                                     &values_params);
-        drain(0);
+        copied_bytes_ += f.buffer.size();
+        // Until it completes, UCX reads the caller's buffer when it was not copied.
+        drain(copied ? window_ : 0, kCopiedBytes);
     }
 
-    void flush() override { drain(0); }
+    void flush() override { drain(0, 0); }
 
   private:
-    /// A message sent and not yet complete, with its copy of the values when packed.
+    /// A message sent and not yet complete: its header and values (a copy of them), and its
+    /// one or two requests, header and values.
     struct InFlight {
+        wire::HeaderBytes header;
         std::vector<std::byte> buffer;
-        ucs_status_ptr_t request = nullptr;
-        Completion completion;
+        ucs_status_ptr_t requests[2] = {nullptr, nullptr};
+        Completion completions[2];
     };
 
-    /// Waits until at most `keep` messages are in flight; throws past the timeout or on a
-    /// failed connection.
-    void drain(std::size_t keep) {
+    /// Waits until at most `messages` are in flight, holding at most `bytes` of copies (and
+    /// takes off those that completed); throws past the timeout or on a failed connection.
+    void drain(std::size_t messages, std::size_t bytes) {
         const auto deadline = Clock::now() + timeout_;
-        while (in_flight_.size() > keep ||
-               (!in_flight_.empty() && completed(in_flight_.front()))) {
+        while (!in_flight_.empty() && (in_flight_.size() > messages || copied_bytes_ > bytes ||
+                                       completed(in_flight_.front()))) {
             InFlight &f = in_flight_.front();
-            if (!worker_->wait(f.request, f.completion, deadline)) {
-                failure_ = UCS_ERR_TIMED_OUT;
-                throw TimeoutError("the server at " + server_ + " took no data for " +
-                                   std::to_string(timeout_.count() / 1000.0) +
-                                   " s (is it still running? MELISSA_TIMEOUT sets the limit)");
+            for (int i = 0; i < 2; ++i) {
+                if (!worker_->wait(f.requests[i], f.completions[i], deadline)) {
+                    failure_ = UCS_ERR_TIMED_OUT;
+                    throw TimeoutError("the server at " + server_ + " took no data for " +
+                                       std::to_string(timeout_.count() / 1000.0) +
+                                       " s (is it still running? MELISSA_TIMEOUT sets the limit)");
+                }
+                f.requests[i] = nullptr; // freed by wait
+                if (f.completions[i].status != UCS_OK)
+                    failure_ = f.completions[i].status;
             }
-            if (f.completion.status != UCS_OK)
-                failure_ = f.completion.status;
+            copied_bytes_ -= f.buffer.size();
+            if (spare_.size() < window_ && f.buffer.capacity() > kPackedBytes)
+                spare_.push_back(std::move(f.buffer));
             in_flight_.pop_front();
             if (failure_ != UCS_OK)
                 throw_failure();
@@ -344,7 +383,11 @@ class UcxSender final : public Sender {
     }
 
     static bool completed(const InFlight &f) {
-        return f.request == nullptr || UCS_PTR_IS_ERR(f.request) || f.completion.done;
+        for (int i = 0; i < 2; ++i)
+            if (f.requests[i] != nullptr && !UCS_PTR_IS_ERR(f.requests[i]) &&
+                !f.completions[i].done)
+                return false;
+        return true;
     }
 
     [[noreturn]] void throw_failure() const {
@@ -362,8 +405,8 @@ class UcxSender final : public Sender {
         ucp_request_param_t params = send_params(*completion);
         params.op_attr_mask |= UCP_OP_ATTR_FIELD_FLAGS;
         params.flags = flags;
-        const ucs_status_ptr_t request = ucp_ep_close_nbx(std::exchange(endpoint_, nullptr),
-                                                          &params);
+        const ucs_status_ptr_t request =
+            ucp_ep_close_nbx(std::exchange(endpoint_, nullptr), &params);
         if (worker_->wait(request, *completion, deadline))
             return true;
         (void)completion.release(); // UCX will write there when the close ends
@@ -377,7 +420,9 @@ class UcxSender final : public Sender {
     ucp_tag_t sender_ = 0;
     ucp_ep_h endpoint_ = nullptr;
     ucs_status_t failure_ = UCS_OK;
-    std::deque<InFlight> in_flight_; // where UCX writes their completions: never moved
+    std::deque<InFlight> in_flight_;            // where UCX writes their completions: never moved
+    std::size_t copied_bytes_ = 0;              // of the copies in flight
+    std::vector<std::vector<std::byte>> spare_; // copies' buffers, for the next ones
 };
 
 /// A message as the inbox took it. Its values are absent when the header is not a valid one of
@@ -448,7 +493,7 @@ class UcxInbox final : public Inbox {
         Stage stage = Stage::Header;
         ucp_tag_t tag = 0;
         std::vector<std::byte> header;
-        std::unique_ptr<std::byte[]> storage;  // the values, or the packed message
+        std::unique_ptr<std::byte[]> storage; // the values, or the packed message
         const std::byte *payload = nullptr;
         std::size_t payload_size = 0;
         ucs_status_ptr_t request = nullptr;
@@ -465,7 +510,8 @@ class UcxInbox final : public Inbox {
             if (m == nullptr)
                 break;
             const bool packed = info.sender_tag & kPackedBit;
-            if (info.length > (packed ? max_message_bytes_ + wire::kHeaderSize : kMaxHeaderBytes)) {
+            if ((info.sender_tag & kHelloBit) ||
+                info.length > (packed ? max_message_bytes_ + wire::kHeaderSize : kMaxHeaderBytes)) {
                 discard(m);
                 continue;
             }
@@ -595,7 +641,8 @@ class UcxInbox final : public Inbox {
     /// Takes message `m` into nothing: UCX drops its values, unread.
     void discard(ucp_tag_message_h m) {
         ucp_request_param_t params{};
-        const ucs_status_ptr_t request = ucp_tag_msg_recv_nbx(worker_.get(), nullptr, 0, m, &params);
+        const ucs_status_ptr_t request =
+            ucp_tag_msg_recv_nbx(worker_.get(), nullptr, 0, m, &params);
         if (request != nullptr && !UCS_PTR_IS_ERR(request))
             ucp_request_free(request); // completes by itself, truncated
     }

@@ -392,10 +392,11 @@ class LauncherConfig(_Section):
         default_factory=list, description="Extra mpirun arguments, e.g. a hostfile."
     )
     transport: Literal["zmq", "ucx", "auto"] = Field(
-        "auto", description="What carries the simulations' data to the server: ucx (UCX: shared "
-        "memory within a node, RDMA or TCP between nodes, as UCX finds them; UCX_TLS and other "
-        "UCX_* variables tune it), zmq (ZeroMQ: Unix sockets within a node, TCP between nodes), "
-        "or auto: ucx where this melissa was built with UCX, zmq elsewhere."
+        "zmq", description="What carries the simulations' data to the server: zmq (ZeroMQ: Unix "
+        "sockets within a node, TCP between nodes), ucx (UCX: shared memory within a node, RDMA "
+        "or TCP between nodes, as UCX finds them; UCX_TLS and other UCX_* variables tune it; "
+        "faster, but see the README's known limits), or auto: ucx where this melissa was built "
+        "with UCX, zmq elsewhere."
     )
     timeouts: Timeouts = Field(default_factory=Timeouts)
 

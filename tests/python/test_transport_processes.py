@@ -348,9 +348,15 @@ def test_server_killed_mid_run(processes: Processes, test_programs: dict[str, li
     assert time.monotonic() - killed < timeout + 3, str(finished)
 
 
-def test_client_killed_mid_run(processes: Processes, test_programs: dict[str, list[str]]) -> None:
+def test_client_killed_mid_run(processes: Processes, test_programs: dict[str, list[str]],
+                               transport: str, request: pytest.FixtureRequest) -> None:
     """A client killed while it streams large fields costs its server nothing but its data: the
     next simulation gets everything through."""
+    if transport == "ucx":
+        # The README's known limit: the server rank aborts in UCX (ucp_rndv_receive) on the
+        # dead client's messages, when the kill falls in the middle of a transfer.
+        request.applymarker(pytest.mark.xfail(
+            strict=False, reason="UCX 1.13: shared memory without peer-failure handling"))
     server = processes.start_server(2, FIELDS, [1], deadline=60)
     dying = Simulation(C, (1 << 17, 1 << 17), steps=2000)  # 2 MiB per field and time step
     client = processes.start([*dying.argv(test_programs, FIELDS), "--sleep-ms", "1"],
