@@ -86,7 +86,7 @@ constexpr std::int64_t kDefaultMaxMessageBytes = std::int64_t{1} << 30;
 
 struct SendOptions {
     std::chrono::milliseconds timeout{60000};
-    int high_water_mark = 8;      // messages queued per connection before send blocks (ZeroMQ)
+    int high_water_mark = 8;      // messages queued (in flight, UCX) before send blocks
     bool prefer_local_ipc = true; // a server on this host is reached through a Unix socket
     std::uint64_t token = 0;      // the study's, without which an inbox takes nothing
 };
@@ -104,7 +104,7 @@ struct BindOptions {
     std::string bind_address; // the IP address (v4 or v6) listened on, which tcp clients use
     std::string ipc_dir;      // where the Unix socket goes; empty: no ipc endpoint (ZeroMQ)
     std::string name;         // distinguishes the sockets of several ranks on one host
-    int high_water_mark = 8; // ZeroMQ's; UCX holds at most one message per sender
+    int high_water_mark = 8;  // ZeroMQ's queue per connection
     // Only a peer that presents it may send: ZeroMQ's PLAIN mechanism, the token (16 hex digits)
     // as password, checked before the connection carries any message; UCX checks it in each
     // message's header before it fetches the values. It travels in clear text.
