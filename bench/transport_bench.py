@@ -304,29 +304,26 @@ def throughput_table(cells: list[Cell], with_files: bool) -> None:
 
 
 def tcp_table(cells: list[Cell]) -> None:
+    with_ipc = all(("melissa", "ipc") in cell.runs for cell in cells)
     headers = ["size", "clients", "melissa GB/s", "raw GB/s", "melissa / raw", "range"]
-    headers += ["CPU: raw / melissa", "melissa tcp / ipc"]
+    headers += ["CPU: raw / melissa"] + (["melissa tcp / ipc"] if with_ipc else [])
     rows = []
     for cell in cells:
         ours, raw = cell.rate("melissa", "tcp"), cell.rate("raw", "tcp")
-        over_ipc = statistics.median(
-            ipc / tcp
-            for ipc, tcp in zip(
-                cell.seconds("melissa", "ipc"), cell.seconds("melissa", "tcp"), strict=True
-            )
-        )
-        rows.append(
-            [
-                _size(cell.size),
-                str(cell.clients),
-                _gbs(cell, ours),
-                _gbs(cell, raw),
-                f"{cell.paired('tcp'):.2f}",
-                cell.spread("tcp"),
-                f"{cell.cpu_ratio('tcp'):.2f}",
-                f"{over_ipc:.2f}",
-            ]
-        )
+        row = [
+            _size(cell.size),
+            str(cell.clients),
+            _gbs(cell, ours),
+            _gbs(cell, raw),
+            f"{cell.paired('tcp'):.2f}",
+            cell.spread("tcp"),
+            f"{cell.cpu_ratio('tcp'):.2f}",
+        ]
+        if with_ipc:
+            over_ipc = statistics.median(ipc / tcp for ipc, tcp in zip(
+                cell.seconds("melissa", "ipc"), cell.seconds("melissa", "tcp"), strict=True))
+            row.append(f"{over_ipc:.2f}")
+        rows.append(row)
     print_table(headers, rows)
 
 

@@ -137,12 +137,16 @@ class Worker {
         return hex;
     }
 
+    void progress() {
+        while (ucp_worker_progress(worker_) != 0) {
+        }
+    }
+
     /// Progresses until `done()`; false if `deadline` came first.
     template <class Done> bool progress_until(Done done, Clock::time_point deadline) {
         const auto spin_until = Clock::now() + kSpin;
         for (;;) {
-            while (ucp_worker_progress(worker_) != 0) {
-            }
+            progress();
             if (done())
                 return true;
             const auto now = Clock::now();
@@ -234,6 +238,7 @@ constexpr ucp_tag_t kValuesBit = 1, kValuesFollowBit = 2, kPackedBit = 4, kHello
 constexpr ucp_tag_t kSenderShift = 4;
 constexpr ucp_tag_t kExact = ~ucp_tag_t{0};
 constexpr std::size_t kPackedBytes = 16 << 10;
+constexpr std::size_t kPackedWindowBytes = 256 << 10;
 // The copies a sender keeps in flight, at most: beyond, values are sent without a copy, and the
 // sender waits. The copy costs a tenth of what waiting for a busy server cost the heat study.
 constexpr std::size_t kCopiedBytes = 64 << 20;
@@ -309,7 +314,8 @@ class UcxSender final : public Sender {
             throw_failure();
         const bool copied = bytes <= kCopiedBytes;
         // In order: a message sent from the caller's buffer follows what is in flight.
-        drain(copied ? window_ - 1 : 0, copied ? kCopiedBytes - bytes : 0);
+        const std::size_t window = bytes <= kPackedBytes ? packed_window(bytes) : window_;
+        drain(copied ? window - 1 : 0, copied ? kCopiedBytes - bytes : 0);
         InFlight &f = in_flight_.emplace_back();
         f.header = header; // UCX may read it after this returns
         if (bytes <= kPackedBytes) {
@@ -340,7 +346,7 @@ class UcxSender final : public Sender {
         }
         copied_bytes_ += f.buffer.size();
         // Until it completes, UCX reads the caller's buffer when it was not copied.
-        drain(copied ? window_ : 0, kCopiedBytes);
+        drain(copied ? window : 0, kCopiedBytes);
     }
 
     void flush() override { drain(0, 0); }
@@ -349,21 +355,31 @@ class UcxSender final : public Sender {
     /// A message sent and not yet complete: its header and values (a copy of them), and its
     /// one or two requests, header and values.
     struct InFlight {
+        Clock::time_point sent = Clock::now();
         wire::HeaderBytes header;
         std::vector<std::byte> buffer;
         ucs_status_ptr_t requests[2] = {nullptr, nullptr};
         Completion completions[2];
     };
 
+    /// Small messages in flight at once: the high-water mark, or as many as kPackedWindowBytes
+    /// hold, since each is one round trip to the server, which a window of a few leaves idle.
+    std::size_t packed_window(std::size_t bytes) const {
+        return std::max(window_, kPackedWindowBytes / (bytes + wire::kHeaderSize));
+    }
+
     /// Waits until at most `messages` are in flight, holding at most `bytes` of copies (and
     /// takes off those that completed); throws past the timeout or on a failed connection.
     void drain(std::size_t messages, std::size_t bytes) {
-        const auto deadline = Clock::now() + timeout_;
+        worker_->progress(); // what came back while the solver computed
+        // A message the server has not taken within the timeout fails the sender, whether or
+        // not it must wait for room: a dead server is found out at the next send.
         while (!in_flight_.empty() && (in_flight_.size() > messages || copied_bytes_ > bytes ||
-                                       completed(in_flight_.front()))) {
+                                       completed(in_flight_.front()) ||
+                                       Clock::now() >= in_flight_.front().sent + timeout_)) {
             InFlight &f = in_flight_.front();
             for (int i = 0; i < 2; ++i) {
-                if (!worker_->wait(f.requests[i], f.completions[i], deadline)) {
+                if (!worker_->wait(f.requests[i], f.completions[i], f.sent + timeout_)) {
                     failure_ = UCS_ERR_TIMED_OUT;
                     throw TimeoutError("the server at " + server_ + " took no data for " +
                                        std::to_string(timeout_.count() / 1000.0) +
