@@ -13,6 +13,7 @@
 #include <ucp/api/ucp.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <list>
@@ -32,13 +33,26 @@ constexpr std::chrono::milliseconds kMaxSleep{100};
 
 // How long a connection that failed may take to let go of its requests: beyond, they and the
 // memory they write to are left to UCX.
-constexpr std::chrono::seconds kGiveUp{1};
+constexpr std::chrono::milliseconds kGiveUp{200};
 
-// How long a worker polls before it sleeps. A rendezvous is a few round trips between client
-// and server, each as long as a wake-up when they sleep (tens of microseconds here); polling
-// through them made 64 KiB messages 4x faster and 1 MiB ones 1.4x (bench/RESULTS.md), and
-// costs at most this per wait when the peer is slow.
-constexpr std::chrono::microseconds kSpin{50};
+// How long a worker polls before it sleeps, unless MELISSA_UCX_POLL_US says. A rendezvous is a
+// few round trips between client and server, each as long as a wake-up when they sleep (tens
+// of microseconds here); polling through them made 64 KiB messages 4x faster and 1 MiB ones
+// 1.4x (bench/RESULTS.md). It costs at most this per wait, which a node with more processes
+// than cores cannot spare.
+constexpr std::chrono::microseconds kDefaultPoll{50};
+
+std::chrono::microseconds poll_time() {
+    const char *text = std::getenv("MELISSA_UCX_POLL_US");
+    if (text == nullptr)
+        return kDefaultPoll;
+    char *end = nullptr;
+    const long us = std::strtol(text, &end, 10);
+    if (end == text || *end != '\0' || us < 0 || us > 1000000)
+        throw TransportError(std::string("MELISSA_UCX_POLL_US='") + text +
+                             "' is not a number of microseconds from 0 to 1000000");
+    return std::chrono::microseconds(us);
+}
 
 void check(ucs_status_t status, const std::string &doing) {
     if (status != UCS_OK)
@@ -111,7 +125,8 @@ struct Completion {
 /// instead of spinning: clients and server ranks often share a node's cores.
 class Worker {
   public:
-    explicit Worker(std::shared_ptr<Context> context) : context_(std::move(context)) {
+    explicit Worker(std::shared_ptr<Context> context)
+        : context_(std::move(context)), poll_(poll_time()) {
         ucp_worker_params_t params{};
         params.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
         params.thread_mode = UCS_THREAD_MODE_SINGLE;
@@ -144,7 +159,7 @@ class Worker {
 
     /// Progresses until `done()`; false if `deadline` came first.
     template <class Done> bool progress_until(Done done, Clock::time_point deadline) {
-        const auto spin_until = Clock::now() + kSpin;
+        const auto spin_until = Clock::now() + poll_;
         for (;;) {
             progress();
             if (done())
@@ -193,6 +208,7 @@ class Worker {
 
   private:
     std::shared_ptr<Context> context_; // outlives the worker
+    std::chrono::microseconds poll_;
     ucp_worker_h worker_ = nullptr;
     int event_fd_ = -1;
 };
@@ -226,9 +242,9 @@ ucp_request_param_t receive_params(Completion &completion) {
 //   (it completes once the server has matched it);
 // - larger, the header and the values as two tagged messages, the values by rendezvous: the
 //   server fetches them, when it is ready for them, into a buffer of their own, which the
-//   statistics read in place. They are fetched from a copy, so that the solver computes on while
-//   the server works, as long as that copy fits in kCopiedBytes with the other messages in
-//   flight; beyond, from the solver's buffer itself, and send returns once they are fetched.
+//   statistics read in place. Up to kCopiedBytes they are fetched from a copy, so that the
+//   solver computes on while the server works; larger, from the solver's buffer itself, and send
+//   returns once they are fetched.
 // A sender keeps up to its high-water mark of messages in flight; send returns at once unless
 // they are all in flight.
 // A tag says which: bit 0, values (1) or a header (0); on a header, bit 1: values follow, bit 2:
@@ -239,9 +255,10 @@ constexpr ucp_tag_t kSenderShift = 4;
 constexpr ucp_tag_t kExact = ~ucp_tag_t{0};
 constexpr std::size_t kPackedBytes = 16 << 10;
 constexpr std::size_t kPackedWindowBytes = 256 << 10;
-// The copies a sender keeps in flight, at most: beyond, values are sent without a copy, and the
-// sender waits. The copy costs a tenth of what waiting for a busy server cost the heat study.
-constexpr std::size_t kCopiedBytes = 64 << 20;
+// The largest values sent from a copy. Waiting for a busy server cost the heat study more than
+// copying its 512 KiB pieces; beyond a few MiB, the copy cost as much as the transfer here
+// (bench/RESULTS.md), and the window of copies would hold much memory.
+constexpr std::size_t kCopiedBytes = 1 << 20;
 // A lone header is 64 bytes; a longer one is not melissa's, and is not taken.
 constexpr std::size_t kMaxHeaderBytes = 4096;
 // Messages a server rank takes off UCX before it delivers them: beyond, the rest wait in UCX,
@@ -291,7 +308,7 @@ class UcxSender final : public Sender {
         bool drained = failure_ == UCS_OK;
         try {
             if (drained)
-                drain(0, 0);
+                drain(0);
         } catch (const TimeoutError &) {
             drained = false;
         }
@@ -315,7 +332,7 @@ class UcxSender final : public Sender {
         const bool copied = bytes <= kCopiedBytes;
         // In order: a message sent from the caller's buffer follows what is in flight.
         const std::size_t window = bytes <= kPackedBytes ? packed_window(bytes) : window_;
-        drain(copied ? window - 1 : 0, copied ? kCopiedBytes - bytes : 0);
+        drain(copied ? window - 1 : 0);
         InFlight &f = in_flight_.emplace_back();
         f.header = header; // UCX may read it after this returns
         if (bytes <= kPackedBytes) {
@@ -344,12 +361,11 @@ class UcxSender final : public Sender {
             f.requests[1] =
                 ucp_tag_send_nbx(endpoint_, values, bytes, sender_ | kValuesBit, &values_params);
         }
-        copied_bytes_ += f.buffer.size();
         // Until it completes, UCX reads the caller's buffer when it was not copied.
-        drain(copied ? window : 0, kCopiedBytes);
+        drain(copied ? window : 0);
     }
 
-    void flush() override { drain(0, 0); }
+    void flush() override { drain(0); }
 
   private:
     /// A message sent and not yet complete: its header and values (a copy of them), and its
@@ -368,15 +384,15 @@ class UcxSender final : public Sender {
         return std::max(window_, kPackedWindowBytes / (bytes + wire::kHeaderSize));
     }
 
-    /// Waits until at most `messages` are in flight, holding at most `bytes` of copies (and
-    /// takes off those that completed); throws past the timeout or on a failed connection.
-    void drain(std::size_t messages, std::size_t bytes) {
+    /// Waits until at most `messages` are in flight (and takes off those that completed);
+    /// throws past the timeout or on a failed connection.
+    void drain(std::size_t messages) {
         worker_->progress(); // what came back while the solver computed
         // A message the server has not taken within the timeout fails the sender, whether or
         // not it must wait for room: a dead server is found out at the next send.
-        while (!in_flight_.empty() && (in_flight_.size() > messages || copied_bytes_ > bytes ||
-                                       completed(in_flight_.front()) ||
-                                       Clock::now() >= in_flight_.front().sent + timeout_)) {
+        while (!in_flight_.empty() &&
+               (in_flight_.size() > messages || completed(in_flight_.front()) ||
+                Clock::now() >= in_flight_.front().sent + timeout_)) {
             InFlight &f = in_flight_.front();
             for (int i = 0; i < 2; ++i) {
                 if (!worker_->wait(f.requests[i], f.completions[i], f.sent + timeout_)) {
@@ -389,7 +405,6 @@ class UcxSender final : public Sender {
                 if (f.completions[i].status != UCS_OK)
                     failure_ = f.completions[i].status;
             }
-            copied_bytes_ -= f.buffer.size();
             if (spare_.size() < window_ && f.buffer.capacity() > kPackedBytes)
                 spare_.push_back(std::move(f.buffer));
             in_flight_.pop_front();
@@ -437,7 +452,6 @@ class UcxSender final : public Sender {
     ucp_ep_h endpoint_ = nullptr;
     ucs_status_t failure_ = UCS_OK;
     std::deque<InFlight> in_flight_;            // where UCX writes their completions: never moved
-    std::size_t copied_bytes_ = 0;              // of the copies in flight
     std::vector<std::vector<std::byte>> spare_; // copies' buffers, for the next ones
 };
 

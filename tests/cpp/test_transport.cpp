@@ -441,3 +441,18 @@ TEST(UcxSender, BlocksWhenTheServerTakesNoMore) {
     EXPECT_GT(sent, 4u);
     receiver.stop();
 }
+
+TEST(UcxTransport, RefusesABadPollTime) {
+    if (!transport::available(transport::Backend::Ucx))
+        GTEST_SKIP() << "built without UCX";
+    setenv("MELISSA_UCX_POLL_US", "fifty", 1);
+    try {
+        TestServer server(ucx_config());
+        ADD_FAILURE() << "a server started with MELISSA_UCX_POLL_US=fifty";
+    } catch (const std::exception &e) {
+        EXPECT_NE(std::string(e.what()).find("MELISSA_UCX_POLL_US='fifty' is not a number"),
+                  std::string::npos)
+            << e.what();
+    }
+    unsetenv("MELISSA_UCX_POLL_US");
+}
