@@ -386,3 +386,13 @@ def test_unknown_routing_is_refused() -> None:
     with pytest.raises(ValueError, match="routing must be 'cells', 'whole_by_simulation' or "
                                          "'whole_by_time_step', got 'diagonal'"):
         open_receiver(MPI.COMM_WORLD, ["u"], 1, _core.Collector(2), routing="diagonal")
+
+
+def test_unknown_transport_is_refused() -> None:
+    from mpi4py import MPI
+
+    from melissa import _core
+    from melissa.server import open_receiver
+
+    with pytest.raises(ValueError, match="transport must be 'zmq' or 'ucx', got 'rdma'"):
+        open_receiver(MPI.COMM_WORLD, ["u"], 1, _core.Collector(2), transport="rdma")
