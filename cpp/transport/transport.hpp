@@ -45,8 +45,9 @@ class Message {
 class Sender {
   public:
     virtual ~Sender() = default;
-    /// Sends a header and `bytes` of values, copying the values once. Blocks while the server
-    /// rank's queue is full (back-pressure); throws TimeoutError past the timeout.
+    /// Sends a header and `bytes` of values; once it returns, the caller may reuse its buffer.
+    /// Blocks while the server rank's queue is full (back-pressure); throws TimeoutError past
+    /// the timeout.
     virtual void send(const wire::HeaderBytes &header, const void *values, std::size_t bytes) = 0;
     /// Returns once what was sent is out of this process's hands (UCX moves messages only
     /// while its sender waits); throws TimeoutError past the timeout.

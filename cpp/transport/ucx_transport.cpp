@@ -1,13 +1,11 @@
 // SPDX-License-Identifier: BSD-3-Clause
 //
-// The UCX backend for data, on UCX's tag matching (the path MPI libraries take): a header and
-// its values are two tagged messages. UCX chooses how they go: shared memory between processes
-// of one host (for large values a single copy by the kernel, cma), TCP or RDMA (verbs) between
-// hosts. Large values go by rendezvous: the server, once it is ready for the message, fetches
-// them straight from the solver's buffer into the buffer the statistics then read in place, and
-// the client's send returns when they are fetched. That wait is the back-pressure: a sender has
-// at most one message in flight, and a server fetches only when its consumer takes more.
-// Control stays on ZeroMQ.
+// The UCX backend for data, on UCX's tag matching (the path MPI libraries take). UCX chooses
+// how messages go: shared memory between processes of one host (for large values a single copy
+// by the kernel, cma), TCP or RDMA (verbs) between hosts. How melissa's messages map onto tagged
+// ones, and which are copied, is told above UcxSender. Back-pressure: a sender keeps a bounded
+// window of messages in flight, a server takes a bounded number off UCX before delivering them,
+// and large values are fetched only when the server is ready for them. Control stays on ZeroMQ.
 #include <poll.h>
 #include <sched.h>
 #include <ucp/api/ucp.h>
@@ -297,6 +295,8 @@ class UcxSender final : public Sender {
             ucp_tag_send_sync_nbx(endpoint_, nullptr, 0, sender_ | kHelloBit, &hello_params);
         if (!worker_->wait(request, *hello, Clock::now() + timeout_)) {
             (void)hello.release(); // UCX will write there when the send ends
+            // No destructor runs after this throw: nothing of UCX may call back into this.
+            close(UCP_EP_CLOSE_FLAG_FORCE, Clock::now() + kGiveUp);
             throw TimeoutError("the server at " + server_ + " did not connect within " +
                                std::to_string(timeout_.count() / 1000.0) +
                                " s (is it still running? MELISSA_TIMEOUT sets the limit)");
