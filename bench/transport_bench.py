@@ -67,24 +67,32 @@ class Cell:
     files: list[tuple[float, float, int]] = field(default_factory=list)  # write s, read s, msgs
     noise: str = ""
 
-    def seconds(self, sender: str, link: str) -> list[float]:
-        return [run["seconds"] for run in self.runs[(sender, link)]]
+    def seconds(self, sender: str, link: str, steady: bool = False) -> list[float]:
+        """Each run's time; `steady`: from the first delivery on, without the connection."""
+        return [run["seconds"] - steady * run["first"] for run in self.runs[(sender, link)]]
 
-    def messages(self, sender: str, link: str) -> int:
-        return int(self.runs[(sender, link)][0]["messages"])
+    def messages(self, sender: str, link: str, steady: bool = False) -> int:
+        return int(self.runs[(sender, link)][0]["messages"]) - steady
 
-    def rate(self, sender: str, link: str) -> float:
+    def rate(self, sender: str, link: str, steady: bool = False) -> float:
         """Messages per second, from the median run."""
-        return self.messages(sender, link) / statistics.median(self.seconds(sender, link))
+        return self.messages(sender, link, steady) / statistics.median(
+            self.seconds(sender, link, steady)
+        )
 
-    def ratios(self, link: str, sender: str = "melissa", over: str = "raw") -> list[float]:
+    def ratios(
+        self, link: str, sender: str = "melissa", over: str = "raw", steady: bool = False
+    ) -> list[float]:
         """`sender`'s throughput over `over`'s (melissa's over raw ZeroMQ's), within each
         repeat; the memcpy runs once per repeat, whatever the link."""
-        theirs = self.seconds(over, "memory" if over == "memcpy" else link)
-        return [t / ours for t, ours in zip(theirs, self.seconds(sender, link), strict=True)]
+        theirs = self.seconds(over, "memory" if over == "memcpy" else link, steady)
+        ours = self.seconds(sender, link, steady)
+        return [t / o for t, o in zip(theirs, ours, strict=True)]
 
-    def paired(self, link: str, sender: str = "melissa", over: str = "raw") -> float:
-        return statistics.median(self.ratios(link, sender, over))
+    def paired(
+        self, link: str, sender: str = "melissa", over: str = "raw", steady: bool = False
+    ) -> float:
+        return statistics.median(self.ratios(link, sender, over, steady))
 
     def cpu_ratio(self, link: str) -> float:
         """raw ZeroMQ's CPU time (clients and server) over melissa's, per repeat, median.
@@ -99,8 +107,10 @@ class Cell:
         ]
         return statistics.median(cpu)
 
-    def spread(self, link: str, sender: str = "melissa", over: str = "raw") -> str:
-        ratios = self.ratios(link, sender, over)
+    def spread(
+        self, link: str, sender: str = "melissa", over: str = "raw", steady: bool = False
+    ) -> str:
+        ratios = self.ratios(link, sender, over, steady)
         return f"{min(ratios):.2f} to {max(ratios):.2f}"
 
     def per_message_us(self, sender: str, link: str, what: str = "seconds") -> float:
@@ -320,25 +330,37 @@ def tcp_table(cells: list[Cell]) -> None:
             f"{cell.cpu_ratio('tcp'):.2f}",
         ]
         if with_ipc:
-            over_ipc = statistics.median(ipc / tcp for ipc, tcp in zip(
-                cell.seconds("melissa", "ipc"), cell.seconds("melissa", "tcp"), strict=True))
+            over_ipc = statistics.median(
+                ipc / tcp
+                for ipc, tcp in zip(
+                    cell.seconds("melissa", "ipc"), cell.seconds("melissa", "tcp"), strict=True
+                )
+            )
             row.append(f"{over_ipc:.2f}")
         rows.append(row)
     print_table(headers, rows)
 
 
 def ucx_table(cells: list[Cell], link: str) -> None:
+    """Rates once connected (from the first delivery on): a simulation connects once and then
+    sends for its whole run, and UCX connects slower than ZeroMQ (startup_line)."""
     headers = ["size", "clients", "ucx GB/s", "melissa zmq GB/s", "raw zmq GB/s", "memcpy GB/s"]
     headers += ["ucx / raw", "range", "ucx / melissa zmq", "range", "ucx / memcpy"]
     rows = []
     for cell in cells:
-        rates = [cell.rate(s, link) for s in ("ucx", "melissa", "raw")]
+        rates = [cell.rate(s, link, steady=True) for s in ("ucx", "melissa", "raw")]
         rows.append(
             [_size(cell.size), str(cell.clients)]
             + [_gbs(cell, r) for r in [*rates, cell.rate("memcpy", "memory")]]
-            + [f"{cell.paired(link, 'ucx', 'raw'):.2f}", cell.spread(link, "ucx", "raw")]
-            + [f"{cell.paired(link, 'ucx', 'melissa'):.2f}", cell.spread(link, "ucx", "melissa")]
-            + [f"{cell.paired(link, 'ucx', 'memcpy'):.2f}"]
+            + [
+                f"{cell.paired(link, 'ucx', 'raw', True):.2f}",
+                cell.spread(link, "ucx", "raw", True),
+            ]
+            + [
+                f"{cell.paired(link, 'ucx', 'melissa', True):.2f}",
+                cell.spread(link, "ucx", "melissa", True),
+            ]
+            + [f"{cell.paired(link, 'ucx', 'memcpy', True):.2f}"]
         )
     print_table(headers, rows)
 
@@ -347,23 +369,31 @@ def ucx_verdict(cells: list[Cell], links: Sequence[str]) -> list[str]:
     def judge(goal: str, judged: list[Cell], link: str, over: str, target: float) -> str:
         if not judged:
             return f"- {goal}: not judged, no such cell"
-        ratios = [c.paired(link, "ucx", over) for c in judged]
-        worst = min(judged, key=lambda c: c.paired(link, "ucx", over))
+        ratios = [c.paired(link, "ucx", over, True) for c in judged]
+        worst = min(judged, key=lambda c: c.paired(link, "ucx", over, True))
         below = sum(r < target for r in ratios)
         return (
             f"- {goal}: **{'met' if below == 0 else 'NOT met'}**: worst "
-            f"{worst.paired(link, 'ucx', over):.2f}x (at {_size(worst.size)} with "
+            f"{worst.paired(link, 'ucx', over, True):.2f}x (at {_size(worst.size)} with "
             f"{worst.clients} client{'s' * (worst.clients > 1)}), median "
             f"{statistics.median(ratios):.2f}x, {below} of {len(judged)} cells below {target}x"
         )
 
     lines = []
     if "ipc" in links:
-        lines.append(judge(f"ucx >= {UCX_OVER_RAW}x raw ZeroMQ from {_size(UCX_FROM)} up, one host",
-                           [c for c in cells if c.size >= UCX_FROM], "ipc", "raw", UCX_OVER_RAW))
+        lines.append(
+            judge(
+                f"ucx >= {UCX_OVER_RAW}x raw ZeroMQ from {_size(UCX_FROM)} up, one host",
+                [c for c in cells if c.size >= UCX_FROM],
+                "ipc",
+                "raw",
+                UCX_OVER_RAW,
+            )
+        )
     for link in links:
-        lines.append(judge(f"ucx >= melissa over ZeroMQ, every size, {link}", cells, link,
-                           "melissa", 1.0))
+        lines.append(
+            judge(f"ucx >= melissa over ZeroMQ, every size, {link}", cells, link, "melissa", 1.0)
+        )
     if "tcp" in links:
         lines.append(judge("ucx >= raw ZeroMQ over tcp, every size", cells, "tcp", "raw", 1.0))
     return lines
@@ -398,16 +428,17 @@ def cost_table(cells: list[Cell], link: str) -> None:
     print_table(headers, rows)
 
 
-def startup_line(cells: list[Cell], link: str) -> str:
+def startup_line(cells: list[Cell], link: str, senders: Sequence[str] = ("melissa", "raw")) -> str:
     """The time from the release to the first delivery, median over all runs of each sender."""
-    first = {
-        s: statistics.median(r["first"] for c in cells for r in c.runs[(s, link)]) * 1e3
-        for s in ("melissa", "raw")
+    names = {"melissa": "melissa", "ucx": "melissa over UCX", "raw": "raw ZeroMQ"}
+    medians = {
+        s: statistics.median(r["first"] for c in cells for r in c.runs[(s, link)]) for s in senders
     }
+    first = [f"{names[s]} {medians[s] * 1e3:.1f} ms" for s in senders]
     return (
         f"Time from the release to the first delivery over {link}, median over all runs: "
-        f"melissa {first['melissa']:.1f} ms (handshake, then connection), raw ZeroMQ "
-        f"{first['raw']:.1f} ms (connection); it is part of every run's time."
+        f"{', '.join(first)} (melissa: handshake, then connection); it is part of every run's "
+        "time, but not of the UCX tables' rates."
     )
 
 
@@ -496,11 +527,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--files-dir", type=Path, help="default: next to the program")
     parser.add_argument("--ipc-dir", type=Path, default=Path("/tmp"))
     parser.add_argument("--save", type=Path, help="also write every run's JSON line there")
-    parser.add_argument("--client-node", type=int, default=0, help="the pid of a process in "
-                        "another node's namespaces (tools/virtual-cluster), which the clients "
-                        "join: the servers, here, listen on --bind")
-    parser.add_argument("--bind", default="127.0.0.1", help="with --client-node: this node's "
-                        "address")
+    parser.add_argument(
+        "--client-node",
+        type=int,
+        default=0,
+        help="the pid of a process in "
+        "another node's namespaces (tools/virtual-cluster), which the clients "
+        "join: the servers, here, listen on --bind",
+    )
+    parser.add_argument(
+        "--bind", default="127.0.0.1", help="with --client-node: this node's address"
+    )
     given = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(given)
     if "ipc" not in args.links and not args.client_node:
@@ -530,8 +567,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         print("### melissa, raw ZeroMQ and files (ipc: the link melissa picks on one host)\n")
         throughput_table(cells, with_files=args.file_repeats > 0)
         print("\n".join(verdict(cells, args.links)) + "\n")
-        print("### Per-message cost of small messages (ipc; us per message, all clients "
-              "together)\n")
+        print(
+            "### Per-message cost of small messages (ipc; us per message, all clients together)\n"
+        )
         cost_table(cells, "ipc")
         print(startup_line(cells, "ipc") + "\n")
     where = f"between nodes ({args.bind})" if args.client_node else "loopback"
@@ -546,6 +584,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(f"\n#### UCX over tcp {where} (MELISSA_TRANSPORT=tcp: UCX_TLS=tcp)\n")
             ucx_table(cells, "tcp")
         print("\n" + "\n".join(ucx_verdict(cells, args.links)) + "\n")
+        for link in args.links:
+            print(startup_line(cells, link, ("ucx", "melissa", "raw")) + "\n")
     if losses:
         print(
             "### Messages lost when a client closes right after its last send (1 KiB, 2000 "

@@ -11,11 +11,15 @@
 #include <ucp/api/ucp.h>
 
 #include <algorithm>
+#include <atomic>
+#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <list>
+#include <mutex>
 #include <random>
+#include <thread>
 #include <utility>
 
 #include "transport.hpp"
@@ -155,6 +159,10 @@ class Worker {
         }
     }
 
+    /// Wakes the thread that progresses this worker, from any thread. Should it fail, that
+    /// thread wakes by itself within kMaxSleep.
+    void signal() { (void)ucp_worker_signal(worker_); }
+
     /// Progresses until `done()`; false if `deadline` came first.
     template <class Done> bool progress_until(Done done, Clock::time_point deadline) {
         const auto spin_until = Clock::now() + poll_;
@@ -239,10 +247,10 @@ ucp_request_param_t receive_params(Completion &completion) {
 // - up to kPackedBytes, header and values copied into one tagged message, sent synchronously
 //   (it completes once the server has matched it);
 // - larger, the header and the values as two tagged messages, the values by rendezvous: the
-//   server fetches them, when it is ready for them, into a buffer of their own, which the
-//   statistics read in place. Up to kCopiedBytes they are fetched from a copy, so that the
-//   solver computes on while the server works; larger, from the solver's buffer itself, and send
-//   returns once they are fetched.
+//   server rank's fetcher thread fetches them, once it has room, into a buffer of their own,
+//   which the statistics read in place. Up to kCopiedBytes they are fetched from a copy, so that
+//   the solver computes on while the server works; larger, from the solver's buffer itself, and
+//   send returns once they are fetched.
 // A sender keeps up to its high-water mark of messages in flight; send returns at once unless
 // they are all in flight.
 // A tag says which: bit 0, values (1) or a header (0); on a header, bit 1: values follow, bit 2:
@@ -253,14 +261,14 @@ constexpr ucp_tag_t kSenderShift = 4;
 constexpr ucp_tag_t kExact = ~ucp_tag_t{0};
 constexpr std::size_t kPackedBytes = 16 << 10;
 constexpr std::size_t kPackedWindowBytes = 256 << 10;
-// The largest values sent from a copy. Waiting for a busy server cost the heat study more than
-// copying its 512 KiB pieces; beyond a few MiB, the copy cost as much as the transfer here
-// (bench/RESULTS.md), and the window of copies would hold much memory.
-constexpr std::size_t kCopiedBytes = 1 << 20;
+// The largest values sent from a copy. Up to 128 KiB a window of copies in flight moved more
+// than waiting for each fetch; from 256 KiB the copy cost more than the wait (the server's
+// fetcher takes values while it computes), 1.5 to 3x at 1 MiB (bench/RESULTS.md).
+constexpr std::size_t kCopiedBytes = 128 << 10;
 // A lone header is 64 bytes; a longer one is not melissa's, and is not taken.
 constexpr std::size_t kMaxHeaderBytes = 4096;
-// Messages a server rank takes off UCX before it delivers them: beyond, the rest wait in UCX,
-// unmatched, and their senders wait, so that memory stays bounded however fast they send.
+// Messages a server rank takes off UCX before its server receives them: beyond, the rest wait in
+// UCX, unmatched, and their senders wait, so that memory stays bounded however fast they send.
 constexpr std::size_t kMaxArrivals = 64;
 
 class UcxSender final : public Sender {
@@ -455,12 +463,62 @@ class UcxSender final : public Sender {
     std::vector<std::vector<std::byte>> spare_; // copies' buffers, for the next ones
 };
 
+/// Buffers for values, kept for the next messages of the same size (a study's pieces come in a
+/// few sizes): a fresh buffer costs a page fault per page as the values land in it, which cost
+/// a server rank more than the transfer itself (bench/RESULTS.md). At most kKeptBytes stay idle.
+class BufferPool : public std::enable_shared_from_this<BufferPool> {
+  public:
+    struct Return {
+        std::shared_ptr<BufferPool> pool;
+        std::size_t size;
+        void operator()(std::byte *data) const { pool->keep(data, size); }
+    };
+    using Buffer = std::unique_ptr<std::byte[], Return>;
+
+    /// A buffer of `size` bytes (at least one); throws std::bad_alloc.
+    Buffer take(std::size_t size) {
+        size = std::max<std::size_t>(size, 1);
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            for (auto kept = idle_.begin(); kept != idle_.end(); ++kept)
+                if (kept->second == size) {
+                    std::byte *data = kept->first.release();
+                    idle_.erase(kept);
+                    idle_bytes_ -= size;
+                    return Buffer(data, Return{shared_from_this(), size});
+                }
+        }
+        return Buffer(new std::byte[size], Return{shared_from_this(), size});
+    }
+
+  private:
+    static constexpr std::size_t kKeptBytes = 64 << 20;
+
+    void keep(std::byte *data, std::size_t size) {
+        std::unique_ptr<std::byte[]> buffer(data);
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (size > kKeptBytes)
+            return;
+        // The oldest make room: sizes that came once (a last, shorter piece) do not stay.
+        while (idle_bytes_ + size > kKeptBytes) {
+            idle_bytes_ -= idle_.front().second;
+            idle_.pop_front();
+        }
+        idle_.emplace_back(std::move(buffer), size);
+        idle_bytes_ += size;
+    }
+
+    std::mutex mutex_;
+    std::deque<std::pair<std::unique_ptr<std::byte[]>, std::size_t>> idle_;
+    std::size_t idle_bytes_ = 0;
+};
+
 /// A message as the inbox took it. Its values are absent when the header is not a valid one of
 /// this study: the receiver, which decodes the header the same way, drops it unread.
 class UcxMessage final : public Message {
   public:
-    UcxMessage(std::vector<std::byte> header, std::unique_ptr<std::byte[]> storage,
-               const std::byte *payload, std::size_t payload_size)
+    UcxMessage(std::vector<std::byte> header, BufferPool::Buffer storage, const std::byte *payload,
+               std::size_t payload_size)
         : header_(std::move(header)), storage_(std::move(storage)), payload_(payload),
           payload_size_(payload_size) {}
     const std::byte *header() const override { return header_.data(); }
@@ -471,11 +529,14 @@ class UcxMessage final : public Message {
 
   private:
     std::vector<std::byte> header_;
-    std::unique_ptr<std::byte[]> storage_;
+    BufferPool::Buffer storage_;
     const std::byte *payload_;
     std::size_t payload_size_;
 };
 
+/// A server rank's UCX inbox. A thread of its own takes messages off UCX and fetches their
+/// values while the server's thread handles the earlier ones (the statistics), as ZeroMQ's I/O
+/// thread does: otherwise a sender waiting for its values to be fetched waits for those.
 class UcxInbox final : public Inbox {
   public:
     UcxInbox(std::shared_ptr<Context> context, const BindOptions &options)
@@ -483,9 +544,13 @@ class UcxInbox final : public Inbox {
           max_message_bytes_(static_cast<std::uint64_t>(options.max_message_bytes)) {
         endpoint_.host = options.host;
         endpoint_.ucx = worker_.address();
+        fetcher_ = std::thread([this] { fetch(); });
     }
 
     ~UcxInbox() override {
+        stopping_ = true;
+        worker_.signal();
+        fetcher_.join();
         const auto give_up = Clock::now() + kGiveUp;
         bool finished = true;
         for (Arrival &a : arrivals_)
@@ -497,20 +562,14 @@ class UcxInbox final : public Inbox {
     const wire::ServerEndpoint &endpoint() const override { return endpoint_; }
 
     std::unique_ptr<Message> receive(std::chrono::milliseconds timeout) override {
-        const bool ready = worker_.progress_until(
-            [&] {
-                advance();
-                return !ready_.empty();
-            },
-            Clock::now() + timeout);
-        if (!ready)
+        std::unique_lock<std::mutex> lock(mutex_);
+        if (!delivered_cv_.wait_for(lock, timeout, [&] { return !delivered_.empty(); }))
             return nullptr;
-        Arrival &a = *ready_.front();
-        ready_.pop_front();
-        const std::byte *payload = a.payload;
-        auto message = std::make_unique<UcxMessage>(std::move(a.header), std::move(a.storage),
-                                                    payload, a.payload_size);
-        arrivals_.erase(a.self);
+        std::unique_ptr<Message> message = std::move(delivered_.front());
+        delivered_.pop_front();
+        lock.unlock();
+        if (full_.exchange(false))
+            worker_.signal(); // room for one more message
         return message;
     }
 
@@ -523,22 +582,38 @@ class UcxInbox final : public Inbox {
         Stage stage = Stage::Header;
         ucp_tag_t tag = 0;
         std::vector<std::byte> header;
-        std::unique_ptr<std::byte[]> storage; // the values, or the packed message
+        BufferPool::Buffer storage; // the values, or the packed message
         const std::byte *payload = nullptr;
         std::size_t payload_size = 0;
         ucs_status_ptr_t request = nullptr;
         Completion transfer; // of the header (or the packed message), then of the values
         std::size_t transfer_length = 0;
-        std::list<Arrival>::iterator self;
     };
 
-    /// Takes what has come off UCX, up to kMaxArrivals, and moves each message on.
-    void advance() {
+    /// The fetcher's loop: polls a while after anything moved, else sleeps until UCX or
+    /// receive() (room for more) or the destructor wakes it.
+    void fetch() {
+        while (!stopping_)
+            worker_.progress_until([&] { return advance() || stopping_; },
+                                   Clock::now() + kMaxSleep);
+    }
+
+    /// Takes what has come off UCX, while fewer than kMaxArrivals are taken and not yet
+    /// received, and moves each message on; whether anything moved.
+    bool advance() {
+        bool moved = false;
         ucp_tag_recv_info_t info;
-        while (arrivals_.size() < kMaxArrivals) {
+        for (;;) {
+            // Set before a last look at what is delivered, so that a receive() after it wakes
+            // the fetcher.
+            full_ = true;
+            if (arrivals_.size() + undelivered() >= kMaxArrivals)
+                break;
+            full_ = false;
             ucp_tag_message_h m = ucp_tag_probe_nb(worker_.get(), 0, kValuesBit, 1, &info);
             if (m == nullptr)
                 break;
+            moved = true;
             const bool packed = info.sender_tag & kPackedBit;
             if ((info.sender_tag & kHelloBit) ||
                 info.length > (packed ? max_message_bytes_ + wire::kHeaderSize : kMaxHeaderBytes)) {
@@ -546,7 +621,6 @@ class UcxInbox final : public Inbox {
                 continue;
             }
             Arrival &a = arrivals_.emplace_back();
-            a.self = std::prev(arrivals_.end());
             a.tag = info.sender_tag;
             if (!packed) {
                 a.header.resize(info.length);
@@ -558,7 +632,9 @@ class UcxInbox final : public Inbox {
                 start(a, m, a.storage.get(), info.length);
             }
         }
+        std::vector<std::unique_ptr<Message>> ready;
         for (auto a = arrivals_.begin(); a != arrivals_.end();) {
+            const Stage stage = a->stage;
             if (a->stage == Stage::Header && a->transfer.done)
                 took_header(*a);
             if (a->stage == Stage::Values) {
@@ -568,16 +644,37 @@ class UcxInbox final : public Inbox {
             }
             if (a->stage == Stage::Fetching && a->transfer.done) {
                 free(*a);
-                make_ready(*a);
+                if (a->transfer.status == UCS_OK)
+                    a->stage = Stage::Ready;
             }
-            // A transfer that failed (its client died) or was refused delivers nothing.
-            if (a->stage != Stage::Ready && a->transfer.done && a->transfer.status != UCS_OK) {
+            moved = moved || a->stage != stage;
+            if (a->stage == Stage::Ready) {
+                ready.push_back(std::make_unique<UcxMessage>(
+                    std::move(a->header), std::move(a->storage), a->payload, a->payload_size));
+                a = arrivals_.erase(a);
+            } else if (a->transfer.done && a->transfer.status != UCS_OK) {
+                // A transfer that failed (its client died) or was refused delivers nothing.
                 free(*a);
                 a = arrivals_.erase(a);
+                moved = true;
             } else {
                 ++a;
             }
         }
+        if (!ready.empty()) {
+            {
+                std::lock_guard<std::mutex> lock(mutex_);
+                for (auto &message : ready)
+                    delivered_.push_back(std::move(message));
+            }
+            delivered_cv_.notify_one();
+        }
+        return moved;
+    }
+
+    std::size_t undelivered() {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return delivered_.size();
     }
 
     void took_header(Arrival &a) {
@@ -594,13 +691,10 @@ class UcxInbox final : public Inbox {
             if (!of_this_study(a.header, a.payload_size))
                 a.transfer.status = UCS_ERR_REJECTED;
             else
-                make_ready(a);
+                a.stage = Stage::Ready;
             return;
         }
-        if (a.tag & kValuesFollowBit)
-            a.stage = Stage::Values;
-        else
-            make_ready(a);
+        a.stage = a.tag & kValuesFollowBit ? Stage::Values : Stage::Ready;
     }
 
     void take_values(Arrival &a, ucp_tag_message_h m, std::size_t size) {
@@ -619,7 +713,7 @@ class UcxInbox final : public Inbox {
             discard(m);
             if (!a.storage)
                 a.payload_size = defect == wire::Defect::None ? 0 : size;
-            make_ready(a);
+            a.stage = Stage::Ready;
             return;
         }
         a.payload = a.storage.get();
@@ -636,16 +730,11 @@ class UcxInbox final : public Inbox {
 
     bool allocate(Arrival &a, std::size_t size) {
         try {
-            a.storage.reset(new std::byte[std::max<std::size_t>(size, 1)]);
+            a.storage = buffers_->take(size);
             return true;
         } catch (const std::bad_alloc &) {
             return false;
         }
-    }
-
-    void make_ready(Arrival &a) {
-        a.stage = Stage::Ready;
-        ready_.push_back(&a);
     }
 
     /// Receives message `m` into `buffer`; its completion lands in a.transfer.
@@ -677,11 +766,17 @@ class UcxInbox final : public Inbox {
             ucp_request_free(request); // completes by itself, truncated
     }
 
-    Worker worker_;
+    Worker worker_; // the fetcher's alone, once it runs
     std::uint64_t token_, max_message_bytes_;
     wire::ServerEndpoint endpoint_;
+    std::shared_ptr<BufferPool> buffers_ = std::make_shared<BufferPool>();
     std::list<Arrival> arrivals_; // stay where they are: UCX writes into their Completion
-    std::deque<Arrival *> ready_; // in the order they became ready
+    std::mutex mutex_;
+    std::condition_variable delivered_cv_;
+    std::deque<std::unique_ptr<Message>> delivered_; // in the order they became ready
+    std::atomic<bool> full_{false}; // the fetcher takes no more until a receive() makes room
+    std::atomic<bool> stopping_{false};
+    std::thread fetcher_; // last: it starts once all the above exist
 };
 
 /// ZeroMQ for control and for servers that take data on it; UCX for data where asked.
