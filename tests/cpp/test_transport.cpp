@@ -442,6 +442,31 @@ TEST(UcxSender, BlocksWhenTheServerTakesNoMore) {
     receiver.stop();
 }
 
+TEST(UcxInbox, FetchesValuesWhileTheServerHandlesEarlierOnes) {
+    if (!transport::available(transport::Backend::Ucx))
+        GTEST_SKIP() << "built without UCX";
+    // Nobody pops this collector: the first message fills it, and the receiver's thread waits
+    // in the second's handling. The next ones' values, sent from the solver's buffer (2 MiB),
+    // are fetched all the same: their sends return, none times out.
+    auto collector = std::make_shared<server::Collector>(1);
+    server::Receiver receiver(ucx_config(), collector);
+    auto t = transport::make_transport();
+    transport::SendOptions options;
+    options.timeout = 1s;
+    auto sender = t->connect(receiver.endpoint(), options);
+    const std::uint64_t cells = 1 << 18;
+    std::vector<double> values(cells, 1.0);
+    for (std::uint32_t step = 0; step < 5; ++step) {
+        wire::Header h = piece(step, 0, cells);
+        h.client_rank = 0;
+        h.n_client_ranks = 1;
+        h.field_size = cells;
+        EXPECT_NO_THROW(sender->send(wire::encode(h), values.data(), cells * 8))
+            << "time step " << step << " was not fetched";
+    }
+    receiver.stop();
+}
+
 TEST(UcxTransport, RefusesABadPollTime) {
     if (!transport::available(transport::Backend::Ucx))
         GTEST_SKIP() << "built without UCX";
