@@ -45,13 +45,14 @@ py::dict endpoint_dict(const wire::ServerEndpoint &e) {
 transport::Backend backend_from(const std::string &name) {
     if (name == "zmq")
         return transport::Backend::Zmq;
-    if (name == "ucx") {
+    if (name == "ucx" || name == "auto") {
         if (!transport::available(transport::Backend::Ucx))
-            throw py::value_error("transport 'ucx': this melissa was built without UCX (install "
-                                  "libucx-dev and rebuild, or use 'zmq')");
-        return transport::Backend::Ucx;
+            throw py::value_error("transport '" + name +
+                                  "': this melissa was built without UCX (install libucx-dev "
+                                  "and rebuild, or use 'zmq')");
+        return name == "ucx" ? transport::Backend::Ucx : transport::Backend::Auto;
     }
-    throw py::value_error("transport must be 'zmq' or 'ucx', got '" + name + "'");
+    throw py::value_error("transport must be 'zmq', 'ucx' or 'auto', got '" + name + "'");
 }
 
 /// A numpy view of delivered values that keeps them alive: no copy out of the receiver.

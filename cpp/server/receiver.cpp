@@ -99,7 +99,6 @@ Receiver::Receiver(ReceiverConfig config, std::shared_ptr<Consumer> consumer)
       transport_(transport::make_transport()), field_sizes_(config_.field_sizes),
       max_time_steps_(config_.nb_time_steps != 0 ? config_.nb_time_steps : kMaxTimeSteps) {
     transport::BindOptions options;
-    options.backend = config_.backend;
     options.host = config_.host;
     options.bind_address = config_.bind_address;
     options.ipc_dir = config_.ipc_dir;
@@ -107,11 +106,24 @@ Receiver::Receiver(ReceiverConfig config, std::shared_ptr<Consumer> consumer)
     options.high_water_mark = config_.high_water_mark;
     options.token = config_.token;
     options.max_message_bytes = max_message_bytes(config_);
-    inbox_ = transport_->bind(options);
+    const bool both = config_.backend == transport::Backend::Auto;
+    for (transport::Backend backend : {transport::Backend::Zmq, transport::Backend::Ucx}) {
+        if (!both && backend != config_.backend)
+            continue;
+        options.backend = backend;
+        inboxes_.push_back(transport_->bind(options));
+        // Each backend fills its own of the endpoint's addresses.
+        const wire::ServerEndpoint &taken = inboxes_.back()->endpoint();
+        for (auto address :
+             {&wire::ServerEndpoint::tcp, &wire::ServerEndpoint::ipc, &wire::ServerEndpoint::ucx})
+            if (!(taken.*address).empty())
+                endpoint_.*address = taken.*address;
+        endpoint_.host = taken.host;
+    }
     responder_ = transport_->respond(config_.bind_address);
-    endpoint_ = inbox_->endpoint();
     endpoint_.control = responder_->address();
-    receiver_thread_ = std::thread([this] { receive_loop(); });
+    for (auto &inbox : inboxes_)
+        receiver_threads_.emplace_back([this, &inbox = *inbox] { receive_loop(inbox); });
     control_thread_ = std::thread([this] { control_loop(); });
 }
 
@@ -119,13 +131,14 @@ Receiver::~Receiver() { stop(); }
 
 void Receiver::stop() {
     stopping_ = true;
-    if (receiver_thread_.joinable())
-        receiver_thread_.join();
+    for (std::thread &thread : receiver_threads_)
+        if (thread.joinable())
+            thread.join();
     if (control_thread_.joinable())
         control_thread_.join();
     // The threads that used the sockets are gone: the ports close, and the authentication of
     // new peers stops with them.
-    inbox_.reset();
+    inboxes_.clear();
     responder_.reset();
     transport_.reset();
 }
@@ -244,9 +257,9 @@ std::string Receiver::admit(const std::vector<std::byte> &request, wire::Welcome
     return {};
 }
 
-void Receiver::receive_loop() {
+void Receiver::receive_loop(transport::Inbox &inbox) {
     while (!stopping_) {
-        std::unique_ptr<transport::Message> message = inbox_->receive(kPollInterval);
+        std::unique_ptr<transport::Message> message = inbox.receive(kPollInterval);
         if (message) {
             std::lock_guard<std::mutex> handling(handling_);
             handle(std::move(message));

@@ -51,7 +51,7 @@ struct ReceiverConfig {
     std::string bind_address; // the IP address listened on, which tcp clients connect to
     std::string ipc_dir;      // empty: tcp only
     int high_water_mark = 8;
-    transport::Backend backend = transport::Backend::Zmq; // what carries data
+    transport::Backend backend = transport::Backend::Zmq; // what carries data (transport.hpp)
     // Cells of each field, by field id, as the study declares them: every handshake and message
     // must agree. Empty, or 0 for a field: not declared, and the first size seen is the field's.
     std::vector<std::uint64_t> field_sizes;
@@ -118,7 +118,7 @@ class Receiver {
 
     struct PendingFlush;
 
-    void receive_loop();
+    void receive_loop(transport::Inbox &inbox);
     void control_loop();
     void handle(std::unique_ptr<transport::Message> message);
     std::vector<std::byte> answer(const std::vector<std::byte> &request);
@@ -142,11 +142,11 @@ class Receiver {
     ReceiverConfig config_;
     std::shared_ptr<Consumer> consumer_;
     std::unique_ptr<transport::Transport> transport_;
-    std::unique_ptr<transport::Inbox> inbox_;
+    std::vector<std::unique_ptr<transport::Inbox>> inboxes_; // one per backend
     std::unique_ptr<transport::Responder> responder_;
     wire::ServerEndpoint endpoint_;
 
-    std::mutex handling_;      // held by the receiver thread while it handles a message
+    std::mutex handling_;      // held by a receiver thread while it handles a message
     mutable std::mutex mutex_; // guards what the two threads and the caller share, below
     Counters counters_;
     std::vector<wire::ServerEndpoint> layout_; // empty until serve_handshakes (rank 0 only)
@@ -158,7 +158,8 @@ class Receiver {
     std::set<std::uint32_t> finished_;
 
     std::atomic<bool> stopping_{false};
-    std::thread receiver_thread_, control_thread_;
+    std::vector<std::thread> receiver_threads_; // one per inbox
+    std::thread control_thread_;
 };
 
 } // namespace melissa::server

@@ -92,20 +92,23 @@ struct SendOptions {
     std::uint64_t token = 0;      // the study's, without which an inbox takes nothing
 };
 
-/// What carries data. Control (handshakes, flushes) is ZeroMQ's in both: a few small requests
-/// per client rank, where latency matters and bandwidth does not.
-enum class Backend { Zmq, Ucx };
+/// What carries data. Control (handshakes, flushes) is ZeroMQ's in all: a few small requests
+/// per client rank, where latency matters and bandwidth does not. Auto is a server's: it takes
+/// data on both (an inbox of each, server::Receiver), and each client takes UCX where UCX pays,
+/// to a server on its own host (shared memory) or over RDMA, and ZeroMQ where UCX would take
+/// tcp, whose stream ZeroMQ moves with less CPU (bench/RESULTS.md).
+enum class Backend { Zmq, Ucx, Auto };
 
 /// Whether this build can carry data on `backend` (UCX is optional at build time).
 bool available(Backend backend);
 
 struct BindOptions {
-    Backend backend = Backend::Zmq;
-    std::string host;         // this host's name: clients that have the same reach it by ipc
-    std::string bind_address; // the IP address (v4 or v6) listened on, which tcp clients use
-    std::string ipc_dir;      // where the Unix socket goes; empty: no ipc endpoint (ZeroMQ)
-    std::string name;         // distinguishes the sockets of several ranks on one host
-    int high_water_mark = 8;  // ZeroMQ's queue per connection
+    Backend backend = Backend::Zmq; // Zmq or Ucx: an inbox takes data on one
+    std::string host;               // this host's name: clients that have the same reach it by ipc
+    std::string bind_address;       // the IP address (v4 or v6) listened on, which tcp clients use
+    std::string ipc_dir;            // where the Unix socket goes; empty: no ipc endpoint (ZeroMQ)
+    std::string name;               // distinguishes the sockets of several ranks on one host
+    int high_water_mark = 8;        // ZeroMQ's queue per connection
     // Only a peer that presents it may send: ZeroMQ's PLAIN mechanism, the token (16 hex digits)
     // as password, checked before the connection carries any message; UCX checks it in each
     // message's header before it fetches the values. It travels in clear text.

@@ -263,8 +263,9 @@ class ZmqTransport final : public Transport {
   public:
     std::unique_ptr<Sender> connect(const wire::ServerEndpoint &server,
                                     const SendOptions &options) override {
-        if (!server.ucx.empty())
-            throw TransportError(std::string("the server takes data over UCX, ") + kNoUcx);
+        // A server that takes both (Backend::Auto) has a ZeroMQ address too.
+        if (!server.ucx.empty() && server.tcp.empty() && server.ipc.empty())
+            throw TransportError(std::string("the server takes data over UCX only, ") + kNoUcx);
         const bool local =
             options.prefer_local_ipc && !server.ipc.empty() && server.host == host_name();
         try {

@@ -395,8 +395,9 @@ class LauncherConfig(_Section):
         "zmq", description="What carries the simulations' data to the server: zmq (ZeroMQ: Unix "
         "sockets within a node, TCP between nodes), ucx (UCX: shared memory within a node, RDMA "
         "or TCP between nodes, as UCX finds them; UCX_TLS and other UCX_* variables tune it; "
-        "faster, but see the README's known limits), or auto: ucx where this melissa was built "
-        "with UCX, zmq elsewhere."
+        "faster, but see the README's known limits), or auto: the server takes both, and each "
+        "simulation takes UCX to a server on its own node or over RDMA, ZeroMQ where UCX would "
+        "use TCP (zmq alone where this melissa was built without UCX)."
     )
     timeouts: Timeouts = Field(default_factory=Timeouts)
 

@@ -467,6 +467,55 @@ TEST(UcxInbox, FetchesValuesWhileTheServerHandlesEarlierOnes) {
     receiver.stop();
 }
 
+TEST(AutoTransport, TakesUcxOnTheServersHostAndZeroMqOverTcp) {
+    if (!transport::available(transport::Backend::Auto))
+        GTEST_SKIP() << "built without UCX";
+    auto config = test_config();
+    config.backend = transport::Backend::Auto;
+    TestServer server(config);
+    const wire::ServerEndpoint &endpoint = server.receiver.endpoint();
+    ASSERT_FALSE(endpoint.ucx.empty());
+    ASSERT_FALSE(endpoint.tcp.empty());
+    ASSERT_FALSE(endpoint.ipc.empty());
+    // A UCX address no client can use: a client that takes UCX fails on it, one that takes
+    // ZeroMQ never reads it.
+    wire::ServerEndpoint unusable_ucx = endpoint;
+    unusable_ucx.ucx = "zz";
+    auto t = transport::make_transport();
+    transport::SendOptions local;
+    local.token = kToken;
+    try {
+        (void)t->connect(unusable_ucx, local);
+        ADD_FAILURE() << "a client on the server's host did not take UCX";
+    } catch (const transport::TransportError &e) {
+        EXPECT_NE(std::string(e.what()).find("UCX address is not hexadecimal"), std::string::npos)
+            << e.what();
+    }
+    transport::SendOptions tcp = local; // as MELISSA_TRANSPORT=tcp asks
+    tcp.prefer_local_ipc = false;
+    // A client built without UCX takes ZeroMQ, and is refused by a server that has UCX only.
+    auto zmq_only = transport::make_zmq_transport();
+    wire::ServerEndpoint ucx_only = endpoint;
+    ucx_only.tcp.clear();
+    ucx_only.ipc.clear();
+    EXPECT_THROW((void)zmq_only->connect(ucx_only, local), transport::TransportError);
+    std::vector<double> values(10, 1.5);
+    for (std::uint32_t step = 0; step < 3; ++step) {
+        auto sender = step == 0   ? t->connect(unusable_ucx, tcp)
+                      : step == 1 ? t->connect(endpoint, local)
+                                  : zmq_only->connect(unusable_ucx, local);
+        wire::Header h = piece(step, 0, values.size());
+        h.client_rank = 0;
+        h.n_client_ranks = 1;
+        sender->send(wire::encode(h), values.data(), values.size() * 8);
+        sender->flush();
+        const auto d = server.collector->pop(5s);
+        ASSERT_TRUE(d) << "time step " << step << " never arrived";
+        EXPECT_EQ(d->time_step, step);
+        EXPECT_EQ(static_cast<const double *>(d->values)[9], 1.5);
+    }
+}
+
 TEST(UcxTransport, RefusesABadPollTime) {
     if (!transport::available(transport::Backend::Ucx))
         GTEST_SKIP() << "built without UCX";

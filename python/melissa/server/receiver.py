@@ -12,9 +12,10 @@ from melissa import _core
 
 
 def resolve_transport(transport: str) -> str:
-    """"auto" is UCX where this build has it, ZeroMQ elsewhere; other names pass through."""
-    if transport == "auto":
-        return "ucx" if "ucx" in _core.transports() else "zmq"
+    """"auto" (both, each client taking UCX where it pays) needs UCX in this build; without it,
+    ZeroMQ. Other names pass through."""
+    if transport == "auto" and "ucx" not in _core.transports():
+        return "zmq"
     return transport
 
 
