@@ -14,6 +14,8 @@
 //   melissa: a one-rank server::Receiver with a consumer that only counts; each client calls
 //            melissa_init_no_mpi, then melissa_send for every message, then melissa_finalize.
 //   ucx:     the same over the UCX backend: shared memory for "ipc", UCX's tcp for "tcp".
+//   auto:    the same with a server that takes both, each client taking what pays (UCX for
+//            "ipc", ZeroMQ for "tcp").
 //   raw:     a PULL socket read by the parent's main thread; each client has a PUSH socket with
 //            melissa's sender options (high-water mark 8, ZMQ_IMMEDIATE, linger) and sends a
 //            64-byte header frame and the values frame, with zmq_send's one copy, as melissa does.
@@ -67,13 +69,28 @@ using namespace std::chrono_literals;
 
 namespace {
 
-enum class Sender { Melissa, Ucx, Raw };
+enum class Sender { Melissa, Ucx, Auto, Raw };
 enum class Link { Ipc, Tcp };
 
 const char *name(Sender s) {
-    return s == Sender::Melissa ? "melissa" : s == Sender::Ucx ? "ucx" : "raw";
+    switch (s) {
+    case Sender::Melissa:
+        return "melissa";
+    case Sender::Ucx:
+        return "ucx";
+    case Sender::Auto:
+        return "auto";
+    default:
+        return "raw";
+    }
 }
 const char *name(Link l) { return l == Link::Ipc ? "ipc" : "tcp"; }
+
+transport::Backend backend(Sender s) {
+    return s == Sender::Ucx    ? transport::Backend::Ucx
+           : s == Sender::Auto ? transport::Backend::Auto
+                               : transport::Backend::Zmq;
+}
 
 constexpr std::uint64_t kToken = 0xBE7C4;
 constexpr const char *kField = "field";
@@ -496,8 +513,7 @@ Run run_once(Sender sender, Link link, const Cell &cell) {
     Tally tally(cell, acks);
     std::unique_ptr<Server> receiving;
     if (sender != Sender::Raw)
-        receiving = std::make_unique<MelissaServer>(
-            cell, sender == Sender::Ucx ? transport::Backend::Ucx : transport::Backend::Zmq, tally);
+        receiving = std::make_unique<MelissaServer>(cell, backend(sender), tally);
     else
         receiving = std::make_unique<RawServer>(cell, tally);
     Go release{};
@@ -633,7 +649,7 @@ int main(int argc, char **argv) {
     // cell does not always favour the same one.
     std::vector<Sender> senders{Sender::Melissa, Sender::Raw};
     if (transport::available(transport::Backend::Ucx))
-        senders.push_back(Sender::Ucx);
+        senders.insert(senders.end(), {Sender::Ucx, Sender::Auto});
     const std::size_t n = senders.size();
     const std::uint64_t messages = cell.per_client * static_cast<std::uint64_t>(cell.clients);
     for (int r = 0; r < repeats; ++r) {

@@ -343,22 +343,25 @@ def tcp_table(cells: list[Cell]) -> None:
 
 def ucx_table(cells: list[Cell], link: str) -> None:
     """Rates once connected (from the first delivery on): a simulation connects once and then
-    sends for its whole run, and UCX connects slower than ZeroMQ (startup_line)."""
-    headers = ["size", "clients", "ucx GB/s", "melissa zmq GB/s", "raw zmq GB/s", "memcpy GB/s"]
-    headers += ["ucx / raw", "range", "ucx / melissa zmq", "range", "ucx / memcpy"]
+    sends for its whole run, and UCX connects slower than ZeroMQ (startup_line). auto: the
+    server takes both, and each client what pays (UCX on one host, ZeroMQ over tcp)."""
+    senders = ("ucx", "auto", "melissa", "raw")
+    headers = ["size", "clients", "ucx GB/s", "auto GB/s", "melissa zmq GB/s", "raw zmq GB/s"]
+    headers += ["memcpy GB/s", "ucx / raw", "range", "ucx / melissa zmq", "range"]
+    headers += ["auto / melissa zmq", "range", "ucx / memcpy"]
     rows = []
     for cell in cells:
-        rates = [cell.rate(s, link, steady=True) for s in ("ucx", "melissa", "raw")]
+        rates = [cell.rate(s, link, steady=True) for s in senders]
         rows.append(
             [_size(cell.size), str(cell.clients)]
             + [_gbs(cell, r) for r in [*rates, cell.rate("memcpy", "memory")]]
             + [
-                f"{cell.paired(link, 'ucx', 'raw', True):.2f}",
-                cell.spread(link, "ucx", "raw", True),
-            ]
-            + [
-                f"{cell.paired(link, 'ucx', 'melissa', True):.2f}",
-                cell.spread(link, "ucx", "melissa", True),
+                text
+                for sender, over in (("ucx", "raw"), ("ucx", "melissa"), ("auto", "melissa"))
+                for text in (
+                    f"{cell.paired(link, sender, over, True):.2f}",
+                    cell.spread(link, sender, over, True),
+                )
             ]
             + [f"{cell.paired(link, 'ucx', 'memcpy', True):.2f}"]
         )
@@ -366,36 +369,34 @@ def ucx_table(cells: list[Cell], link: str) -> None:
 
 
 def ucx_verdict(cells: list[Cell], links: Sequence[str]) -> list[str]:
-    def judge(goal: str, judged: list[Cell], link: str, over: str, target: float) -> str:
+    def judge(
+        goal: str, judged: list[Cell], link: str, sender: str, over: str, target: float
+    ) -> str:
         if not judged:
             return f"- {goal}: not judged, no such cell"
-        ratios = [c.paired(link, "ucx", over, True) for c in judged]
-        worst = min(judged, key=lambda c: c.paired(link, "ucx", over, True))
+        ratios = [c.paired(link, sender, over, True) for c in judged]
+        worst = min(judged, key=lambda c: c.paired(link, sender, over, True))
         below = sum(r < target for r in ratios)
         return (
             f"- {goal}: **{'met' if below == 0 else 'NOT met'}**: worst "
-            f"{worst.paired(link, 'ucx', over, True):.2f}x (at {_size(worst.size)} with "
+            f"{worst.paired(link, sender, over, True):.2f}x (at {_size(worst.size)} with "
             f"{worst.clients} client{'s' * (worst.clients > 1)}), median "
             f"{statistics.median(ratios):.2f}x, {below} of {len(judged)} cells below {target}x"
         )
 
     lines = []
     if "ipc" in links:
-        lines.append(
-            judge(
-                f"ucx >= {UCX_OVER_RAW}x raw ZeroMQ from {_size(UCX_FROM)} up, one host",
-                [c for c in cells if c.size >= UCX_FROM],
-                "ipc",
-                "raw",
-                UCX_OVER_RAW,
-            )
-        )
+        big = [c for c in cells if c.size >= UCX_FROM]
+        goal = f"{UCX_OVER_RAW}x raw ZeroMQ from {_size(UCX_FROM)} up, one host"
+        lines.append(judge(f"ucx >= {goal}", big, "ipc", "ucx", "raw", UCX_OVER_RAW))
     for link in links:
-        lines.append(
-            judge(f"ucx >= melissa over ZeroMQ, every size, {link}", cells, link, "melissa", 1.0)
-        )
+        for sender in ("ucx", "auto"):
+            goal = f"{sender} >= melissa over ZeroMQ, every size, {link}"
+            lines.append(judge(goal, cells, link, sender, "melissa", 1.0))
     if "tcp" in links:
-        lines.append(judge("ucx >= raw ZeroMQ over tcp, every size", cells, "tcp", "raw", 1.0))
+        for sender in ("ucx", "auto"):
+            goal = f"{sender} >= raw ZeroMQ over tcp, every size"
+            lines.append(judge(goal, cells, "tcp", sender, "raw", 1.0))
     return lines
 
 
@@ -430,7 +431,7 @@ def cost_table(cells: list[Cell], link: str) -> None:
 
 def startup_line(cells: list[Cell], link: str, senders: Sequence[str] = ("melissa", "raw")) -> str:
     """The time from the release to the first delivery, median over all runs of each sender."""
-    names = {"melissa": "melissa", "ucx": "melissa over UCX", "raw": "raw ZeroMQ"}
+    names = {"melissa": "melissa", "ucx": "melissa over UCX", "auto": "auto", "raw": "raw ZeroMQ"}
     medians = {
         s: statistics.median(r["first"] for c in cells for r in c.runs[(s, link)]) for s in senders
     }
@@ -585,7 +586,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             ucx_table(cells, "tcp")
         print("\n" + "\n".join(ucx_verdict(cells, args.links)) + "\n")
         for link in args.links:
-            print(startup_line(cells, link, ("ucx", "melissa", "raw")) + "\n")
+            print(startup_line(cells, link, ("ucx", "auto", "melissa", "raw")) + "\n")
     if losses:
         print(
             "### Messages lost when a client closes right after its last send (1 KiB, 2000 "
