@@ -82,18 +82,20 @@ OT_ROWS = 4  # OpenTURNS points are copies of pool rows; a few keep memory use d
 
 
 class NumpyMoments:
-    """Welford's update and Pebay's higher-order terms around the first field (moments.cpp)."""
+    """Welford's update and Pebay's higher-order terms around the first field in float32, as
+    moments.cpp keeps it."""
 
     def __init__(self, size: int, order: int) -> None:
         self.order, self.count = order, 0
-        self.shift, self.mean, self.m2, self.m3, self.m4 = (np.zeros(size) for _ in range(5))
+        self.shift = np.zeros(size, dtype=np.float32)
+        self.mean, self.m2, self.m3, self.m4 = (np.zeros(size) for _ in range(4))
 
     def update(self, x: Array) -> None:
         if self.count == 0:
             self.shift[...] = x
         self.count += 1
         n = float(self.count)
-        delta = (x - self.shift) - self.mean
+        delta = np.subtract(x, self.shift, dtype=float) - self.mean
         delta_n = delta * (1.0 / n)
         self.mean += delta_n
         term = delta * delta_n * (n - 1.0)
@@ -351,7 +353,7 @@ class FairMoments(NumpyMoments, Blocked):
         delta, delta_n, u, w, tmp = scratch
         if first:
             np.copyto(shift, x)
-        np.subtract(x, shift, out=delta)
+        np.subtract(x, shift, out=delta, dtype=float)
         np.subtract(delta, mean, out=delta)
         np.multiply(delta, inv, out=delta_n)
         np.add(mean, delta_n, out=mean)
@@ -751,7 +753,7 @@ def moments_kernel(order: int, its_ok: bool, ot_ok: bool) -> Kernel:
     return Kernel(
         f"Moments(order={order})",
         state_bytes=order * 8,
-        read_only_bytes=8,
+        read_only_bytes=4,
         fields_per_update=1,
         unit="fields",
         melissa=lambda n: ms.Moments(n, order),
