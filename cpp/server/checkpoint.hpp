@@ -44,7 +44,8 @@
 namespace melissa::server {
 
 /// The format this melissa writes and reads; earlier ones are refused with the reason. 2:
-/// covariance pairs and their halves in flight. 3: the moments' shift. 4: the shift in float32.
+/// covariance pairs and their halves in flight. 3: the moments' shift. 4: the shift in float32,
+/// none at order 1.
 constexpr std::uint32_t kCheckpointVersion = 4;
 
 /// A checkpoint that cannot be taken up here, and why.

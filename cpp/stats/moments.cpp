@@ -32,7 +32,10 @@ MELISSA_KERNEL void moments_step(const float *__restrict shift, double *__restri
     const double c3 = count - 2.0;
     const double c4 = count * count - 3.0 * count + 3.0;
     for (std::size_t i = 0; i < n; ++i) {
-        const double delta = (static_cast<double>(x[i]) - static_cast<double>(shift[i])) - mean[i];
+        double shifted = static_cast<double>(x[i]);
+        if constexpr (Order >= 2)
+            shifted -= static_cast<double>(shift[i]);
+        const double delta = shifted - mean[i];
         const double delta_n = delta * inv;
         mean[i] += delta_n;
         if constexpr (Order >= 2) {
@@ -58,8 +61,11 @@ void moments_update(float *shift, double *mean, double *m2, double *m3, double *
         std::size_t first = 0;
         if (count == 0) {
             for (std::size_t i = begin; i < end; ++i) {
-                shift[i] = shift_of(fields[i]);
-                mean[i] = static_cast<double>(fields[i]) - static_cast<double>(shift[i]);
+                mean[i] = static_cast<double>(fields[i]);
+                if constexpr (Order >= 2) {
+                    shift[i] = shift_of(fields[i]);
+                    mean[i] -= static_cast<double>(shift[i]);
+                }
             }
             first = 1;
         }
@@ -75,11 +81,12 @@ void moments_update(float *shift, double *mean, double *m2, double *m3, double *
 Moments::Moments(std::size_t size, int order) : size_(size), order_(order) {
     detail::require(order >= 1 && order <= 4,
                     "Moments: order must be 1, 2, 3 or 4, got " + std::to_string(order));
-    shift_.assign(size, 0.0f);
     mean_.assign(size, 0.0);
-    // Unused higher moments stay empty; their kernels never touch them.
-    if (order >= 2)
+    // The shift and unused higher moments stay empty; their kernels never touch them.
+    if (order >= 2) {
+        shift_.assign(size, 0.0f);
         m2_.assign(size, 0.0);
+    }
     if (order >= 3)
         m3_.assign(size, 0.0);
     if (order >= 4)
@@ -137,8 +144,9 @@ void Moments::merge(const Moments &other) {
             // Two floats within a factor 2^29 of each other, as the shifts of one cell's data
             // are, differ by a double exactly: the other's mean moves onto this shift without
             // the offset's rounding.
-            const double delta = (static_cast<double>(oshift[i]) - static_cast<double>(shift[i])) +
-                                 (omean[i] - mean[i]);
+            const double shifts =
+                order < 2 ? 0.0 : static_cast<double>(oshift[i]) - static_cast<double>(shift[i]);
+            const double delta = shifts + (omean[i] - mean[i]);
             mean[i] += delta * w.other_share;
             if (order < 2)
                 continue;
@@ -157,7 +165,7 @@ void Moments::merge(const Moments &other) {
 
 void Moments::mean(double *out) const {
     for (std::size_t i = 0; i < size_; ++i)
-        out[i] = count_ == 0 ? detail::nan() : shift_[i] + mean_[i];
+        out[i] = count_ == 0 ? detail::nan() : (order_ < 2 ? 0.0 : shift_[i]) + mean_[i];
 }
 
 void Moments::variance(double *out, int ddof) const {
@@ -187,9 +195,10 @@ void Moments::kurtosis(double *out) const {
 
 std::vector<StateArray> Moments::state() {
     using Type = StateArray::Type;
-    std::vector<StateArray> arrays{{"count", &count_, Type::UInt64, {}},
-                                   {"shift", shift_.data(), Type::Float32, {size_}},
-                                   {"mean", mean_.data(), Type::Float64, {size_}}};
+    std::vector<StateArray> arrays{{"count", &count_, Type::UInt64, {}}};
+    if (order_ >= 2)
+        arrays.push_back({"shift", shift_.data(), Type::Float32, {size_}});
+    arrays.push_back({"mean", mean_.data(), Type::Float64, {size_}});
     detail::StateVector *higher[] = {&m2_, &m3_, &m4_};
     for (int k = 2; k <= order_; ++k)
         arrays.push_back({"m" + std::to_string(k), higher[k - 2]->data(), Type::Float64, {size_}});

@@ -77,6 +77,9 @@ using StateVector = StateVectorOf<double>;
 /// at most), so that its rounding is relative to that, not to the data's offset. A float, not a
 /// double: the update is memory-bound, and 8 bytes per cell would add a fifth to what an order-2
 /// update streams. A merge keeps this accumulator's shifts and moves the other's mean onto them.
+/// Order 1 keeps no shift: the running mean alone is as accurate as a two-pass one at any
+/// offset, its rounding being relative to the offset anyway, and the shift would add a sixth to
+/// the bytes its update streams (a fifth for float input).
 class MELISSA_STATS_EXPORT Moments {
   public:
     Moments(std::size_t size, int order = 4);
@@ -98,7 +101,8 @@ class MELISSA_STATS_EXPORT Moments {
     /// Biased excess kurtosis m4 / m2^2 - 3 (scipy.stats.kurtosis defaults); NaN where m2 is 0.
     void kurtosis(double *out) const;
 
-    /// count, shift, mean (of the values minus the shift), m2 ... m{order} (central sums).
+    /// count, shift (from order 2), mean (of the values minus the shift), m2 ... m{order}
+    /// (central sums).
     std::vector<StateArray> state();
 
   private:

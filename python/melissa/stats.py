@@ -119,10 +119,10 @@ class Moments(_Checkpointable, _core.Moments):
     """Mean and central moments up to `order` (1 to 4) of every cell.
 
     Welford's update and Pebay's pairwise merge, on each cell's values minus a shift, the first
-    value the cell saw rounded to float32 (the state's ``shift``, 0 beyond float32's range;
-    ``mean()`` adds it back): accurate whatever the data's offset, within a small factor of a
-    two-pass computation in float64 (on 1e9 plus unit noise as on the noise alone), where the
-    textbook sum-of-squares formula keeps no digit.
+    value the cell saw rounded to float32 (the state's ``shift``, 0 beyond float32's range, none
+    at order 1, whose mean needs none; ``mean()`` adds it back): accurate whatever the data's
+    offset, within a small factor of a two-pass computation in float64 (on 1e9 plus unit noise as
+    on the noise alone), where the textbook sum-of-squares formula keeps no digit.
     ``variance(ddof=1)`` is the sample variance (``ddof=0``: population). ``skewness()`` is the
     biased sample skewness and ``kurtosis()`` the biased *excess* (Fisher) kurtosis: they match
     ``scipy.stats.skew`` and ``scipy.stats.kurtosis`` with their defaults (Pearson's kurtosis is

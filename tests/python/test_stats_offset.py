@@ -108,6 +108,26 @@ def test_moments_as_accurate_as_two_pass_at_any_offset(
         assert ours[name] < 1e-12, (name, ours)
 
 
+@pytest.mark.parametrize("offset", [0.0, 1e6, 1e9])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_order_1_keeps_no_shift_and_its_mean_as_accurate(
+    rng: np.random.Generator, dtype: str, offset: float
+) -> None:
+    # Welford's mean rounds to the offset's resolution at each step, which numpy's two-pass
+    # mean does too: a shift gains it nothing.
+    x = fields(rng, offset, dtype)
+    moments = stats.Moments(SIZE, order=1)
+    moments.update(x[: N // 2])
+    other = stats.Moments(SIZE, order=1)
+    other.update(x[N // 2:])
+    moments.merge(other)
+    assert "shift" not in moments.state_dict()
+    exact = reference(x)["mean"]
+    ours, theirs = (float(np.max(np.abs(mean - exact) / np.abs(exact)))
+                    for mean in (moments.mean(), np.mean(x.astype(np.float64), axis=0)))
+    assert ours <= max(10 * theirs, 1e-14), (ours, theirs)
+
+
 def test_the_shift_is_the_first_field_and_a_merge_keeps_its_own(rng: np.random.Generator) -> None:
     x = fields(rng, 1e9)
     left, right = stats.Moments(SIZE), stats.Moments(SIZE)

@@ -215,8 +215,10 @@ def _statistics_parts(config: Config, layout: _Layout, job_limit: int) -> list[M
     assert sa is not None
     p = config.study_options.nb_parameters
     # (asked, bytes per cell, state arrays) of each kernel, as cpp/stats keeps them: 8 bytes a
-    # float64 or uint64, 4 the moments' float32 shift.
-    kernels = [(sa.moments_order > 0, 4 + 8 * sa.moments_order, 2 + sa.moments_order),
+    # float64 or uint64, 4 the moments' float32 shift (from order 2).
+    shift = sa.moments_order >= 2
+    kernels = [(sa.moments_order > 0, 4 * shift + 8 * sa.moments_order,
+                1 + shift + sa.moments_order),
                (sa.min or sa.max, 8 * 2, 3),
                (bool(sa.threshold_exceedance), 8 * len(sa.threshold_exceedance), 2),
                (bool(sa.quantiles), 8 * (2 + 2 * len(sa.quantiles)), 5),
