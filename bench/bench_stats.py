@@ -82,18 +82,21 @@ OT_ROWS = 4  # OpenTURNS points are copies of pool rows; a few keep memory use d
 
 
 class NumpyMoments:
-    """Welford's update and Pebay's higher-order terms around the first field (moments.cpp)."""
+    """Welford's update and Pebay's higher-order terms around the first field in float32 (none at
+    order 1), as moments.cpp keeps it."""
 
     def __init__(self, size: int, order: int) -> None:
         self.order, self.count = order, 0
-        self.shift, self.mean, self.m2, self.m3, self.m4 = (np.zeros(size) for _ in range(5))
+        self.shift = np.zeros(size if order >= 2 else 0, dtype=np.float32)
+        self.mean, self.m2, self.m3, self.m4 = (np.zeros(size) for _ in range(4))
 
     def update(self, x: Array) -> None:
-        if self.count == 0:
+        if self.count == 0 and self.order >= 2:
             self.shift[...] = x
         self.count += 1
         n = float(self.count)
-        delta = (x - self.shift) - self.mean
+        shifted = np.subtract(x, self.shift, dtype=float) if self.order >= 2 else x
+        delta = shifted - self.mean
         delta_n = delta * (1.0 / n)
         self.mean += delta_n
         term = delta * delta_n * (n - 1.0)
@@ -109,8 +112,9 @@ class NumpyMoments:
         self.m2 += term
 
     def state(self) -> dict[str, Array]:
-        kept = {"shift": self.shift, "mean": self.mean, "m2": self.m2, "m3": self.m3, "m4": self.m4}
-        return dict(list(kept.items())[: self.order + 1])
+        moments = {"mean": self.mean, "m2": self.m2, "m3": self.m3, "m4": self.m4}
+        kept = dict(list(moments.items())[: self.order])
+        return {"shift": self.shift, **kept} if self.order >= 2 else kept
 
 
 class NumpyExtrema:
@@ -349,10 +353,13 @@ class FairMoments(NumpyMoments, Blocked):
         inv, before, c3, c4 = factors
         x, shift, mean, m2 = x[cells], self.shift[cells], self.mean[cells], self.m2[cells]
         delta, delta_n, u, w, tmp = scratch
-        if first:
-            np.copyto(shift, x)
-        np.subtract(x, shift, out=delta)
-        np.subtract(delta, mean, out=delta)
+        if self.order < 2:
+            np.subtract(x, mean, out=delta)
+        else:
+            if first:
+                np.copyto(shift, x)
+            np.subtract(x, shift, out=delta, dtype=float)
+            np.subtract(delta, mean, out=delta)
         np.multiply(delta, inv, out=delta_n)
         np.add(mean, delta_n, out=mean)
         if self.order < 2:
@@ -751,7 +758,7 @@ def moments_kernel(order: int, its_ok: bool, ot_ok: bool) -> Kernel:
     return Kernel(
         f"Moments(order={order})",
         state_bytes=order * 8,
-        read_only_bytes=8,
+        read_only_bytes=4 if order >= 2 else 0,
         fields_per_update=1,
         unit="fields",
         melissa=lambda n: ms.Moments(n, order),

@@ -103,7 +103,7 @@ int main() {
     std::printf("| order | threads | input | fields per update | before wall | after wall | "
                 "after / before | before CPU | after CPU | after / before |\n");
     std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
-    for (int order : {4, 2})
+    for (int order : {4, 2, 1})
         for (int threads : {1, 2})
             for (int batch : {1, 8}) {
                 compare(pool64, order, threads, batch);

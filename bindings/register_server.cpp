@@ -12,6 +12,7 @@
 #include "server/consumers.hpp"
 #include "server/receiver.hpp"
 #include "server/replay_buffer.hpp"
+#include "state_arrays.hpp"
 
 namespace py = pybind11;
 namespace server = melissa::server;
@@ -71,11 +72,8 @@ py::dict state_copy(std::vector<melissa::stats::StateArray> arrays) {
     py::dict out;
     for (const auto &a : arrays) {
         const std::vector<py::ssize_t> shape(a.shape.begin(), a.shape.end());
-        if (a.type == melissa::stats::StateArray::Type::Float64)
-            out[a.name.c_str()] = py::array_t<double>(shape, static_cast<const double *>(a.data));
-        else
-            out[a.name.c_str()] =
-                py::array_t<std::uint64_t>(shape, static_cast<const std::uint64_t *>(a.data));
+        // No base object: numpy copies the values.
+        out[a.name.c_str()] = py::array(melissa::bindings::state_dtype(a.type), shape, a.data);
     }
     return out;
 }

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "melissa/stats.hpp"
+#include "state_arrays.hpp"
 
 namespace py = pybind11;
 namespace ms = melissa::stats;
@@ -129,9 +130,8 @@ py::dict state_views(std::vector<ms::StateArray> arrays, const py::handle &owner
     py::dict views;
     for (const auto &a : arrays) {
         const std::vector<py::ssize_t> shape(a.shape.begin(), a.shape.end());
-        py::dtype dtype = a.type == ms::StateArray::Type::Float64 ? py::dtype::of<double>()
-                                                                  : py::dtype::of<std::uint64_t>();
-        views[a.name.c_str()] = py::array(dtype, shape, a.data, owner);
+        views[a.name.c_str()] =
+            py::array(melissa::bindings::state_dtype(a.type), shape, a.data, owner);
     }
     return views;
 }

@@ -242,6 +242,19 @@ void read_delivery(wire::Reader &r, DeliveryState &delivery) {
     }
 }
 
+/// A state array's type as a checkpoint encodes it.
+std::uint8_t type_code(stats::StateArray::Type type) {
+    switch (type) {
+    case stats::StateArray::Type::Float64:
+        return 0;
+    case stats::StateArray::Type::UInt64:
+        return 1;
+    case stats::StateArray::Type::Float32:
+        return 2;
+    }
+    throw std::logic_error("checkpoint: a state array of an unknown type");
+}
+
 void write_accumulators(Output &w, FieldStatistics &statistics) {
     std::uint64_t n = 0;
     statistics.visit([&](std::uint32_t, std::uint32_t, Accumulators &) { ++n; });
@@ -253,14 +266,14 @@ void write_accumulators(Output &w, FieldStatistics &statistics) {
         for (const auto &[kernel, arrays] : kernels) {
             w.str(kernel).u32(static_cast<std::uint32_t>(arrays.size()));
             for (const auto &array : arrays) {
-                w.str(array.name).u8(array.type == stats::StateArray::Type::Float64 ? 0 : 1);
+                w.str(array.name).u8(type_code(array.type));
                 w.u32(static_cast<std::uint32_t>(array.shape.size()));
                 std::size_t values = 1;
                 for (std::size_t d : array.shape) {
                     w.u64(d);
                     values *= d;
                 }
-                w.words(array.data, values);
+                w.words(array.data, values, array.value_bytes());
             }
         }
     });
@@ -279,15 +292,14 @@ void read_kernels(wire::Reader &r, Accumulators &a) {
     for (auto &[kernel, arrays] : kernels) {
         expect(r.str() == kernel && r.u32() == arrays.size());
         for (auto &array : arrays) {
-            const bool float64 = array.type == stats::StateArray::Type::Float64;
-            expect(r.str() == array.name && r.u8() == (float64 ? 0 : 1) &&
+            expect(r.str() == array.name && r.u8() == type_code(array.type) &&
                    r.u32() == array.shape.size());
             std::size_t values = 1;
             for (std::size_t d : array.shape) {
                 expect(r.u64() == d);
                 values *= d;
             }
-            r.words(array.data, values);
+            r.words(array.data, values, array.value_bytes());
         }
     }
 }

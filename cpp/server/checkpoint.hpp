@@ -22,7 +22,8 @@
 //                         parameter)
 //   accumulators          u64 count, each: u32 field, u32 step, u64 offset, u64 cells, u32
 //                         kernels, each: name, u32 arrays, each: name, u8 type (0 float64, 1
-//                         uint64), u32 rank, u64 each dimension, the values (8 bytes each)
+//                         uint64, from format 4: 2 float32), u32 rank, u64 each dimension, the
+//                         values (8 bytes each, 4 for float32)
 //   Sobol groups          u64 count, each: u32 field, u32 step, u32 group, u32 members, u8
 //                         arrived each, u64 values (members x cells), the values (float64)
 //   covariance halves     from format 2: u64 count, each: u32 pair, u32 step, u32 simulation,
@@ -43,8 +44,9 @@
 namespace melissa::server {
 
 /// The format this melissa writes and reads; earlier ones are refused with the reason. 2:
-/// covariance pairs and their halves in flight. 3: the moments' shift.
-constexpr std::uint32_t kCheckpointVersion = 3;
+/// covariance pairs and their halves in flight. 3: the moments' shift. 4: the shift in float32,
+/// none at order 1.
+constexpr std::uint32_t kCheckpointVersion = 4;
 
 /// A checkpoint that cannot be taken up here, and why.
 struct CheckpointError : std::invalid_argument {

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: BSD-3-Clause
-#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <new>
 
 #if defined(__linux__)
@@ -13,9 +13,17 @@
 namespace melissa::stats {
 namespace {
 
+/// The shift of a cell whose first value is `first`: the nearest float. Beyond float's range, 0
+/// rather than the largest float: no float is near such values, and with 0 the running mean is
+/// theirs, returned as it is, not the sum of two huge numbers; the cast alone would give an
+/// infinite shift and NaN moments.
+template <class T> float shift_of(T first) {
+    return std::abs(first) <= std::numeric_limits<float>::max() ? static_cast<float>(first) : 0.0f;
+}
+
 // One Welford/Pebay step of `n` cells with their value x; `count` is the count after the step.
 template <int Order, class T>
-MELISSA_KERNEL void moments_step(const double *__restrict shift, double *__restrict mean,
+MELISSA_KERNEL void moments_step(const float *__restrict shift, double *__restrict mean,
                                  double *__restrict m2, double *__restrict m3,
                                  double *__restrict m4, const T *__restrict x, std::size_t n,
                                  double count) {
@@ -24,7 +32,10 @@ MELISSA_KERNEL void moments_step(const double *__restrict shift, double *__restr
     const double c3 = count - 2.0;
     const double c4 = count * count - 3.0 * count + 3.0;
     for (std::size_t i = 0; i < n; ++i) {
-        const double delta = (static_cast<double>(x[i]) - shift[i]) - mean[i];
+        double shifted = static_cast<double>(x[i]);
+        if constexpr (Order >= 2)
+            shifted -= static_cast<double>(shift[i]);
+        const double delta = shifted - mean[i];
         const double delta_n = delta * inv;
         mean[i] += delta_n;
         if constexpr (Order >= 2) {
@@ -40,14 +51,25 @@ MELISSA_KERNEL void moments_step(const double *__restrict shift, double *__restr
 }
 
 template <int Order, class T>
-void moments_update(double *shift, double *mean, double *m2, double *m3, double *m4,
+void moments_update(float *shift, double *mean, double *m2, double *m3, double *m4,
                     std::size_t size, std::uint64_t count, const T *fields, std::size_t n_fields) {
     detail::for_each_tile(size, size * n_fields, [&](std::size_t begin, std::size_t end) {
-        // The first field becomes the shifts (stats.hpp): set per tile rather than tested per
-        // value, so that the step stays a branch-free vector loop.
-        if (count == 0)
-            std::copy(fields + begin, fields + end, shift + begin);
-        for (std::size_t f = 0; f < n_fields; ++f)
+        // The first field sets the shifts (stats.hpp) and the means of the shifted values, the
+        // central sums staying 0: per tile rather than tested per value, so that the step stays
+        // a branch-free vector loop, and not as a step, whose products of a value far from its
+        // shift (beyond float's range) would overflow to inf times 0.
+        std::size_t first = 0;
+        if (count == 0) {
+            for (std::size_t i = begin; i < end; ++i) {
+                mean[i] = static_cast<double>(fields[i]);
+                if constexpr (Order >= 2) {
+                    shift[i] = shift_of(fields[i]);
+                    mean[i] -= static_cast<double>(shift[i]);
+                }
+            }
+            first = 1;
+        }
+        for (std::size_t f = first; f < n_fields; ++f)
             moments_step<Order>(shift + begin, mean + begin, m2 + begin, m3 + begin, m4 + begin,
                                 fields + f * size + begin, end - begin,
                                 static_cast<double>(count + f + 1));
@@ -59,11 +81,12 @@ void moments_update(double *shift, double *mean, double *m2, double *m3, double 
 Moments::Moments(std::size_t size, int order) : size_(size), order_(order) {
     detail::require(order >= 1 && order <= 4,
                     "Moments: order must be 1, 2, 3 or 4, got " + std::to_string(order));
-    shift_.assign(size, 0.0);
     mean_.assign(size, 0.0);
-    // Unused higher moments stay empty; their kernels never touch them.
-    if (order >= 2)
+    // The shift and unused higher moments stay empty; their kernels never touch them.
+    if (order >= 2) {
+        shift_.assign(size, 0.0f);
         m2_.assign(size, 0.0);
+    }
     if (order >= 3)
         m3_.assign(size, 0.0);
     if (order >= 4)
@@ -73,8 +96,8 @@ Moments::Moments(std::size_t size, int order) : size_(size), order_(order) {
 template <class T> void Moments::update_impl(const T *fields, std::size_t n_fields) {
     if (n_fields == 0)
         return; // no first field to take the shifts from
-    double *shift = shift_.data(), *mean = mean_.data(), *m2 = m2_.data(), *m3 = m3_.data(),
-           *m4 = m4_.data();
+    float *shift = shift_.data();
+    double *mean = mean_.data(), *m2 = m2_.data(), *m3 = m3_.data(), *m4 = m4_.data();
     switch (order_) {
     case 1:
         moments_update<1>(shift, mean, m2, m3, m4, size_, count_, fields, n_fields);
@@ -111,15 +134,19 @@ void Moments::merge(const Moments &other) {
     const double w3 = na * nb * (na - nb) / (n * n);
     const double w4 = na * nb * (na * na - na * nb + nb * nb) / (n * n * n);
     const int order = order_;
-    const double *shift = shift_.data();
+    const float *shift = shift_.data();
     double *mean = mean_.data(), *m2 = m2_.data(), *m3 = m3_.data(), *m4 = m4_.data();
-    const double *oshift = other.shift_.data(), *omean = other.mean_.data(),
-                 *om2 = other.m2_.data(), *om3 = other.m3_.data(), *om4 = other.m4_.data();
+    const float *oshift = other.shift_.data();
+    const double *omean = other.mean_.data(), *om2 = other.m2_.data(), *om3 = other.m3_.data(),
+                 *om4 = other.m4_.data();
     detail::for_each_tile(size_, size_, [&](std::size_t begin, std::size_t end) {
         for (std::size_t i = begin; i < end; ++i) {
-            // Both shifts are values of the cell, so their difference is exact for data near
-            // them, and the other's mean moves onto this shift without the offset's rounding.
-            const double delta = (oshift[i] - shift[i]) + (omean[i] - mean[i]);
+            // Two floats within a factor 2^29 of each other, as the shifts of one cell's data
+            // are, differ by a double exactly: the other's mean moves onto this shift without
+            // the offset's rounding.
+            const double shifts =
+                order < 2 ? 0.0 : static_cast<double>(oshift[i]) - static_cast<double>(shift[i]);
+            const double delta = shifts + (omean[i] - mean[i]);
             mean[i] += delta * w.other_share;
             if (order < 2)
                 continue;
@@ -138,7 +165,7 @@ void Moments::merge(const Moments &other) {
 
 void Moments::mean(double *out) const {
     for (std::size_t i = 0; i < size_; ++i)
-        out[i] = count_ == 0 ? detail::nan() : shift_[i] + mean_[i];
+        out[i] = count_ == 0 ? detail::nan() : (order_ < 2 ? 0.0 : shift_[i]) + mean_[i];
 }
 
 void Moments::variance(double *out, int ddof) const {
@@ -168,9 +195,10 @@ void Moments::kurtosis(double *out) const {
 
 std::vector<StateArray> Moments::state() {
     using Type = StateArray::Type;
-    std::vector<StateArray> arrays{{"count", &count_, Type::UInt64, {}},
-                                   {"shift", shift_.data(), Type::Float64, {size_}},
-                                   {"mean", mean_.data(), Type::Float64, {size_}}};
+    std::vector<StateArray> arrays{{"count", &count_, Type::UInt64, {}}};
+    if (order_ >= 2)
+        arrays.push_back({"shift", shift_.data(), Type::Float32, {size_}});
+    arrays.push_back({"mean", mean_.data(), Type::Float64, {size_}});
     detail::StateVector *higher[] = {&m2_, &m3_, &m4_};
     for (int k = 2; k <= order_; ++k)
         arrays.push_back({"m" + std::to_string(k), higher[k - 2]->data(), Type::Float64, {size_}});

@@ -164,14 +164,20 @@ std::string Reader::str() {
     return s;
 }
 
-void Reader::words(void *values, std::size_t n) {
-    if (n > remaining() / 8)
+void Reader::words(void *values, std::size_t n, std::size_t width) {
+    if (n > remaining() / width)
         throw MalformedMessage("control message ends early");
-    take(values, 8 * n);
+    take(values, width * n);
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    auto *p = static_cast<std::uint64_t *>(values);
-    for (std::size_t i = 0; i < n; ++i)
-        p[i] = to_little(p[i]);
+    for (std::size_t i = 0; i < n; ++i) {
+        if (width == 4) {
+            auto *p = static_cast<std::uint32_t *>(values);
+            p[i] = to_little(p[i]);
+        } else {
+            auto *p = static_cast<std::uint64_t *>(values);
+            p[i] = to_little(p[i]);
+        }
+    }
 #endif
 }
 

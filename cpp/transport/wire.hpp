@@ -106,17 +106,24 @@ template <class Sink> class Encoder {
         u32(static_cast<std::uint32_t>(s.size()));
         return put(s.data(), s.size());
     }
-    /// n values of 8 bytes each (float64 or uint64), as a block.
-    Sink &words(const void *values, std::size_t n) {
+    /// n values of `width` bytes each (8: float64 or uint64; 4: float32), as a block.
+    Sink &words(const void *values, std::size_t n, std::size_t width = 8) {
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+        const auto *bytes = static_cast<const std::byte *>(values);
         for (std::size_t i = 0; i < n; ++i) {
-            std::uint64_t v;
-            std::memcpy(&v, static_cast<const std::byte *>(values) + 8 * i, 8);
-            u64(v);
+            if (width == 4) {
+                std::uint32_t v;
+                std::memcpy(&v, bytes + 4 * i, 4);
+                u32(v);
+            } else {
+                std::uint64_t v;
+                std::memcpy(&v, bytes + 8 * i, 8);
+                u64(v);
+            }
         }
         return static_cast<Sink &>(*this);
 #else
-        return put(values, 8 * n);
+        return put(values, width * n);
 #endif
     }
 
@@ -152,7 +159,8 @@ class Reader {
     std::uint32_t u32();
     std::uint64_t u64();
     std::string str();
-    void words(void *values, std::size_t n);
+    /// n values of `width` bytes each, as Encoder::words wrote them.
+    void words(void *values, std::size_t n, std::size_t width = 8);
     bool done() const { return at_ == size_; }
     std::size_t consumed() const { return at_; }
     std::size_t remaining() const { return size_ - at_; }

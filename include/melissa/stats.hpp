@@ -1,12 +1,12 @@
 // SPDX-License-Identifier: BSD-3-Clause
 //
 // Iterative per-cell statistics: the kernels the statistics server applies to every field of every
-// time step. Each accumulator keeps O(1) float64 state per cell, is updated from one field (a flat
+// time step. Each accumulator keeps O(1) state per cell, is updated from one field (a flat
 // array of `size` cells) or a batch of fields laid out one after the other, and merges with another
 // accumulator of the same cells, so that threads, server ranks and checkpoints combine.
 //
 // Conventions shared by every accumulator:
-// - Input values are float or double; state is double.
+// - Input values are float or double; state is double, but for the moments' shifts (float).
 // - NaN is not skipped: a NaN value makes that cell's moments, extrema, quantiles and covariance
 //   NaN from then on, and never counts as exceeding a threshold. In a Sobol group it makes NaN the
 //   indices that use its field: y_A every total order, y_B every first order, y_Ck both indices
@@ -33,11 +33,13 @@ MELISSA_STATS_EXPORT int get_num_threads();
 /// A view of one array of an accumulator's state, for checkpoints: writing through `data` and
 /// reading it back must round-trip the accumulator exactly.
 struct StateArray {
-    enum class Type { Float64, UInt64 };
+    enum class Type { Float64, UInt64, Float32 };
     std::string name;
     void *data;
     Type type;
     std::vector<std::size_t> shape; // empty for a scalar
+
+    std::size_t value_bytes() const { return type == Type::Float32 ? 4 : 8; }
 };
 
 namespace detail {
@@ -62,16 +64,22 @@ template <class T> struct StateAllocator {
     template <class U> bool operator!=(const StateAllocator<U> &) const noexcept { return false; }
 };
 
-using StateVector = std::vector<double, StateAllocator<double>>;
+template <class T> using StateVectorOf = std::vector<T, StateAllocator<T>>;
+using StateVector = StateVectorOf<double>;
 
 } // namespace detail
 
 /// Mean and central moments up to `order` (1 to 4) by Welford's update and Pebay's pairwise merge.
 ///
-/// Each cell accumulates its values minus a shift, the first value it sees: that difference is
-/// exact for data near the shift (Sterbenz) and the running mean of the shifted values stays of
-/// the order of the data's spread, so that its rounding is relative to the spread, not to the
-/// data's offset. A merge keeps this accumulator's shifts and moves the other's mean onto them.
+/// Each cell accumulates its values minus a shift, the first value it sees rounded to float: that
+/// difference is exact for data near the shift (Sterbenz) and the running mean of the shifted
+/// values stays of the order of the data's spread plus the shift's rounding (2^-24 of the offset
+/// at most), so that its rounding is relative to that, not to the data's offset. A float, not a
+/// double: the update is memory-bound, and 8 bytes per cell would add a fifth to what an order-2
+/// update streams. A merge keeps this accumulator's shifts and moves the other's mean onto them.
+/// Order 1 keeps no shift: the running mean alone is as accurate as a two-pass one at any
+/// offset, its rounding being relative to the offset anyway, and the shift would add a sixth to
+/// the bytes its update streams (a fifth for float input).
 class MELISSA_STATS_EXPORT Moments {
   public:
     Moments(std::size_t size, int order = 4);
@@ -93,7 +101,8 @@ class MELISSA_STATS_EXPORT Moments {
     /// Biased excess kurtosis m4 / m2^2 - 3 (scipy.stats.kurtosis defaults); NaN where m2 is 0.
     void kurtosis(double *out) const;
 
-    /// count, shift, mean (of the values minus the shift), m2 ... m{order} (central sums).
+    /// count, shift (from order 2), mean (of the values minus the shift), m2 ... m{order}
+    /// (central sums).
     std::vector<StateArray> state();
 
   private:
@@ -102,7 +111,8 @@ class MELISSA_STATS_EXPORT Moments {
     std::size_t size_;
     int order_;
     std::uint64_t count_ = 0;
-    detail::StateVector shift_, mean_, m2_, m3_, m4_;
+    detail::StateVectorOf<float> shift_;
+    detail::StateVector mean_, m2_, m3_, m4_;
 };
 
 /// Running minimum and maximum.

@@ -1,10 +1,10 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """Iterative per-cell statistics of an ensemble of fields.
 
-Every accumulator holds O(1) float64 state per cell. ``update`` takes one field of shape
-``(size,)`` or a batch of shape ``(k, size)`` (Sobol: one group ``(n_params + 2, size)`` or a batch
-``(k, n_params + 2, size)``), in float32 or float64 (integers and booleans are read as float64);
-the GIL is released while the C++ kernel runs.
+Every accumulator holds O(1) float64 state per cell (the moments' shift: float32). ``update``
+takes one field of shape ``(size,)`` or a batch of shape ``(k, size)`` (Sobol: one group
+``(n_params + 2, size)`` or a batch ``(k, n_params + 2, size)``), in float32 or float64 (integers
+and booleans are read as float64); the GIL is released while the C++ kernel runs.
 ``merge`` adds another accumulator of the same cells as if its fields had been given to ``update``,
 so that threads, server ranks and checkpoints combine (equal to sequential updating, to rounding).
 ``state_dict()`` / ``load_state_dict()`` save and restore the exact state, and every accumulator
@@ -99,6 +99,9 @@ def _fits(value: np.ndarray, dtype: np.dtype) -> bool:
     if dtype.kind == "u" and value.dtype.kind in "iu":
         # Counts that went through JSON or int64 arrays come back signed.
         return bool(np.all(value >= 0))
+    if dtype.kind == "f" and value.dtype.kind == "f" and value.dtype.itemsize > dtype.itemsize:
+        # A float32 shift that went through JSON or a float64 array comes back float64.
+        return bool(np.array_equal(value.astype(dtype), value, equal_nan=True))
     return np.can_cast(value.dtype, dtype, "same_kind")
 
 
@@ -116,9 +119,10 @@ class Moments(_Checkpointable, _core.Moments):
     """Mean and central moments up to `order` (1 to 4) of every cell.
 
     Welford's update and Pebay's pairwise merge, on each cell's values minus a shift, the first
-    value the cell saw (the state's ``shift``; ``mean()`` adds it back): accurate whatever the
-    data's offset, within a small factor of a two-pass computation in float64 (on 1e9 plus unit
-    noise as on the noise alone), where the textbook sum-of-squares formula keeps no digit.
+    value the cell saw rounded to float32 (the state's ``shift``, 0 beyond float32's range, none
+    at order 1, whose mean needs none; ``mean()`` adds it back): accurate whatever the data's
+    offset, within a small factor of a two-pass computation in float64 (on 1e9 plus unit noise as
+    on the noise alone), where the textbook sum-of-squares formula keeps no digit.
     ``variance(ddof=1)`` is the sample variance (``ddof=0``: population). ``skewness()`` is the
     biased sample skewness and ``kurtosis()`` the biased *excess* (Fisher) kurtosis: they match
     ``scipy.stats.skew`` and ``scipy.stats.kurtosis`` with their defaults (Pearson's kurtosis is

@@ -74,12 +74,19 @@ template <class Acc> void expect_same_state(Acc &a, Acc &b) {
     ASSERT_EQ(sa.size(), sb.size());
     for (std::size_t k = 0; k < sa.size(); ++k) {
         ASSERT_EQ(sa[k].name, sb[k].name);
+        ASSERT_EQ(sa[k].type, sb[k].type);
         ASSERT_EQ(sa[k].shape, sb[k].shape);
         std::size_t n = 1;
         for (std::size_t d : sa[k].shape)
             n *= d;
-        EXPECT_EQ(std::memcmp(sa[k].data, sb[k].data, n * 8), 0) << sa[k].name;
+        EXPECT_EQ(std::memcmp(sa[k].data, sb[k].data, n * sa[k].value_bytes()), 0) << sa[k].name;
     }
+}
+
+/// Value i of a floating state array.
+double value_at(const ms::StateArray &a, std::size_t i) {
+    return a.type == ms::StateArray::Type::Float32 ? static_cast<const float *>(a.data)[i]
+                                                   : static_cast<const double *>(a.data)[i];
 }
 
 /// Every state array of two accumulators, compared to a tolerance relative to the array's largest
@@ -95,12 +102,12 @@ template <class Acc> void expect_close_state(Acc &a, Acc &b, double tolerance) {
             EXPECT_EQ(std::memcmp(sa[k].data, sb[k].data, n * 8), 0) << sa[k].name;
             continue;
         }
-        const double *x = static_cast<double *>(sa[k].data), *y = static_cast<double *>(sb[k].data);
         double scale = 0;
         for (std::size_t i = 0; i < n; ++i)
-            scale = std::max(scale, std::abs(y[i]));
+            scale = std::max(scale, std::abs(value_at(sb[k], i)));
         for (std::size_t i = 0; i < n; ++i)
-            EXPECT_NEAR(x[i], y[i], tolerance * scale) << sa[k].name << "[" << i << "]";
+            EXPECT_NEAR(value_at(sa[k], i), value_at(sb[k], i), tolerance * scale)
+                << sa[k].name << "[" << i << "]";
     }
 }
 
@@ -161,6 +168,42 @@ TEST(Moments, AccurateWithLargeOffset) {
     expect_near_relative(result(kSize, &ms::Moments::mean, m), mean, 1e-15);
     expect_near_relative(result(kSize, &ms::Moments::skewness, m), skew, 1e-10);
     expect_near_relative(result(kSize, &ms::Moments::kurtosis, m), kurt, 1e-10);
+}
+
+TEST(Moments, ShiftIsTheFirstValueAsAFloat) {
+    const auto data = make_fields(3, kSize, 20, 1e9);
+    ms::Moments m(kSize);
+    m.update(data.data(), 3);
+    const ms::StateArray shift = m.state()[1];
+    ASSERT_EQ(shift.name, "shift");
+    ASSERT_EQ(shift.type, ms::StateArray::Type::Float32);
+    for (std::size_t i = 0; i < kSize; ++i)
+        EXPECT_EQ(static_cast<const float *>(shift.data)[i], static_cast<float>(data[i]));
+}
+
+TEST(Moments, ValuesBeyondFloatRangeKeepTheirMoments) {
+    // As floats these first values would be infinite shifts, and every moment NaN.
+    for (double offset : {1e39, -1e150}) {
+        auto data = make_fields(kFields, kSize, 21);
+        for (double &v : data)
+            v = offset * (1.0 + 1e-3 * v);
+        ms::Moments m(kSize, 2);
+        m.update(data.data(), kFields);
+        const TwoPass ref = two_pass(data, kFields, kSize);
+        std::vector<double> variance(kSize), got(kSize);
+        for (std::size_t i = 0; i < kSize; ++i)
+            variance[i] = ref.m2[i] / kFields;
+        m.variance(got.data(), 0);
+        expect_near_relative(result(kSize, &ms::Moments::mean, m), ref.mean, 1e-14);
+        expect_near_relative(got, variance, 1e-10);
+    }
+    const std::vector<double> constant(3 * kSize, 1e300);
+    ms::Moments m(kSize, 2);
+    m.update(constant.data(), 3);
+    std::vector<double> variance(kSize);
+    m.variance(variance.data(), 1);
+    EXPECT_EQ(result(kSize, &ms::Moments::mean, m), std::vector<double>(kSize, 1e300));
+    EXPECT_EQ(variance, std::vector<double>(kSize, 0.0));
 }
 
 TEST(Moments, BatchEqualsOneFieldAtATime) {
@@ -490,7 +533,7 @@ template <class Acc> void copy_state(Acc &from, Acc &to) {
         std::size_t n = 1;
         for (std::size_t d : source[k].shape)
             n *= d;
-        std::memcpy(target[k].data, source[k].data, n * 8);
+        std::memcpy(target[k].data, source[k].data, n * source[k].value_bytes());
     }
 }
 

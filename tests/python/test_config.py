@@ -341,7 +341,7 @@ def test_memory_beyond_the_machine_is_refused_naming_its_keys() -> None:
     with pytest.raises(ConfigError) as raised:
         checks.check_memory(config, estimate.total - 1)
     message = str(raised.value)
-    assert "the study needs about 290.0 MiB of memory for the launcher and 2 server ranks" in \
+    assert "the study needs about 272.8 MiB of memory for the launcher and 2 server ranks" in \
         message, message
     assert "study_options.field_shapes, study_options.nb_time_steps, sa_config (mean, variance, " \
         "threshold_exceedance, quantiles)" in message

@@ -214,16 +214,19 @@ def _statistics_parts(config: Config, layout: _Layout, job_limit: int) -> list[M
     sa = config.sa_config
     assert sa is not None
     p = config.study_options.nb_parameters
-    # (asked, float64 or uint64 per cell, state arrays) of each kernel, as cpp/stats keeps them.
-    kernels = [(sa.moments_order > 0, 1 + sa.moments_order, 2 + sa.moments_order),
-               (sa.min or sa.max, 2, 3),
-               (bool(sa.threshold_exceedance), len(sa.threshold_exceedance), 2),
-               (bool(sa.quantiles), 2 + 2 * len(sa.quantiles), 5),
-               (sa.sobol_indices, 8 + 16 * p, 25),
+    # (asked, bytes per cell, state arrays) of each kernel, as cpp/stats keeps them: 8 bytes a
+    # float64 or uint64, 4 the moments' float32 shift (from order 2).
+    shift = sa.moments_order >= 2
+    kernels = [(sa.moments_order > 0, 4 * shift + 8 * sa.moments_order,
+                1 + shift + sa.moments_order),
+               (sa.min or sa.max, 8 * 2, 3),
+               (bool(sa.threshold_exceedance), 8 * len(sa.threshold_exceedance), 2),
+               (bool(sa.quantiles), 8 * (2 + 2 * len(sa.quantiles)), 5),
+               (sa.sobol_indices, 8 * (8 + 16 * p), 25),
                # On the first field of each pair only; counted on every field, a bound.
-               (bool(sa.covariance), 5 * len(sa.covariance), 6 * len(sa.covariance))]
-    asked = [(words, arrays) for on, words, arrays in kernels if on]
-    per_cell = 8 * sum(words for words, _ in asked)
+               (bool(sa.covariance), 8 * 5 * len(sa.covariance), 6 * len(sa.covariance))]
+    asked = [(cell_bytes, arrays) for on, cell_bytes, arrays in kernels if on]
+    per_cell = sum(cell_bytes for cell_bytes, _ in asked)
     per_piece = (ENTRY_BYTES + KERNEL_BYTES * len(asked)
                  + STATE_ARRAY_BYTES * sum(arrays for _, arrays in asked))
     names = [name for name in ("mean", "variance", "skewness", "kurtosis", "min", "max",
