@@ -466,7 +466,8 @@ class UcxSender final : public Sender {
 
 /// Buffers for values, kept for the next messages of the same size (a study's pieces come in a
 /// few sizes): a fresh buffer costs a page fault per page as the values land in it, which cost
-/// a server rank more than the transfer itself (bench/RESULTS.md). At most kKeptBytes stay idle.
+/// a server rank more than the transfer itself (bench/RESULTS.md). At most kKeptBytes stay idle,
+/// in at most kMaxArrivals buffers (as many as are taken at once), so that a lookup stays short.
 class BufferPool : public std::enable_shared_from_this<BufferPool> {
   public:
     struct Return {
@@ -501,7 +502,7 @@ class BufferPool : public std::enable_shared_from_this<BufferPool> {
         if (size > kKeptBytes)
             return;
         // The oldest make room: sizes that came once (a last, shorter piece) do not stay.
-        while (idle_bytes_ + size > kKeptBytes) {
+        while (idle_bytes_ + size > kKeptBytes || idle_.size() >= kMaxArrivals) {
             idle_bytes_ -= idle_.front().second;
             idle_.pop_front();
         }
