@@ -37,7 +37,8 @@ struct Delivery {
 class Consumer {
   public:
     virtual ~Consumer() = default;
-    /// Called on the receiver thread; may block (that slows the clients down: back-pressure).
+    /// Called on a receiver thread (one per backend, one at a time); may block (that slows the
+    /// clients down: back-pressure).
     /// `stopping` becomes true when the receiver stops; a blocked consumer must then return.
     virtual void deliver(const Delivery &delivery, const std::atomic<bool> &stopping) = 0;
 };
@@ -102,7 +103,7 @@ class Receiver {
     /// Sizes of the fields declared or seen so far (by handshake on rank 0, by data elsewhere),
     /// by field id.
     std::map<std::uint32_t, std::uint64_t> field_sizes() const;
-    /// Holds the receiver thread between two messages while the returned lock lives: the
+    /// Holds the receiver threads between two messages while the returned lock lives: the
     /// receiver's and its consumer's states are then consistent with each other (checkpoints).
     std::unique_lock<std::mutex> pause();
     DeliveryState delivery_state() const;
