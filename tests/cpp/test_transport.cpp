@@ -413,6 +413,33 @@ TEST(UcxSender, FailsWithinItsTimeoutWhenTheServerIsGone) {
     EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
 }
 
+TEST(UcxSender, DoesNotConnectToAServerThatIsGone) {
+    if (!transport::available(transport::Backend::Ucx))
+        GTEST_SKIP() << "built without UCX";
+    wire::ServerEndpoint gone;
+    {
+        TestServer server(ucx_config());
+        gone = server.receiver.endpoint();
+    }
+    auto t = transport::make_transport();
+    transport::SendOptions options;
+    options.token = kToken;
+    options.timeout = 500ms;
+    // Its address stays, nothing answers at it: the hello at connect fails, or times out.
+    const auto start = std::chrono::steady_clock::now();
+    try {
+        (void)t->connect(gone, options);
+        ADD_FAILURE() << "connected to a server that is gone";
+    } catch (const transport::TimeoutError &e) {
+        EXPECT_NE(std::string(e.what()).find("did not connect within 0.5"), std::string::npos)
+            << e.what();
+    } catch (const transport::TransportError &e) {
+        EXPECT_NE(std::string(e.what()).find("UCX failed to connect"), std::string::npos)
+            << e.what();
+    }
+    EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
+}
+
 TEST(UcxSender, BlocksWhenTheServerTakesNoMore) {
     if (!transport::available(transport::Backend::Ucx))
         GTEST_SKIP() << "built without UCX";
