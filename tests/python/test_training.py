@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,9 @@ import torch
 
 from melissa import surrogate
 from melissa.config import ConfigError, parse_config
+from melissa.protocol import DrawnParameters
 from melissa.server import training
+from melissa.study_files import StudyFiles
 
 SOLVER = Path(__file__).resolve().parents[1] / "studies" / "solver.py"
 # One thread per PyTorch process: the server ranks share the cores with the simulations, and
@@ -224,7 +227,7 @@ def test_active_sampling_draws_later_simulations_around_the_highest_losses(
     losses = {int(row["simulation"]) for row in rows if row["loss"]}
     assert losses.isdisjoint(range(4)) and len(losses) >= 30, "held-out ones never trained"
     launcher = (out / "logs" / "launcher.log").read_text()
-    assert ": 40 simulations (16 drawn up front)" in launcher
+    assert ": 40 simulations (16 drawn so far)" in launcher
     assert "simulation 39 drawn (" in launcher
 
     resumed = run(tmp_path, config, "--resume")
@@ -259,6 +262,29 @@ def test_sampler_failing_during_the_study_stops_it_saying_why(tmp_path: Path) ->
     assert ("dl_config.active_sampling.method: Outside.propose gave [2.0, 2.0, 2.0] for "
             "simulation 6: a point of the unit cube [0, 1]^3 is expected") in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_resume_without_the_samplers_state_launches_nothing(tmp_path: Path) -> None:
+    done = run(tmp_path, training_config(tmp_path, active_sampling={"method": "breed"}),
+               "--resume")
+    assert done.returncode == 2
+    assert (f"--resume: {tmp_path / 'out' / '.melissa' / 'sampler.json'}, the state of "
+            "dl_config.active_sampling's draws, does not exist") in done.stderr
+    assert not list((tmp_path / "out" / "logs" / "simulations").iterdir())
+
+
+def test_server_reads_the_parameters_drawn_while_the_study_runs(tmp_path: Path) -> None:
+    """Trainer.parameters_of, on the files the launcher writes: simulations drawn after the
+    server started are read from DrawnParameters; one the launcher never drew is an error."""
+    files = StudyFiles(tmp_path)
+    files.create()
+    trainer = SimpleNamespace(parameters=np.zeros((2, 3), np.float32), files=files)
+    DrawnParameters([[0.0] * 3, [0.0] * 3, [0.5, 0.25, 1.0]]).write(files.drawn_parameters)
+    np.testing.assert_array_equal(training.Trainer.parameters_of(trainer, np.array([2, 0])),
+                                  [[0.5, 0.25, 1.0], [0.0, 0.0, 0.0]])
+    with pytest.raises(RuntimeError, match="simulation 3 sent data, but the launcher drew the "
+                       "parameters of 3 only"):
+        training.Trainer.parameters_of(trainer, np.array([3]))
 
 
 def test_plotted_predictions_follow_a_few_simulations_over_time() -> None:

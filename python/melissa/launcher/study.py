@@ -532,6 +532,7 @@ class StudyRun:
         self.outcome.results = self.product
         if self.training:
             self.outcome.losses = final_losses(self.files.metrics)
+            self.write_parameters()
 
     # -- simulations ----------------------------------------------------------------------------
 
@@ -825,7 +826,7 @@ class StudyRun:
             self.save_sampler()
             self.queue.extend((sim, 0) for sim in range(len(self.parameters))
                               if sim not in self.done_before)
-            drawn = (f" ({len(self.parameters)} drawn up front)" if self.to_draw() else "")
+            drawn = (f" ({len(self.parameters)} drawn so far)" if self.to_draw() else "")
             log.info("study %s: %d simulations%s, %d server ranks, job limit %s",
                      self.config_path, max(self.config.n_simulations, len(self.parameters)),
                      drawn,
@@ -842,8 +843,6 @@ class StudyRun:
             self.presence.release()
             self.outcome.seconds = time.monotonic() - start
             self.summarise()
-            if self.training:
-                self.write_parameters()
             # What the launcher itself costs (its jobs not counted): bench_launcher.py reads it.
             log.info("launcher: %.2f s of CPU over %.1f s", time.process_time() - cpu_start,
                      self.outcome.seconds)
@@ -857,7 +856,9 @@ class StudyRun:
         outcome.failed = sorted(self.failed)
         outcome.dropped = sorted(self.dropped)
         outcome.reasons = {sim: self.failed[sim] for sim in outcome.failed}
-        outcome.not_run = sorted(set(range(len(self.parameters))) - self.completed
+        # With active sampling, those never drawn too.
+        planned = max(len(self.parameters), self.config.n_simulations)
+        outcome.not_run = sorted(set(range(planned)) - self.completed
                                  - set(self.failed) - self.dropped)
         if self.convergence is not None:
             c = self.convergence
