@@ -8,7 +8,7 @@ Online training emulated in one process, as a study runs it: simulations complet
 `--wave` (the job limit); each wave's samples join the training set, the model trains
 `--steps-per-simulation` steps per simulation of the wave on batches drawn from everything
 received, the loss of each sample is averaged per simulation as the training server does
-(melissa.server.training: sample_losses, LOSS_SMOOTHING), and the sampler draws the next wave
+(melissa.server.training: sample_losses, smooth_losses), and the sampler draws the next wave
 from those losses. The samplers, the model (melissa's default MLP) and its training step are
 melissa's own; only the transport and the processes are left out.
 
@@ -38,7 +38,7 @@ import torch
 
 from melissa.config import parse_config
 from melissa.sampling import make_sampler
-from melissa.server.training import LOSS_SMOOTHING, TrainingServer
+from melissa.server.training import TrainingServer, smooth_losses
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "heat"
 BATCH = 32
@@ -115,6 +115,7 @@ def study(problem: str, simulations: int, seed: int, breed: bool, wave: int,
     done = 0
     data: list[np.ndarray] = []
     losses: dict[int, float] = {}
+    counts: dict[int, int] = {}
     while done < simulations:
         if len(parameters) < done + wave and len(parameters) < simulations:
             parameters = np.concatenate([parameters, sampler.draw(
@@ -127,10 +128,8 @@ def study(problem: str, simulations: int, seed: int, breed: bool, wave: int,
         for _ in range(steps_per_simulation * wave):
             rows = rng.integers(0, len(data[0]), BATCH)
             inputs, targets = server.make_tensors(data[1][rows], data[2][rows], data[3][rows])
-            per_sample = server.sample_losses(model, inputs, targets).numpy()
-            for sim, loss in zip(data[0][rows].tolist(), per_sample.tolist(), strict=True):
-                old = losses.get(sim)
-                losses[sim] = loss if old is None else old + LOSS_SMOOTHING * (loss - old)
+            smooth_losses(losses, counts, data[0][rows],
+                          server.sample_losses(model, inputs, targets).double().numpy())
             server.training_step(model, optimizer, inputs, targets)
         sampler.observe(losses)
     inputs, targets = server.make_tensors(*held_out[1:])

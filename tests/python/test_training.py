@@ -287,6 +287,16 @@ def test_server_reads_the_parameters_drawn_while_the_study_runs(tmp_path: Path) 
         training.Trainer.parameters_of(trainer, np.array([3]))
 
 
+def test_simulation_losses_average_their_samples_then_smooth_over_batches() -> None:
+    losses: dict[int, float] = {}
+    samples: dict[int, int] = {}
+    training.smooth_losses(losses, samples, np.array([5, 7, 5]), np.array([1.0, 2.0, 3.0]))
+    assert (losses, samples) == ({5: 2.0, 7: 2.0}, {5: 2, 7: 1})
+    training.smooth_losses(losses, samples, np.array([5]), np.array([4.0]))
+    assert losses[5] == pytest.approx(2.0 + training.LOSS_SMOOTHING * (4.0 - 2.0))
+    assert samples == {5: 3, 7: 1}
+
+
 def test_plotted_predictions_follow_a_few_simulations_over_time() -> None:
     """predictions.npz: each of the first two held-out simulations at its first, middle and last
     time step, not the first six samples (one simulation's first six steps)."""

@@ -293,14 +293,8 @@ class Trainer:
     def track(self, ids: np.ndarray, losses: torch.Tensor) -> None:
         """Takes a batch's losses, as the model stood before it learnt from them, into each
         simulation's; every LOSS_REPORT_INTERVAL, tells the launcher."""
-        sims, where = np.unique(ids, return_inverse=True)
-        counts = np.bincount(where)
-        means = np.bincount(where, weights=losses.double().cpu().numpy()) / counts
-        for sim, mean, count in zip(sims.tolist(), means.tolist(), counts.tolist(), strict=True):
-            old = self.simulation_losses.get(sim)
-            self.simulation_losses[sim] = mean if old is None else old + LOSS_SMOOTHING * (
-                mean - old)
-            self.simulation_samples[sim] = self.simulation_samples.get(sim, 0) + count
+        smooth_losses(self.simulation_losses, self.simulation_samples, ids,
+                      losses.double().cpu().numpy())
         now = time.monotonic()
         if now - self.last_loss_report >= LOSS_REPORT_INTERVAL:
             self.last_loss_report = now
@@ -400,6 +394,20 @@ class Trainer:
             keep = plotted(sims, steps)
             np.savez(self.files.predictions, simulation=sims[keep], time_step=steps[keep],
                      simulated=simulated[keep], predicted=predicted[keep])
+
+
+def smooth_losses(losses: dict[int, float], samples: dict[int, int], ids: np.ndarray,
+                  sample_losses: np.ndarray) -> None:
+    """Takes a batch's losses (of samples of simulations `ids`) into each simulation's
+    exponential average `losses` (its mean over the batch weighing LOSS_SMOOTHING) and into
+    its count of `samples`."""
+    sims, where = np.unique(ids, return_inverse=True)
+    counts = np.bincount(where)
+    means = np.bincount(where, weights=sample_losses) / counts
+    for sim, mean, count in zip(sims.tolist(), means.tolist(), counts.tolist(), strict=True):
+        old = losses.get(sim)
+        losses[sim] = mean if old is None else old + LOSS_SMOOTHING * (mean - old)
+        samples[sim] = samples.get(sim, 0) + count
 
 
 def plotted(ids: np.ndarray, steps: np.ndarray) -> np.ndarray:
