@@ -309,6 +309,53 @@ class SaConfig(_Section):
         return 0
 
 
+class ActiveSampling(_Section):
+    method: str = Field(
+        description="The sampler that draws the parameters of the simulations not yet launched "
+        "while the study runs: 'breed' (new simulations around the parameters whose samples the "
+        "surrogate fits worst), or the user's own, 'module:Class', a subclass of "
+        "melissa.sampling.ActiveSampler."
+    )
+    initial: PositiveInt | None = Field(
+        None, description="Simulations drawn up front by study_options.sampler, before any "
+        "loss is known (the held-out ones among them); default: a quarter of the study, at "
+        "least validation_simulations + 1."
+    )
+    parents: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        0.25, description="breed: the share of the simulations with a known loss, those of the "
+        "highest losses, that new simulations are drawn around (each parent chosen with a "
+        "probability proportional to its loss)."
+    )
+    sigma_start: Annotated[float, Field(gt=0.0, le=0.5)] = Field(
+        0.1, description="breed: the standard deviation of the Gaussian perturbation of a "
+        "parent, as a share of each parameter's range (of its distribution's quantiles), at the "
+        "first draw after the initial ones; it goes linearly to sigma_end at the last."
+    )
+    sigma_end: Annotated[float, Field(gt=0.0, le=0.5)] = Field(
+        0.02, description="breed: the perturbation's standard deviation at the study's last draw."
+    )
+    exploration_start: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        0.5, description="breed: the share of draws taken from study_options.sampler (plain "
+        "exploration) at the first draw after the initial ones; it goes linearly to "
+        "exploration_end at the last."
+    )
+    exploration_end: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        0.1, description="breed: the exploration share at the study's last draw."
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Keys for a user's sampler (module:Class), which "
+        "gets them as self.options."
+    )
+
+    @field_validator("method")
+    @classmethod
+    def _known(cls, method: str) -> str:
+        if method != "breed" and ":" not in method:
+            raise ValueError(f"'{method}' is neither 'breed' nor a user's sampler "
+                             "'module:Class'")
+        return method
+
+
 class DlConfig(_Section):
     batch_size: PositiveInt = Field(
         32, description="Samples per training step over all server ranks (each rank draws its "
@@ -344,6 +391,11 @@ class DlConfig(_Section):
     routing: Literal["time_step", "simulation"] = Field(
         "time_step", description="Whole time steps go round robin to the server ranks over "
         "time steps, or over simulations."
+    )
+    active_sampling: ActiveSampling | None = Field(
+        None, description="Parameters drawn during the study where the surrogate is worst "
+        "(active learning); default: every simulation's drawn up front by "
+        "study_options.sampler."
     )
 
 
@@ -472,6 +524,14 @@ class Config(_Section):
             if self.validation_simulations >= self.n_simulations:
                 raise ValueError("dl_config.validation_simulations leaves no simulation to "
                                  "train on")
+            if dl.active_sampling is not None:
+                initial = self.initial_simulations
+                if initial <= self.validation_simulations or initial > self.n_simulations:
+                    raise ValueError(
+                        f"dl_config.active_sampling.initial {initial} must exceed "
+                        f"validation_simulations {self.validation_simulations} (held-out "
+                        f"simulations are drawn up front) and be at most the study's "
+                        f"{self.n_simulations} simulations")
             # Every rank must get data, or none can train: ranks train in lockstep.
             routed = (self.study_options.nb_time_steps if dl.routing == "time_step"
                       else self.n_simulations - self.validation_simulations)
@@ -525,6 +585,18 @@ class Config(_Section):
         if self.dl_config.validation_simulations is not None:
             return self.dl_config.validation_simulations
         return max(1, self.n_simulations // 10) if self.n_simulations >= 2 else 0
+
+    @property
+    def initial_simulations(self) -> int:
+        """Simulations drawn before the study starts: all of them, unless active sampling draws
+        the others while it runs."""
+        active = self.dl_config.active_sampling if self.dl_config is not None else None
+        if active is None:
+            return self.n_simulations
+        if active.initial is not None:
+            return active.initial
+        return min(self.n_simulations,
+                   max(self.n_simulations // 4, self.validation_simulations + 1))
 
     @property
     def n_simulations(self) -> int:

@@ -11,6 +11,10 @@ instead of misreading a key.
     server.json     ServerAnnouncement  server rank 0, once it takes connections
     progress-N.json RankProgress        server rank N, every second: its heartbeat
     stop.json       StopRequest         the launcher, once no simulation runs
+    parameters.json DrawnParameters     the launcher, before it starts simulations drawn while
+                                        the study runs (active sampling)
+    losses-N.json   SimulationLosses    training server rank N, every second with active
+                                        sampling: the loss of each simulation it trains on
 """
 
 from __future__ import annotations
@@ -161,6 +165,37 @@ class StopRequest(_Message):
     write_results: bool = True  # False: the study is abandoned, nothing must block a re-run
     # Global attributes of results.nc that only the launcher knows (how the study ended).
     attributes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DrawnParameters(_Message):
+    kind = "parameters"
+    parameters: list[list[float]]  # of every simulation drawn so far, by id
+
+
+@dataclass(frozen=True)
+class SimulationLosses(_Message):
+    kind = "losses"
+    rank: int
+    # By simulation id (JSON keys are text): the exponential average of the training loss of
+    # its samples on this rank, and how many of its samples that average took.
+    losses: dict[str, float]
+    samples: dict[str, int]
+
+    @staticmethod
+    def combine(reports: Iterable[SimulationLosses | None]) -> dict[int, float]:
+        """Each simulation's loss over the ranks, each rank's weighted by its samples (the
+        ranks hold different time steps of one simulation)."""
+        totals: dict[int, list[float]] = {}
+        for report in reports:
+            if report is None:
+                continue
+            for sim, loss in report.losses.items():
+                weight = report.samples[sim]
+                total = totals.setdefault(int(sim), [0.0, 0.0])
+                total[0] += loss * weight
+                total[1] += weight
+        return {sim: loss / weight for sim, (loss, weight) in totals.items() if weight > 0}
 
 
 def study_token() -> int:

@@ -45,6 +45,25 @@ class StudyFiles:
         return self.private / "stop.json"
 
     @property
+    def drawn_parameters(self) -> Path:
+        """DrawnParameters: simulations drawn while the study runs, for the servers."""
+        return self.private / "parameters.json"
+
+    def losses(self, rank: int) -> Path:
+        """SimulationLosses of a training server rank, for an active sampler."""
+        return self.private / f"losses-{rank}.json"
+
+    @property
+    def sampler(self) -> Path:
+        """The launcher's sampler state: what `--resume` draws on from."""
+        return self.private / "sampler.json"
+
+    @property
+    def parameters(self) -> Path:
+        """Every simulation's parameters, status and origin (training studies)."""
+        return self.output_dir / "parameters.csv"
+
+    @property
     def results(self) -> Path:
         return self.output_dir / "results.nc"
 

@@ -17,8 +17,10 @@ MPI_ROOT = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"
 @pytest.mark.parametrize(
     "command",
     [["bench_stats.py", "--quick"], ["quantile_accuracy.py", "--cells", "50"],
-     ["moments_accuracy.py", "--cells", "4", "--n", "200"], ["bench_training.py", "--quick"]],
-    ids=["bench_stats", "quantile_accuracy", "moments_accuracy", "bench_training"],
+     ["moments_accuracy.py", "--cells", "4", "--n", "200"], ["bench_training.py", "--quick"],
+     ["bench_active_sampling.py", "--quick"]],
+    ids=["bench_stats", "quantile_accuracy", "moments_accuracy", "bench_training",
+         "bench_active_sampling"],
 )
 def test_benchmark_runs(command: list[str]) -> None:
     done = subprocess.run(

@@ -1,15 +1,20 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """Online training studies through `melissa run`: a surrogate that learns, DDP over two server
 ranks on CPUs, checkpoints and resumption, the user's own server class (trained and loaded by
-melissa.surrogate), the default validation set, and dl_config errors."""
+melissa.surrogate), the default validation set, dl_config errors, and active sampling (Breed)
+drawing the later simulations around the highest losses."""
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -18,7 +23,9 @@ import torch
 
 from melissa import surrogate
 from melissa.config import ConfigError, parse_config
+from melissa.protocol import DrawnParameters
 from melissa.server import training
+from melissa.study_files import StudyFiles
 
 SOLVER = Path(__file__).resolve().parents[1] / "studies" / "solver.py"
 # One thread per PyTorch process: the server ranks share the cores with the simulations, and
@@ -185,6 +192,109 @@ def test_bad_server_class_launches_nothing(tmp_path: Path, server_class: str,
     assert done.returncode == 2
     assert f"dl_config.server_class: {message}" in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_active_sampling_draws_later_simulations_around_the_highest_losses(
+        tmp_path: Path) -> None:
+    """Breed without exploration draws: once the server reports losses, each later simulation
+    is a child of one of the highest losses, near it; parameters.csv records them all, and a
+    resumed study takes its draws from the launcher's saved state instead of drawing anew."""
+    config = training_config(tmp_path, active_sampling={
+        "method": "breed", "initial": 16, "exploration_start": 0.0, "exploration_end": 0.0})
+    done = run(tmp_path, config)
+    assert done.returncode == 0, done.stderr
+    out = tmp_path / "out"
+    with open(out / "parameters.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 40 and {row["status"] for row in rows} == {"completed"}
+    assert [row["origin"] for row in rows[:16]] == ["halton"] * 16
+    points = np.array([[float(row[f"x{k}"]) for k in range(1, 4)] for row in rows])
+    assert ((points >= 0.0) & (points <= 1.0)).all()
+    bred = 0
+    for sim, row in enumerate(rows[16:], start=16):
+        found = re.fullmatch(r"child of (\d+) \(loss rank (\d+) of (\d+)\)", row["origin"])
+        if found is None:
+            assert row["origin"] == "exploration"  # drawn before the first loss came
+            continue
+        parent, rank, ranked = map(int, found.groups())
+        bred += 1
+        assert 4 <= parent < sim, "a trained simulation (0-3 are held out) drawn before"
+        assert rank <= math.ceil(0.25 * ranked), "among the highest quarter of losses"
+        # sigma at most 0.1 of the range: 6 sigma is a bound no draw of this seed crosses.
+        assert (np.abs(points[sim] - points[parent]) < 0.6).all()
+    # The first draws may come before the first losses (16 came after them in a run alone).
+    assert bred >= 8, [row["origin"] for row in rows]
+    losses = {int(row["simulation"]) for row in rows if row["loss"]}
+    assert losses.isdisjoint(range(4)) and len(losses) >= 30, "held-out ones never trained"
+    launcher = (out / "logs" / "launcher.log").read_text()
+    assert ": 40 simulations (16 drawn so far)" in launcher
+    assert "simulation 39 drawn (" in launcher
+
+    resumed = run(tmp_path, config, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    with open(out / "parameters.csv") as f:
+        again = list(csv.DictReader(f))
+    assert [{k: v for k, v in row.items() if k != "loss"} for row in again] == \
+           [{k: v for k, v in row.items() if k != "loss"} for row in rows]
+    second = (out / "logs" / "launcher.log").read_text()
+    assert "drawn (" not in second[second.rindex("study "):], "nothing drawn anew"
+
+
+def test_bad_sampler_class_launches_nothing(tmp_path: Path) -> None:
+    done = run(tmp_path, training_config(tmp_path, active_sampling={
+        "method": "no_such_module:Sampler"}))
+    assert done.returncode == 2
+    assert ("dl_config.active_sampling.method: No module named 'no_such_module'"
+            in done.stderr)
+    assert not (tmp_path / "out").exists()
+
+
+def test_sampler_failing_during_the_study_stops_it_saying_why(tmp_path: Path) -> None:
+    (tmp_path / "outside.py").write_text(
+        "import numpy as np\n"
+        "from melissa.sampling import ActiveSampler\n\n"
+        "class Outside(ActiveSampler):\n"
+        "    def propose(self, index, rng):\n"
+        "        return np.full(3, 2.0), 'outside'\n")
+    done = run(tmp_path, training_config(tmp_path, active_sampling={
+        "method": "outside:Outside", "initial": 6}))
+    assert done.returncode == 1
+    assert ("dl_config.active_sampling.method: Outside.propose gave [2.0, 2.0, 2.0] for "
+            "simulation 6: a point of the unit cube [0, 1]^3 is expected") in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_resume_without_the_samplers_state_launches_nothing(tmp_path: Path) -> None:
+    done = run(tmp_path, training_config(tmp_path, active_sampling={"method": "breed"}),
+               "--resume")
+    assert done.returncode == 2
+    assert (f"--resume: {tmp_path / 'out' / '.melissa' / 'sampler.json'}, the state of "
+            "dl_config.active_sampling's draws, does not exist") in done.stderr
+    assert not list((tmp_path / "out" / "logs" / "simulations").iterdir())
+
+
+def test_server_reads_the_parameters_drawn_while_the_study_runs(tmp_path: Path) -> None:
+    """Trainer.parameters_of, on the files the launcher writes: simulations drawn after the
+    server started are read from DrawnParameters; one the launcher never drew is an error."""
+    files = StudyFiles(tmp_path)
+    files.create()
+    trainer = SimpleNamespace(parameters=np.zeros((2, 3), np.float32), files=files)
+    DrawnParameters([[0.0] * 3, [0.0] * 3, [0.5, 0.25, 1.0]]).write(files.drawn_parameters)
+    np.testing.assert_array_equal(training.Trainer.parameters_of(trainer, np.array([2, 0])),
+                                  [[0.5, 0.25, 1.0], [0.0, 0.0, 0.0]])
+    with pytest.raises(RuntimeError, match="simulation 3 sent data, but the launcher drew the "
+                       "parameters of 3 only"):
+        training.Trainer.parameters_of(trainer, np.array([3]))
+
+
+def test_simulation_losses_average_their_samples_then_smooth_over_batches() -> None:
+    losses: dict[int, float] = {}
+    samples: dict[int, int] = {}
+    training.smooth_losses(losses, samples, np.array([5, 7, 5]), np.array([1.0, 2.0, 3.0]))
+    assert (losses, samples) == ({5: 2.0, 7: 2.0}, {5: 2, 7: 1})
+    training.smooth_losses(losses, samples, np.array([5]), np.array([4.0]))
+    assert losses[5] == pytest.approx(2.0 + training.LOSS_SMOOTHING * (4.0 - 2.0))
+    assert samples == {5: 3, 7: 1}
 
 
 def test_plotted_predictions_follow_a_few_simulations_over_time() -> None:

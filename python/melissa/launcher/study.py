@@ -12,6 +12,7 @@ and the study's lock keeps a second launcher out while the first one runs.
 from __future__ import annotations
 
 import contextlib
+import csv
 import logging
 import os
 import re
@@ -36,16 +37,18 @@ from melissa.launcher.schedulers import Job, JobSpec, JobState, make_scheduler, 
 from melissa.launcher.training_figures import final_losses, live_losses
 from melissa.protocol import (
     EXIT_RESULTS_UNWRITABLE,
+    DrawnParameters,
     LauncherHeartbeat,
     ProtocolError,
     RankProgress,
     ServerAnnouncement,
+    SimulationLosses,
     StopRequest,
     StudyDescription,
     study_token,
 )
-from melissa.sampling import draw_parameters, draw_replacement_group
-from melissa.study_files import StudyFiles
+from melissa.sampling import ActiveSampler, draw_replacement_group, make_sampler
+from melissa.study_files import StudyFiles, read_json, write_json
 
 log = logging.getLogger("melissa.launcher")
 
@@ -211,7 +214,9 @@ class StudyRun:
         self.bind_address = self.server_bind_address()
         self.token = study_token()
         self.progress = progress or Progress(self.config.n_simulations, interactive=False)
-        self.parameters = draw_parameters(self.config.study_options, self.config.sobol)
+        self.sampler = make_sampler(self.config, self.config_path.parent)
+        self.active = isinstance(self.sampler, ActiveSampler)
+        self.parameters = self.sampler.draw(self.config.initial_simulations)
         self.group_size = self.config.study_options.nb_parameters + 2 if self.config.sobol else 1
         self.outcome = Outcome()
         self.server: Job | None = None
@@ -325,8 +330,11 @@ class StudyRun:
 
     def start_server(self) -> str:
         launcher = self.config.launcher_config
-        stale = [self.files.server, self.files.stop,
-                 *self.files.private.glob("progress-*.json")]
+        # Drawn parameters go to a new server in its StudyDescription; losses of a lost server
+        # were observed already.
+        stale = [self.files.server, self.files.stop, self.files.drawn_parameters,
+                 *self.files.private.glob("progress-*.json"),
+                 *self.files.private.glob("losses-*.json")]
         if not self.resume:
             stale += [self.product, self.files.metrics, self.files.predictions,
                       *self.files.checkpoints.glob("*")]
@@ -382,6 +390,12 @@ class StudyRun:
         for rank in range(len(self.ranks_progress)):
             with contextlib.suppress(ProtocolError):
                 self.ranks_progress[rank] = RankProgress.read(self.files.progress(rank))
+        if self.active:
+            reports = []
+            for rank in range(len(self.ranks_progress)):
+                with contextlib.suppress(ProtocolError):
+                    reports.append(SimulationLosses.read(self.files.losses(rank)))
+            self.sampler.observe(SimulationLosses.combine(reports))
 
     def server_figures(self) -> str:
         """What the servers' figures say, for the progress display."""
@@ -471,14 +485,15 @@ class StudyRun:
             except ServerLost as again:
                 lost = again
 
+    def statuses(self) -> list[str]:
+        """Of every simulation drawn, by id."""
+        return ["failed" if sim in self.failed else "dropped" if sim in self.dropped else
+                "completed" if sim in self.completed else "not_run"
+                for sim in range(len(self.parameters))]
+
     def stop_request(self, write_results: bool) -> StopRequest:
-        statuses = []
-        for sim in range(len(self.parameters)):
-            statuses.append("failed" if sim in self.failed else
-                            "dropped" if sim in self.dropped else
-                            "completed" if sim in self.completed else "not_run")
         return StopRequest(sorted(self.completed - self.done_before - self.dropped),
-                           sorted(self.done_before), statuses, self.parameters.tolist(),
+                           sorted(self.done_before), self.statuses(), self.parameters.tolist(),
                            write_results, self.how_it_ended())
 
     def how_it_ended(self) -> dict[str, Any]:
@@ -517,6 +532,7 @@ class StudyRun:
         self.outcome.results = self.product
         if self.training:
             self.outcome.losses = final_losses(self.files.metrics)
+            self.write_parameters()
 
     # -- simulations ----------------------------------------------------------------------------
 
@@ -562,12 +578,63 @@ class StudyRun:
             self.queue.appendleft((sim, run.attempt))
         self.running.clear()
 
+    # -- parameters drawn while the study runs --------------------------------------------------
+
+    def to_draw(self) -> int:
+        """Simulations whose parameters are not drawn yet (active sampling)."""
+        return max(0, self.config.n_simulations - len(self.parameters))
+
+    def draw_more(self, n: int) -> None:
+        """Draws the next simulations from what the servers have reported so far, tells the
+        servers their parameters and keeps the sampler's state, then queues them."""
+        first = len(self.parameters)
+        try:
+            drawn = self.sampler.draw(min(n, self.to_draw()))
+        except ValueError as error:
+            raise StudyError(f"dl_config.active_sampling.method: {error}") from None
+        self.parameters = np.concatenate([self.parameters, drawn])
+        DrawnParameters(self.parameters.tolist()).write(self.files.drawn_parameters)
+        self.save_sampler()
+        self.queue.extend((sim, 0) for sim in range(first, len(self.parameters)))
+        for sim in range(first, len(self.parameters)):
+            log.info("simulation %d drawn (%s): %s", sim, self.sampler.origins[sim],
+                     self.parameters[sim].tolist())
+
+    def save_sampler(self) -> None:
+        write_json(self.files.sampler, self.sampler.state())
+
+    def resume_sampler(self) -> None:
+        """For --resume: the draws go on where the stopped study left them."""
+        state = read_json(self.files.sampler)
+        if state is None:
+            if self.active:
+                raise ConfigError(f"--resume: {self.files.sampler}, the state of "
+                                  "dl_config.active_sampling's draws, does not exist")
+            return
+        self.sampler.load_state(state)
+        self.parameters = self.sampler.parameters()
+
+    def write_parameters(self) -> None:
+        """parameters.csv: every simulation's parameters, status, how they were drawn and, with
+        active sampling, the last loss the training server reported of it."""
+        losses = self.sampler.losses if isinstance(self.sampler, ActiveSampler) else {}
+        with open(self.files.parameters, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["simulation", "status", "origin", "loss",
+                             *self.config.study_options.names])
+            for sim, (row, status, origin) in enumerate(zip(
+                    self.parameters, self.statuses(), self.sampler.origins, strict=True)):
+                writer.writerow([sim, status, origin, losses.get(sim, ""),
+                                 *(repr(float(v)) for v in row)])
+
     def run_simulations(self, address: str) -> None:
         timeout = self.config.study_options.simulation_timeout
         last_progress = 0.0
-        while self.queue or self.running:
+        while self.queue or self.running or self.to_draw():
             self.check_server()
             free = self.room()
+            if not self.queue and free > 0 and self.to_draw():
+                self.draw_more(free)
             if self.queue and free > 0:
                 self.start_simulations([self.queue.popleft()
                                         for _ in range(min(free, len(self.queue)))], address)
@@ -754,11 +821,15 @@ class StudyRun:
         logging.getLogger("melissa").addHandler(handler)
         try:
             if self.resume:
+                self.resume_sampler()
                 self.resume_from_checkpoint()
+            self.save_sampler()
             self.queue.extend((sim, 0) for sim in range(len(self.parameters))
                               if sim not in self.done_before)
-            log.info("study %s: %d simulations, %d server ranks, job limit %s",
-                     self.config_path, len(self.parameters),
+            drawn = (f" ({len(self.parameters)} drawn so far)" if self.to_draw() else "")
+            log.info("study %s: %d simulations%s, %d server ranks, job limit %s",
+                     self.config_path, max(self.config.n_simulations, len(self.parameters)),
+                     drawn,
                      self.config.launcher_config.num_server_processes,
                      self.job_limit or f"auto (as many as {self.scheduler.name} starts, "
                                        f"{AUTO_PENDING}+ waiting in its queue, at most "
@@ -785,7 +856,9 @@ class StudyRun:
         outcome.failed = sorted(self.failed)
         outcome.dropped = sorted(self.dropped)
         outcome.reasons = {sim: self.failed[sim] for sim in outcome.failed}
-        outcome.not_run = sorted(set(range(len(self.parameters))) - self.completed
+        # With active sampling, those never drawn too.
+        planned = max(len(self.parameters), self.config.n_simulations)
+        outcome.not_run = sorted(set(range(planned)) - self.completed
                                  - set(self.failed) - self.dropped)
         if self.convergence is not None:
             c = self.convergence

@@ -18,6 +18,7 @@ to the config or on PYTHONPATH). Its hooks:
     make_tensors(parameters, time_steps, values)  a batch -> (inputs, targets) tensors
     training_step(model, optimizer, inputs, targets)  one step; returns the loss (float)
     validation_loss(model, inputs, targets)    the summed loss and the number of samples
+    sample_losses(model, inputs, targets)      the loss of each sample (active sampling reads it)
     predict(model, inputs)                     outputs back in the fields' units
     state(), load_state(state)                 what a checkpoint and model.pt keep of the server
 
@@ -28,14 +29,12 @@ make_tensors (given zero values: no targets) and predict turn parameters into fi
 
 from __future__ import annotations
 
-import importlib
 import io
 import json
 import logging
 import os
 import signal
 import socket
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,7 +46,8 @@ from torch import nn
 
 from melissa import _core
 from melissa.config import Config
-from melissa.protocol import EXIT_STOPPED, StudyDescription
+from melissa.plugins import load_class
+from melissa.protocol import EXIT_STOPPED, DrawnParameters, SimulationLosses, StudyDescription
 from melissa.server.receiver import open_receiver
 from melissa.study_files import StudyFiles, write_durably
 
@@ -59,6 +59,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("melissa.server")
 
 IDLE_WAIT = 0.01  # seconds a rank sleeps when not every rank can draw a batch
+# With active sampling, a simulation's loss is an exponential average over the batches its
+# samples were in, the latest weighing this much: the model improves as it trains, so older
+# losses say less of where it stands.
+LOSS_SMOOTHING = 0.3
+LOSS_REPORT_INTERVAL = 1.0  # seconds between two SimulationLosses files of a rank
 # Held-out fields saved beside their predictions, for plots: of this many simulations, each at
 # its first, middle and last time step.
 PLOTTED_SIMULATIONS = 2
@@ -116,9 +121,15 @@ class TrainingServer:
 
     def validation_loss(self, model: nn.Module, inputs: torch.Tensor,
                         targets: torch.Tensor) -> tuple[float, int]:
+        return float(self.sample_losses(model, inputs, targets).sum()), len(targets)
+
+    def sample_losses(self, model: nn.Module, inputs: torch.Tensor,
+                      targets: torch.Tensor) -> torch.Tensor:
+        """The loss of each sample, shape (samples,): what an active sampler ranks simulations
+        by."""
         with torch.no_grad():
             error = nn.functional.mse_loss(model(inputs), targets, reduction="none")
-            return float(error.mean(dim=1).sum()), len(targets)
+            return error.mean(dim=1)
 
     def predict(self, model: nn.Module, inputs: torch.Tensor) -> np.ndarray:
         """Predictions in the fields' own units."""
@@ -136,16 +147,7 @@ class TrainingServer:
 
 
 def load_server_class(name: str | None, config_dir: Path) -> type[TrainingServer]:
-    if name is None:
-        return TrainingServer
-    module_name, _, class_name = name.partition(":")
-    if not class_name:
-        raise ValueError(f"must be 'module:Class', got {name!r}")
-    sys.path.insert(0, str(config_dir))
-    cls = getattr(importlib.import_module(module_name), class_name)
-    if not (isinstance(cls, type) and issubclass(cls, TrainingServer)):
-        raise TypeError(f"{name} is not a subclass of melissa.server.training.TrainingServer")
-    return cls
+    return TrainingServer if name is None else load_class(name, config_dir, TrainingServer)
 
 
 def init_distributed(comm: Any, device: torch.device) -> None:
@@ -191,6 +193,23 @@ class Trainer:
         self.last_validation: dict[str, Any] = {}
         self.started = time.monotonic()
         self.last_checkpoint = time.monotonic()
+        # Per simulation, for an active sampler: the smoothed loss and the samples it took.
+        self.tracking = self.dl.active_sampling is not None
+        self.simulation_losses: dict[int, float] = {}
+        self.simulation_samples: dict[int, int] = {}
+        self.last_loss_report = 0.0
+
+    def parameters_of(self, ids: np.ndarray) -> np.ndarray:
+        """The parameters of these simulations; those drawn while the study runs are read from
+        the launcher's DrawnParameters, written before it started them."""
+        if len(ids) and int(ids.max()) >= len(self.parameters):
+            drawn = DrawnParameters.read(self.files.drawn_parameters)
+            if drawn is not None:
+                self.parameters = np.asarray(drawn.parameters, dtype=np.float32)
+            if int(ids.max()) >= len(self.parameters):
+                raise RuntimeError(f"simulation {int(ids.max())} sent data, but the launcher "
+                                   f"drew the parameters of {len(self.parameters)} only")
+        return self.parameters[ids]
 
     # -- agreement between ranks -----------------------------------------------------------
 
@@ -244,13 +263,16 @@ class Trainer:
         """One training step on a batch drawn from the buffer, or on `batch`."""
         assert self.model is not None and self.optimizer is not None
         ids, steps, values = batch or self.buffer.batch(self.local_batch, 0.0)
-        inputs, targets = self.server.make_tensors(self.parameters[ids], steps, values)
+        inputs, targets = self.server.make_tensors(self.parameters_of(ids), steps, values)
         if not self.synchronised:
             # The first batch fixed each rank's normalisation from its own samples: every rank
             # takes rank 0's, or the ranks would fit the model to targets in different units.
             self.server.load_state(self.comm.bcast(self.server.state()))
             self.synchronised = True
-            inputs, targets = self.server.make_tensors(self.parameters[ids], steps, values)
+            inputs, targets = self.server.make_tensors(self.parameters_of(ids), steps, values)
+        if self.tracking:
+            assert self.network is not None
+            self.track(ids, self.server.sample_losses(self.network, inputs, targets))
         loss = self.server.training_step(self.model, self.optimizer, inputs, targets)
         self.train_losses.append(loss)
         # One allreduce for the batch's size and for rank 0's clock: every rank checkpoints at
@@ -268,12 +290,25 @@ class Trainer:
         if agreed[1]:
             self.checkpoint()
 
+    def track(self, ids: np.ndarray, losses: torch.Tensor) -> None:
+        """Takes a batch's losses, as the model stood before it learnt from them, into each
+        simulation's; every LOSS_REPORT_INTERVAL, tells the launcher."""
+        smooth_losses(self.simulation_losses, self.simulation_samples, ids,
+                      losses.double().cpu().numpy())
+        now = time.monotonic()
+        if now - self.last_loss_report >= LOSS_REPORT_INTERVAL:
+            self.last_loss_report = now
+            SimulationLosses(self.comm.rank,
+                             {str(k): v for k, v in self.simulation_losses.items()},
+                             {str(k): v for k, v in self.simulation_samples.items()}
+                             ).write(self.files.losses(self.comm.rank))
+
     def validate(self) -> None:
         assert self.network is not None
         ids, steps, values = self.buffer.validation_samples()
         total = torch.zeros(2, dtype=torch.float64)
         if len(ids):
-            inputs, targets = self.server.make_tensors(self.parameters[ids], steps, values)
+            inputs, targets = self.server.make_tensors(self.parameters_of(ids), steps, values)
             loss_sum, count = self.server.validation_loss(self.network, inputs, targets)
             total += torch.tensor([loss_sum, count], dtype=torch.float64)
         dist.all_reduce(total)
@@ -341,7 +376,7 @@ class Trainer:
         keep = plotted(ids, steps)
         predicted = np.empty((0, values.shape[1] if values.ndim == 2 else 0), np.float32)
         if len(keep):
-            inputs, _ = self.server.make_tensors(self.parameters[ids[keep]], steps[keep],
+            inputs, _ = self.server.make_tensors(self.parameters_of(ids[keep]), steps[keep],
                                                  values[keep])
             predicted = self.server.predict(self.network, inputs)
         gathered = self.comm.gather((ids[keep], steps[keep], values[keep], predicted))
@@ -359,6 +394,20 @@ class Trainer:
             keep = plotted(sims, steps)
             np.savez(self.files.predictions, simulation=sims[keep], time_step=steps[keep],
                      simulated=simulated[keep], predicted=predicted[keep])
+
+
+def smooth_losses(losses: dict[int, float], samples: dict[int, int], ids: np.ndarray,
+                  sample_losses: np.ndarray) -> None:
+    """Takes a batch's losses (of samples of simulations `ids`) into each simulation's
+    exponential average `losses` (its mean over the batch weighing LOSS_SMOOTHING) and into
+    its count of `samples`."""
+    sims, where = np.unique(ids, return_inverse=True)
+    counts = np.bincount(where)
+    means = np.bincount(where, weights=sample_losses) / counts
+    for sim, mean, count in zip(sims.tolist(), means.tolist(), counts.tolist(), strict=True):
+        old = losses.get(sim)
+        losses[sim] = mean if old is None else old + LOSS_SMOOTHING * (mean - old)
+        samples[sim] = samples.get(sim, 0) + count
 
 
 def plotted(ids: np.ndarray, steps: np.ndarray) -> np.ndarray:
