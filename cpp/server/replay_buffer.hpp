@@ -16,8 +16,9 @@
 //   BatchReservoir  a simulation's time series is kept together: when the buffer is full, a
 //                   whole simulation, drawn uniformly among those held but the arriving sample's,
 //                   makes room (where it is the only one held, the arriving sample is dropped: a
-//                   series longer than the buffer keeps its first steps); batches drawn with
-//                   replacement, and pseudo_epochs as for Reservoir.
+//                   series longer than the buffer keeps its first steps; a simulation evicted
+//                   while it still sends starts a new group with its later steps); batches
+//                   drawn with replacement, and pseudo_epochs as for Reservoir.
 // Once draining, every policy serves each remaining sample once more, distinct within a batch,
 // and removes it, whatever its uses.
 //
@@ -28,7 +29,7 @@
 //
 //   "MLSABUFR"          8 bytes
 //   version             u32 (kBufferStateVersion)
-//   tag                 u64, the caller's (the training server: the checkpoint's batch)
+//   tag                 u64, the caller's (the training server: the checkpoint's number)
 //   policy, n_fields    u32, u32
 //   sample cells        u64
 //   random generator    string (std::mt19937_64's text form)

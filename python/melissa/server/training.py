@@ -185,6 +185,9 @@ class Trainer:
         self.optimizer: torch.optim.Optimizer | None = None
         self.batches = 0
         self.samples = 0
+        # Checkpoints taken so far: what ties each rank's buffer file to training.pt (not the
+        # batch: a server that waits for data takes checkpoints at the same batch).
+        self.checkpoints = 0
         self.train_losses: list[float] = []
         # The last validation's line of metrics.jsonl: the launcher shows it live, model.pt keeps
         # the final one.
@@ -239,6 +242,7 @@ class Trainer:
         self.server.load_state(state["server"])
         self.synchronised = True
         self.batches, self.samples = state["batches"], state["samples"]
+        self.checkpoints = state["checkpoints"]
         self.sampler_state = state["sampler"]
         torch_rng, numpy_rng = state["rng"][self.comm.rank]
         torch.set_rng_state(torch_rng.cpu())
@@ -328,20 +332,22 @@ class Trainer:
         from rank 0. Collective."""
         assert self.network is not None and self.optimizer is not None
         self.last_checkpoint = time.monotonic()
+        self.checkpoints += 1
         finished = sorted({sim for rank in
                            self.comm.allgather(self.receiver.finished_simulations())
                            for sim in rank})
         written = self.write_buffer()
         # numpy's global generator, legacy as it is: a user's server class may draw from it.
         rng = self.comm.gather((torch.get_rng_state(), np.random.get_state()))  # noqa: NPY002
-        # training.pt names the batch of the buffers it goes with: without every rank's, the
-        # previous training.pt stays, and a resume finds buffers of another batch (it then
+        # training.pt names the checkpoint of the buffers it goes with: without every rank's, the
+        # previous training.pt stays, and a resume finds buffers of another checkpoint (it then
         # starts them empty).
         if not all(self.comm.allgather(written)) or self.comm.rank != 0:
             return
         state = {"model": self.network.state_dict(), "sample_cells": self.sample_cells,
                  "optimizer": self.optimizer.state_dict(), "server": self.server.state(),
                  "batches": self.batches, "samples": self.samples,
+                 "checkpoints": self.checkpoints,
                  "finished_simulations": finished, "buffer_ranks": self.comm.size,
                  "rng": rng, "sampler": self.sampler_state}
         data = io.BytesIO()
@@ -355,14 +361,14 @@ class Trainer:
         log.info("checkpoint at batch %d", self.batches)
 
     def write_buffer(self) -> bool:
-        """This rank's buffer into its file, tagged with the batch; False (logged) if it could
-        not be written."""
+        """This rank's buffer into its file, tagged with the checkpoint's number; False (logged)
+        if it could not be written."""
         path = self.files.buffer_checkpoint(self.comm.rank)
         try:
             # Straight to the file, a buffer at a time: the bytes of a whole buffer would double
             # the rank's memory.
             with durable_file(path) as file:
-                size = self.buffer.write_state(file.fileno(), self.batches)
+                size = self.buffer.write_state(file.fileno(), self.checkpoints)
         except OSError as error:
             log.error("buffer at batch %d not written (%s)", self.batches, error)
             return False
@@ -485,7 +491,7 @@ def restore_buffer(buffer: _core.ReplayBuffer, files: StudyFiles, rank: int, ran
         # Mapped, not read: clean page cache rather than a second copy of the buffer.
         with open(path, "rb") as file, \
                 mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            buffer.load_state(data, state["batches"])
+            buffer.load_state(data, state["checkpoints"])
     except (OSError, ValueError) as error:
         log.error("buffer not restored from %s (%s): this rank starts with an empty buffer",
                   path, error)
