@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -295,6 +296,38 @@ def test_state_written_to_a_file_that_does_not_take_it(tmp_path: Path) -> None:
             filled("FIRO").write_state(fd)
     finally:
         os.close(fd)
+
+
+def fnv1a(data: bytes) -> int:
+    """The state's checksum, for states forged with a valid one."""
+    h = 0xCBF29CE484222325
+    for byte in data:
+        h = ((h ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+def forged(body: bytes) -> bytes:
+    return body + fnv1a(body).to_bytes(8, "little")
+
+
+@pytest.mark.parametrize(
+    ("forge", "message"),
+    [
+        # The version, after the magic.
+        (lambda body: body[:8] + (2).to_bytes(4, "little") + body[12:],
+         "buffer state of format 2, this melissa reads 1"),
+        (lambda body: body[:20], "buffer state malformed: it ends early"),
+        (lambda body: body[:-6], "buffer state malformed: it counts more entries than it holds"),
+        (lambda body: body + b"\0", "buffer state malformed: bytes beyond its contents"),
+    ],
+)
+def test_a_state_whose_checksum_holds_but_contents_do_not_is_refused(
+        tmp_path: Path, forge: Callable[[bytes], bytes], message: str) -> None:
+    body = saved(filled("FIRO"), tmp_path / "state")[:-8]
+    target = _core.ReplayBuffer("FIRO", capacity=24, watermark=1, n_fields=2)
+    with pytest.raises(ValueError, match=message):
+        target.load_state(forged(forge(body)))
+    assert target.stats()["size"] == 0 and target.sample_cells == 0, "nothing changed"
 
 
 @pytest.mark.parametrize(
