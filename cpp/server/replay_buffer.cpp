@@ -75,15 +75,7 @@ std::size_t ReplayBuffer::sample_cells() {
 void ReplayBuffer::store(Sample sample, const std::atomic<bool> &stopping) {
     std::unique_lock<std::mutex> lock(mutex_);
     if (config_.validation.count(sample.simulation_id)) {
-        // A held-out simulation run again (after a resume) sends its steps again: replaced,
-        // not counted twice in the validation loss.
-        auto same = std::find_if(validation_.begin(), validation_.end(), [&](const Sample &s) {
-            return s.simulation_id == sample.simulation_id && s.time_step == sample.time_step;
-        });
-        if (same != validation_.end())
-            *same = std::move(sample);
-        else
-            validation_.push_back(std::move(sample));
+        validation_[{sample.simulation_id, sample.time_step}] = std::move(sample);
         return;
     }
     ++stats_.received;
@@ -231,7 +223,7 @@ Batch ReplayBuffer::validation_samples() {
     std::lock_guard<std::mutex> lock(mutex_);
     Batch out;
     out.values.reserve(validation_.size() * sample_cells_);
-    for (const Sample &s : validation_) {
+    for (const auto &[key, s] : validation_) {
         out.simulation_ids.push_back(s.simulation_id);
         out.time_steps.push_back(s.time_step);
         out.values.insert(out.values.end(), s.values.begin(), s.values.end());
@@ -267,14 +259,12 @@ const char *policy_name(BufferPolicy policy) {
     return "?";
 }
 
-void write_samples(FileOutput &w, const std::vector<Sample> &samples) {
-    w.u64(samples.size());
-    for (const Sample &s : samples)
-        w.u32(s.simulation_id)
-            .u32(s.time_step)
-            .u64(s.uses)
-            .u64(s.values.size())
-            .words(s.values.data(), s.values.size(), 4);
+void write_sample(FileOutput &w, const Sample &s) {
+    w.u32(s.simulation_id)
+        .u32(s.time_step)
+        .u64(s.uses)
+        .u64(s.values.size())
+        .words(s.values.data(), s.values.size(), 4);
 }
 
 /// `n` entries of at least `entry_bytes` each, refused if they cannot all be in what is left: a
@@ -321,8 +311,12 @@ std::uint64_t ReplayBuffer::write_state(int fd, std::uint64_t tag) {
     w.u32(static_cast<std::uint32_t>(stats_.uses.size()));
     for (const auto &[uses, samples] : stats_.uses)
         w.u64(uses).u64(samples);
-    write_samples(w, held_);
-    write_samples(w, validation_);
+    w.u64(held_.size());
+    for (const Sample &s : held_)
+        write_sample(w, s);
+    w.u64(validation_.size());
+    for (const auto &[key, s] : validation_)
+        write_sample(w, s);
     w.u64(partial_.size());
     for (const auto &[key, fields] : partial_) {
         w.u32(key.first).u32(key.second).u32(static_cast<std::uint32_t>(fields.size()));
@@ -391,7 +385,9 @@ std::uint64_t ReplayBuffer::load_state(const void *data, std::size_t size,
                                         "buffer's capacity of " +
                                         std::to_string(config_.capacity) +
                                         " (dl_config.buffer_size per server rank)");
-        std::vector<Sample> validation = read_samples(r);
+        decltype(validation_) validation;
+        for (Sample &s : read_samples(r))
+            validation[{s.simulation_id, s.time_step}] = std::move(s);
         decltype(partial_) partial;
         for (std::uint64_t k = checked_count(r, r.u64(), 12); k > 0; --k) {
             const std::uint32_t simulation = r.u32(), step = r.u32();

@@ -148,7 +148,9 @@ class ReplayBuffer final : public Consumer {
     std::mutex mutex_;
     std::condition_variable changed_;
     std::vector<Sample> held_; // FIFO: oldest first
-    std::vector<Sample> validation_;
+    // By (simulation, time step): a held-out simulation run again (after a resume) sends its
+    // steps again, which replace their copies rather than count twice in the validation loss.
+    std::map<std::pair<std::uint32_t, std::uint32_t>, Sample> validation_;
     // (simulation, time step) -> its fields received so far, by field id
     std::map<std::pair<std::uint32_t, std::uint32_t>, std::map<std::uint32_t, std::vector<float>>>
         partial_;
