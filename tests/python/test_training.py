@@ -134,6 +134,12 @@ def test_checkpoint_reloaded_and_training_resumed(tmp_path: Path) -> None:
     refused = run(tmp_path, config, "--resume")
     assert refused.returncode == 2
     assert "is of a server of 2 ranks, the config asks for 1" in refused.stderr
+    # A checkpoint of an older melissa, without the buffers.
+    del checkpoint["buffer_ranks"]
+    torch.save(checkpoint, tmp_path / "out" / "checkpoints" / "training.pt")
+    refused = run(tmp_path, config, "--resume")
+    assert refused.returncode == 2
+    assert "was written by an older melissa, without the replay buffers" in refused.stderr
 
 
 def test_killed_training_server_resumes_with_its_buffers(tmp_path: Path) -> None:

@@ -271,6 +271,10 @@ class StudyRun:
 
             state = torch.load(self.files.checkpoint, map_location="cpu", weights_only=False)
             ranks = self.config.launcher_config.num_server_processes
+            if "buffer_ranks" not in state:
+                raise ValueError(f"{self.files.checkpoint} was written by an older melissa, "
+                                 "without the replay buffers: finish the study with that "
+                                 "melissa, or run it again")
             if state["buffer_ranks"] != ranks:
                 raise ValueError(f"{self.files.checkpoint} is of a server of "
                                  f"{state['buffer_ranks']} ranks, the config asks for {ranks} "
