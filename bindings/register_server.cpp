@@ -134,7 +134,10 @@ server::BufferPolicy policy_from(const std::string &name) {
         return server::BufferPolicy::Firo;
     if (name == "Reservoir")
         return server::BufferPolicy::Reservoir;
-    throw py::value_error("buffer must be 'FIFO', 'FIRO' or 'Reservoir', got '" + name + "'");
+    if (name == "BatchReservoir")
+        return server::BufferPolicy::BatchReservoir;
+    throw py::value_error("buffer must be 'FIFO', 'FIRO', 'Reservoir' or 'BatchReservoir', got '" +
+                          name + "'");
 }
 
 py::dict summary_dict(const server::CheckpointSummary &s) {
@@ -240,13 +243,17 @@ void register_server(py::module_ &m) {
         m, "ReplayBuffer")
         .def(py::init([](const std::string &policy, std::size_t capacity, std::size_t watermark,
                          std::size_t n_fields, std::vector<std::uint32_t> validation,
-                         std::uint64_t seed) {
+                         std::uint64_t seed, std::uint64_t pseudo_epochs) {
                  return std::make_shared<server::ReplayBuffer>(server::BufferConfig{
                      policy_from(policy), capacity, watermark, n_fields,
-                     std::set<std::uint32_t>(validation.begin(), validation.end()), seed});
+                     std::set<std::uint32_t>(validation.begin(), validation.end()), seed,
+                     pseudo_epochs});
              }),
              py::arg("policy"), py::arg("capacity"), py::arg("watermark"), py::arg("n_fields"),
-             py::arg("validation") = std::vector<std::uint32_t>{}, py::arg("seed") = 0)
+             py::arg("validation") = std::vector<std::uint32_t>{}, py::arg("seed") = 0,
+             py::arg("pseudo_epochs") = 0,
+             "pseudo_epochs: uses after which a sample leaves; 0: the policy's default (1 for "
+             "FIFO and FIRO, no limit for Reservoir and BatchReservoir).")
         .def(
             "push",
             [](server::ReplayBuffer &self, std::uint32_t simulation_id, std::uint32_t time_step,
@@ -289,6 +296,37 @@ void register_server(py::module_ &m) {
                  return batch_arrays(self.validation_samples(), self.sample_cells());
              })
         .def_property_readonly("sample_cells", &server::ReplayBuffer::sample_cells)
+        .def(
+            "write_state",
+            [](server::ReplayBuffer &self, int fd, std::uint64_t tag) {
+                try {
+                    py::gil_scoped_release release;
+                    return self.write_state(fd, tag);
+                } catch (const std::system_error &e) {
+                    // OSError(errno, strerror), as Python's own writes raise.
+                    errno = e.code().value();
+                    PyErr_SetFromErrno(PyExc_OSError);
+                    throw py::error_already_set();
+                }
+            },
+            py::arg("fd"), py::arg("tag") = 0,
+            "Writes the buffer's whole state (samples with their uses, held-out and incomplete "
+            "samples, counters, random generator) to the file descriptor fd, a buffer at a time, "
+            "receiving held meanwhile; returns the bytes written. Raises OSError if the file does "
+            "not take it, which then holds a part of it.")
+        .def(
+            "load_state",
+            [](server::ReplayBuffer &self, const py::buffer &data,
+               std::optional<std::uint64_t> tag) {
+                const py::buffer_info bytes = contiguous_bytes(data);
+                py::gil_scoped_release release;
+                return self.load_state(bytes.ptr, static_cast<std::size_t>(bytes.size), tag);
+            },
+            py::arg("data"), py::arg("tag") = py::none(),
+            "Takes up a state written by write_state (bytes, or its file's mmap, read in place) "
+            "into this fresh buffer; returns the tag written with it. Raises ValueError, changing "
+            "nothing, for anything but an intact state of a buffer of this policy and fields "
+            "within this capacity, written with `tag` if given.")
         .def("stats", [](server::ReplayBuffer &self) {
             const server::BufferStats s = self.stats();
             py::dict d;

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: BSD-3-Clause
 #include "checkpoint.hpp"
 
+#include "file_output.hpp"
+
 #include <unistd.h>
 
 #include <algorithm>
@@ -17,71 +19,6 @@ constexpr char kMagic[8] = {'M', 'L', 'S', 'A', 'C', 'K', 'P', 'T'};
 constexpr std::size_t kSizeAt = sizeof(kMagic) + 4; // after the magic and the version
 constexpr std::size_t kBodyAt = kSizeAt + 8;
 constexpr std::size_t kChecksumSize = 8;
-
-constexpr std::uint64_t kFnvOffset = 0xcbf29ce484222325ull;
-
-/// FNV-1a of `size` bytes, continued from `hash`, that of the bytes before them.
-std::uint64_t fnv1a(const std::byte *data, std::size_t size, std::uint64_t hash = kFnvOffset) {
-    for (std::size_t i = 0; i < size; ++i) {
-        hash ^= static_cast<std::uint8_t>(data[i]);
-        hash *= 0x100000001b3ull;
-    }
-    return hash;
-}
-
-/// Where a checkpoint goes: a file, through a buffer, with the checksum of what went through so
-/// far; or nowhere, only counting the bytes, to learn the size the preamble gives before anything
-/// is written. A whole checkpoint in memory would double the rank's memory at every checkpoint.
-class Output : public wire::Encoder<Output> {
-  public:
-    /// Writes to the file descriptor `fd`; counts only if fd < 0.
-    explicit Output(int fd) : fd_(fd) {
-        if (fd_ >= 0)
-            buffer_.reserve(kBufferBytes);
-    }
-
-    std::uint64_t size() const { return size_; }
-    std::uint64_t checksum() const { return checksum_; }
-
-    /// Writes what the buffer holds; throws std::system_error if the file does not take it.
-    void flush() {
-        const std::byte *data = buffer_.data();
-        std::size_t left = buffer_.size();
-        while (left > 0) {
-            const ssize_t written = ::write(fd_, data, left);
-            if (written < 0 && errno == EINTR)
-                continue;
-            if (written < 0)
-                throw std::system_error(errno, std::generic_category(), "checkpoint not written");
-            data += written;
-            left -= static_cast<std::size_t>(written);
-        }
-        buffer_.clear();
-    }
-
-  private:
-    friend class wire::Encoder<Output>;
-    static constexpr std::size_t kBufferBytes = std::size_t{1} << 20;
-
-    void append(const std::byte *data, std::size_t n) {
-        size_ += n;
-        if (fd_ < 0)
-            return;
-        checksum_ = fnv1a(data, n, checksum_);
-        while (n > 0) {
-            const std::size_t taken = std::min(n, kBufferBytes - buffer_.size());
-            buffer_.insert(buffer_.end(), data, data + taken);
-            data += taken;
-            n -= taken;
-            if (buffer_.size() == kBufferBytes)
-                flush();
-        }
-    }
-
-    int fd_;
-    std::uint64_t size_ = 0, checksum_ = kFnvOffset;
-    std::vector<std::byte> buffer_;
-};
 
 std::string quoted(const std::vector<std::string> &names) {
     std::string out;
@@ -104,7 +41,7 @@ std::uint64_t count(wire::Reader &r, std::uint64_t n, std::size_t entry_bytes) {
     return n;
 }
 
-void write_values(Output &w, const std::vector<double> &values) {
+void write_values(FileOutput &w, const std::vector<double> &values) {
     w.u32(static_cast<std::uint32_t>(values.size())).words(values.data(), values.size());
 }
 
@@ -114,7 +51,7 @@ std::vector<double> read_values(wire::Reader &r) {
     return values;
 }
 
-void write_spec(Output &w, const StatisticsSpec &spec) {
+void write_spec(FileOutput &w, const StatisticsSpec &spec) {
     w.u32(static_cast<std::uint32_t>(spec.moments_order)).u8(spec.extrema ? 1 : 0);
     write_values(w, spec.thresholds);
     write_values(w, spec.probabilities);
@@ -255,7 +192,7 @@ std::uint8_t type_code(stats::StateArray::Type type) {
     throw std::logic_error("checkpoint: a state array of an unknown type");
 }
 
-void write_accumulators(Output &w, FieldStatistics &statistics) {
+void write_accumulators(FileOutput &w, FieldStatistics &statistics) {
     std::uint64_t n = 0;
     statistics.visit([&](std::uint32_t, std::uint32_t, Accumulators &) { ++n; });
     w.u64(n);
@@ -304,7 +241,7 @@ void read_kernels(wire::Reader &r, Accumulators &a) {
     }
 }
 
-void write_groups(Output &w, FieldStatistics &statistics) {
+void write_groups(FileOutput &w, FieldStatistics &statistics) {
     std::uint64_t n = 0;
     statistics.visit_groups(
         [&](const FieldStatistics::GroupKey &, const FieldStatistics::Group &) { ++n; });
@@ -344,7 +281,7 @@ FieldStatistics::GroupMap read_groups(wire::Reader &r, const StatisticsSpec &spe
     return groups;
 }
 
-void write_halves(Output &w, FieldStatistics &statistics) {
+void write_halves(FileOutput &w, FieldStatistics &statistics) {
     std::uint64_t n = 0;
     statistics.visit_halves(
         [&](const FieldStatistics::HalfKey &, const FieldStatistics::Half &) { ++n; });
@@ -414,7 +351,7 @@ bool owns(const Receiver &receiver, const DeliveryState &delivery, std::uint32_t
 }
 
 /// Everything before the checksum; `size` is the whole checkpoint's, checksum included.
-void write_contents(Output &w, std::uint64_t size, const ReceiverConfig &config,
+void write_contents(FileOutput &w, std::uint64_t size, const ReceiverConfig &config,
                     const DeliveryState &delivery, FieldStatistics &statistics) {
     for (char c : kMagic)
         w.u8(static_cast<std::uint8_t>(c));
@@ -449,10 +386,10 @@ CheckpointSummary write_checkpoint(Receiver &receiver, FieldStatistics &statisti
     const ReceiverConfig &config = receiver.config();
     // The preamble gives the size: a first pass counts it, over the same state, which the pause
     // holds still.
-    Output counted(-1);
+    FileOutput counted(-1);
     write_contents(counted, 0, config, delivery, statistics);
     const std::uint64_t size = counted.size() + kChecksumSize;
-    Output out(fd);
+    FileOutput out(fd);
     write_contents(out, size, config, delivery, statistics);
     out.u64(out.checksum());
     out.flush();

@@ -4,6 +4,42 @@
 // from all of its fields into one sample and keeps samples for training, on the receiver thread,
 // while Python trains from batches drawn on another thread. Receiving never waits on training
 // except when a buffer that must not lose data (FIFO, FIRO) is full: then the clients slow down.
+//
+// The policies, and what pseudo_epochs (the uses after which a sample leaves) means for each:
+//   FIFO            the oldest samples first, in arrival order; each used once (pseudo_epochs must
+//                   be 1: more would only serve the same batch again).
+//   FIRO            random samples, distinct within a batch; a sample leaves after pseudo_epochs
+//                   uses (default 1).
+//   Reservoir       Algorithm R: a uniform random sample of everything received; batches drawn
+//                   with replacement; a sample stays until replaced, or until pseudo_epochs uses
+//                   if set (default: no limit), which makes room for newer samples.
+//   BatchReservoir  a simulation's time series is kept together: when the buffer is full, a
+//                   whole simulation, drawn uniformly among those held but the arriving sample's,
+//                   makes room (where it is the only one held, the arriving sample is dropped: a
+//                   series longer than the buffer keeps its first steps; a simulation evicted
+//                   while it still sends starts a new group with its later steps); batches
+//                   drawn with replacement, and pseudo_epochs as for Reservoir.
+// Once draining, every policy serves each remaining sample once more, distinct within a batch,
+// and removes it, whatever its uses.
+//
+// The state (held samples with their uses, held-out samples, incomplete samples, counters, the
+// random generator) is written to a file and read back by a fresh buffer, so that a training
+// study resumed from a checkpoint trains on the buffers it had. Format, little-endian, in
+// wire::Encoder's encoding:
+//
+//   "MLSABUFR"          8 bytes
+//   version             u32 (kBufferStateVersion)
+//   tag                 u64, the caller's (the training server: the checkpoint's number)
+//   policy, n_fields    u32, u32
+//   sample cells        u64
+//   random generator    string (std::mt19937_64's text form)
+//   counters            u64 received, evicted, drawn; uses histogram: u32 count, (u64 uses,
+//                       u64 samples) each
+//   held, held out      each: u64 count, each: u32 simulation, u32 step, u64 uses, u64 cells,
+//                       the values (float32)
+//   incomplete          u64 count, each: u32 simulation, u32 step, u32 fields, each: u32 field,
+//                       u64 cells, the values (float32)
+//   checksum            u64, FNV-1a of every byte before it
 #pragma once
 
 #include <condition_variable>
@@ -11,6 +47,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <set>
 #include <vector>
@@ -20,10 +57,14 @@
 namespace melissa::server {
 
 enum class BufferPolicy {
-    Fifo,     // first in, first out; each sample used once
-    Firo,     // first in, random out; each sample used once
-    Reservoir // a uniform random sample of everything seen; samples drawn with replacement
+    Fifo,          // first in, first out; each sample used once
+    Firo,          // first in, random out; each sample used once
+    Reservoir,     // a uniform random sample of everything seen; samples drawn with replacement
+    BatchReservoir // whole simulations kept and evicted together; drawn with replacement
 };
+
+/// The buffer state format this melissa writes and reads.
+constexpr std::uint32_t kBufferStateVersion = 1;
 
 struct Sample {
     std::uint32_t simulation_id = 0, time_step = 0;
@@ -45,6 +86,7 @@ struct BufferConfig {
     std::size_t n_fields = 1;           // a sample is complete when all of them arrived
     std::set<std::uint32_t> validation; // simulations held out for validation
     std::uint64_t seed = 0;
+    std::uint64_t pseudo_epochs = 0; // uses after which a sample leaves; 0: the policy's default
 };
 
 /// What the buffer has seen and done, for logs and tests.
@@ -80,17 +122,35 @@ class ReplayBuffer final : public Consumer {
     /// Cells of a sample (every field, in field id order); 0 until the first one is complete.
     std::size_t sample_cells();
 
+    /// Writes the whole state to the file open for writing as `fd`, a buffer at a time (a copy
+    /// in memory would double the rank's memory), receiving held meanwhile; `tag` is written
+    /// along, for the caller to match the state with its own checkpoint. Throws
+    /// std::system_error if the file does not take it. Returns the bytes written.
+    std::uint64_t write_state(int fd, std::uint64_t tag);
+    /// Takes up a state written by write_state, in a buffer that has received nothing yet and
+    /// has the same policy and fields, and, if given, written with `tag`; returns its tag.
+    /// Throws std::invalid_argument, changing nothing, for anything else (or a state beyond the
+    /// capacity).
+    std::uint64_t load_state(const void *data, std::size_t size,
+                             std::optional<std::uint64_t> tag = std::nullopt);
+
   private:
     bool ready(std::size_t n) const; // under mutex_
     void store(Sample sample, const std::atomic<bool> &stopping);
     void record_departure(const Sample &sample);
+    std::uint64_t max_uses() const; // 0: no limit
+    // BatchReservoir, full: evicts a whole simulation; false if the arriving sample must go
+    // instead. Under mutex_.
+    bool make_room_for(const Sample &arriving);
 
     BufferConfig config_;
     std::size_t sample_cells_ = 0;
     std::mutex mutex_;
     std::condition_variable changed_;
     std::vector<Sample> held_; // FIFO: oldest first
-    std::vector<Sample> validation_;
+    // By (simulation, time step): a held-out simulation run again (after a resume) sends its
+    // steps again, which replace their copies rather than count twice in the validation loss.
+    std::map<std::pair<std::uint32_t, std::uint32_t>, Sample> validation_;
     // (simulation, time step) -> its fields received so far, by field id
     std::map<std::pair<std::uint32_t, std::uint32_t>, std::map<std::uint32_t, std::vector<float>>>
         partial_;

@@ -361,9 +361,16 @@ class DlConfig(_Section):
         32, description="Samples per training step over all server ranks (each rank draws its "
         "share)."
     )
-    buffer: Literal["FIFO", "FIRO", "Reservoir"] = Field(
+    buffer: Literal["FIFO", "FIRO", "Reservoir", "BatchReservoir"] = Field(
         "FIRO", description="FIFO: first in, first out; FIRO: first in, random out; Reservoir: "
-        "a uniform random sample of everything received, samples reused."
+        "a uniform random sample of everything received, samples reused; BatchReservoir: a "
+        "simulation's time series kept together, a whole simulation evicted to make room, "
+        "samples reused."
+    )
+    pseudo_epochs: PositiveInt | None = Field(
+        None, description="Uses after which a sample leaves the buffer; default: 1 for FIFO and "
+        "FIRO, no limit for Reservoir and BatchReservoir (a sample stays until replaced). FIFO "
+        "takes only 1."
     )
     buffer_size: PositiveInt = Field(
         1000, description="Samples held over all server ranks (each rank holds its share)."
@@ -397,6 +404,15 @@ class DlConfig(_Section):
         "(active learning); default: every simulation's drawn up front by "
         "study_options.sampler."
     )
+
+    @model_validator(mode="after")
+    def _pseudo_epochs(self) -> DlConfig:
+        if self.buffer == "FIFO" and self.pseudo_epochs not in (None, 1):
+            raise ValueError(f"dl_config.pseudo_epochs {self.pseudo_epochs} with buffer 'FIFO': "
+                             "FIFO serves samples in arrival order, each once (more would serve "
+                             "the same batch again); reuse needs FIRO, Reservoir or "
+                             "BatchReservoir")
+        return self
 
 
 class Timeouts(_Section):

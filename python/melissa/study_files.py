@@ -85,6 +85,10 @@ class StudyFiles:
     def checkpoint(self) -> Path:
         return self.output_dir / "checkpoints" / "training.pt"
 
+    def buffer_checkpoint(self, rank: int) -> Path:
+        """A training server rank's replay buffer, beside training.pt."""
+        return self.output_dir / "checkpoints" / f"buffer-{rank}.state"
+
     def statistics_checkpoint(self, rank: int) -> Path:
         """A statistics server rank's accumulators and what it has received."""
         return self.output_dir / "checkpoints" / f"statistics-{rank}.ckpt"

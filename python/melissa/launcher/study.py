@@ -275,7 +275,18 @@ class StudyRun:
             import torch
 
             state = torch.load(self.files.checkpoint, map_location="cpu", weights_only=False)
-            # Held-out simulations run again: their samples lived in the servers' memory.
+            ranks = self.config.launcher_config.num_server_processes
+            if "buffer_ranks" not in state:
+                raise ValueError(f"{self.files.checkpoint} was written by an older melissa, "
+                                 "without the replay buffers: finish the study with that "
+                                 "melissa, or run it again")
+            if state["buffer_ranks"] != ranks:
+                raise ValueError(f"{self.files.checkpoint} is of a server of "
+                                 f"{state['buffer_ranks']} ranks, the config asks for {ranks} "
+                                 "(launcher_config.num_server_processes): each rank's replay "
+                                 "buffer was checkpointed on its own")
+            # Held-out simulations run again: a rank whose buffer was not restored has none of
+            # their samples (a restored one replaces them as they come again).
             assert self.config.dl_config is not None
             return (set(state["finished_simulations"])
                     - set(range(self.config.validation_simulations)))

@@ -32,6 +32,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import mmap
 import os
 import signal
 import socket
@@ -49,7 +50,7 @@ from melissa.config import Config
 from melissa.plugins import load_class
 from melissa.protocol import EXIT_STOPPED, DrawnParameters, SimulationLosses, StudyDescription
 from melissa.server.receiver import open_receiver
-from melissa.study_files import StudyFiles, write_durably
+from melissa.study_files import StudyFiles, durable_file, write_durably
 
 if TYPE_CHECKING:
     # Imported where a server runs: melissa.surrogate imports this module to rebuild a model,
@@ -174,7 +175,6 @@ class Trainer:
         assert config.dl_config is not None
         self.config, self.dl = config, config.dl_config
         self.parameters = np.asarray(study.parameters, dtype=np.float32)
-        self.resuming = study.resume
         self.config_dir = study.config_dir
         self.files, self.comm, self.receiver = files, comm, receiver
         self.buffer, self.server = buffer, server
@@ -187,6 +187,9 @@ class Trainer:
         self.optimizer: torch.optim.Optimizer | None = None
         self.batches = 0
         self.samples = 0
+        # Checkpoints taken so far: what ties each rank's buffer file to training.pt (not the
+        # batch: a server that waits for data takes checkpoints at the same batch).
+        self.checkpoints = 0
         self.train_losses: list[float] = []
         # The last validation's line of metrics.jsonl: the launcher shows it live, model.pt keeps
         # the final one.
@@ -245,9 +248,9 @@ class Trainer:
         self.sample_cells = cells
         log.info("model: %s", model)
 
-    def resume(self) -> None:
-        """Builds the model of the checkpoint and takes up training where it stood."""
-        state = torch.load(self.files.checkpoint, map_location=self.device, weights_only=False)
+    def resume(self, state: dict[str, Any]) -> None:
+        """Builds the model of the checkpoint `state` and takes up training where it stood,
+        with this rank's random generators as they were."""
         self.build(state["sample_cells"])
         assert self.network is not None and self.optimizer is not None
         self.network.load_state_dict(state["model"])
@@ -255,6 +258,13 @@ class Trainer:
         self.server.load_state(state["server"])
         self.synchronised = True
         self.batches, self.samples = state["batches"], state["samples"]
+        self.checkpoints = state["checkpoints"]
+        if self.tracking and state["sampler"] is not None:
+            losses, samples = state["sampler"][self.comm.rank]
+            self.simulation_losses, self.simulation_samples = dict(losses), dict(samples)
+        torch_rng, numpy_rng = state["rng"][self.comm.rank]
+        torch.set_rng_state(torch_rng.cpu())
+        np.random.set_state(numpy_rng)  # noqa: NPY002 (see checkpoint)
         log.info("resumed from %s at batch %d", self.files.checkpoint, self.batches)
 
     # -- one step ----------------------------------------------------------------------------
@@ -316,10 +326,10 @@ class Trainer:
         elapsed = time.monotonic() - self.started
         train = float(np.mean(self.train_losses)) if self.train_losses else None
         self.train_losses.clear()
-        stats = self.buffer.stats()
+        buffer = self.buffer_metrics()
         line = {"batches": self.batches, "samples": self.samples, "train_loss": train,
                 "validation_loss": validation, "samples_per_second": self.samples / elapsed,
-                "buffer_size": stats["size"], "seconds": elapsed}
+                **buffer, "seconds": elapsed}
         log.info("validation: %s", line)
         self.last_validation = line
         if self.comm.rank == 0:
@@ -330,24 +340,53 @@ class Trainer:
                     self.writer.add_scalar("loss/validation", validation, self.batches)
                 self.writer.add_scalar("samples_per_second", line["samples_per_second"],
                                        self.batches)
-                self.writer.add_scalar("buffer/size", stats["size"], self.batches)
+                for name, value in buffer.items():
+                    self.writer.add_scalar(name.replace("buffer_", "buffer/"), value,
+                                           self.batches)
+
+    def buffer_metrics(self) -> dict[str, float]:
+        """The buffers' figures summed over the ranks (collective): samples held, received,
+        evicted to make room and drawn, and the mean uses of every sample that was held."""
+        stats = self.buffer.stats()
+        uses = stats["uses"]
+        total = torch.tensor([stats["size"], stats["received"], stats["evicted"], stats["drawn"],
+                              sum(k * n for k, n in uses.items()), sum(uses.values())],
+                             dtype=torch.float64)
+        dist.all_reduce(total)
+        size, received, evicted, drawn, used, samples = total.tolist()
+        return {"buffer_size": int(size), "buffer_received": int(received),
+                "buffer_evicted": int(evicted), "buffer_drawn": int(drawn),
+                "buffer_mean_uses": used / samples if samples else 0.0}
 
     # -- checkpoints -------------------------------------------------------------------------
 
     def checkpoint(self) -> None:
-        """Model, optimizer, the server's state and where training stands, from rank 0."""
+        """Each rank's buffer into its own file, then, once every rank's is whole, model,
+        optimizer, the server's state, the random generators' states and where training stands
+        from rank 0. Collective."""
         assert self.network is not None and self.optimizer is not None
         self.last_checkpoint = time.monotonic()
+        self.checkpoints += 1
         finished = sorted({sim for rank in
                            self.comm.allgather(self.receiver.finished_simulations())
                            for sim in rank})
-        if self.comm.rank != 0:
+        written = self.write_buffer()
+        # numpy's global generator, legacy as it is: a user's server class may draw from it.
+        rng = self.comm.gather((torch.get_rng_state(), np.random.get_state()))  # noqa: NPY002
+        # The active sampler's side on this server: each rank's losses of the simulations it
+        # trained on, which it goes on averaging (the launcher keeps the sampler's own state).
+        sampler = self.comm.gather((self.simulation_losses, self.simulation_samples))
+        # training.pt names the checkpoint of the buffers it goes with: without every rank's, the
+        # previous training.pt stays, and a resume finds buffers of another checkpoint (it then
+        # starts them empty).
+        if not all(self.comm.allgather(written)) or self.comm.rank != 0:
             return
-        self.files.checkpoint.parent.mkdir(exist_ok=True)
         state = {"model": self.network.state_dict(), "sample_cells": self.sample_cells,
                  "optimizer": self.optimizer.state_dict(), "server": self.server.state(),
                  "batches": self.batches, "samples": self.samples,
-                 "finished_simulations": finished, "buffer": self.buffer.stats()}
+                 "checkpoints": self.checkpoints,
+                 "finished_simulations": finished, "buffer_ranks": self.comm.size,
+                 "rng": rng, "sampler": sampler if self.tracking else None}
         data = io.BytesIO()
         torch.save(state, data)
         try:
@@ -357,6 +396,21 @@ class Trainer:
             log.error("checkpoint at batch %d not written (%s)", self.batches, error)
             return
         log.info("checkpoint at batch %d", self.batches)
+
+    def write_buffer(self) -> bool:
+        """This rank's buffer into its file, tagged with the checkpoint's number; False (logged)
+        if it could not be written."""
+        path = self.files.buffer_checkpoint(self.comm.rank)
+        try:
+            # Straight to the file, a buffer at a time: the bytes of a whole buffer would double
+            # the rank's memory.
+            with durable_file(path) as file:
+                size = self.buffer.write_state(file.fileno(), self.checkpoints)
+        except OSError as error:
+            log.error("buffer at batch %d not written (%s)", self.batches, error)
+            return False
+        log.info("buffer at batch %d: %d bytes, %s", self.batches, size, self.buffer.stats())
+        return True
 
     def field_sizes(self) -> list[int]:
         """Cells of each field, in field_names order: how a sample's values split into fields.
@@ -474,6 +528,28 @@ def train(trainer: Trainer, watch: Watch, buffer: _core.ReplayBuffer,
     return True
 
 
+def restore_buffer(buffer: _core.ReplayBuffer, files: StudyFiles, rank: int, ranks: int,
+                   state: dict[str, Any]) -> None:
+    """This rank's buffer as the checkpoint `state` left it, before any data comes. One that
+    cannot be taken up (written for another checkpoint, damaged) is logged, and the rank starts
+    empty, as a study that lost its buffers: training goes on."""
+    if state["buffer_ranks"] != ranks:
+        raise ValueError(f"{files.checkpoint} holds the buffers of {state['buffer_ranks']} server "
+                         f"ranks, this server has {ranks}: resume with launcher_config."
+                         f"num_server_processes = {state['buffer_ranks']}")
+    path = files.buffer_checkpoint(rank)
+    try:
+        # Mapped, not read: clean page cache rather than a second copy of the buffer.
+        with open(path, "rb") as file, \
+                mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            buffer.load_state(data, state["checkpoints"])
+    except (OSError, ValueError) as error:
+        log.error("buffer not restored from %s (%s): this rank starts with an empty buffer",
+                  path, error)
+        return
+    log.info("buffer restored at batch %d: %s", state["batches"], buffer.stats())
+
+
 def main(argv: list[str] | None = None) -> int:
     from mpi4py import MPI
 
@@ -497,7 +573,12 @@ def main(argv: list[str] | None = None) -> int:
     validation = list(range(config.validation_simulations))
     buffer = _core.ReplayBuffer(dl.buffer, config.per_rank(dl.buffer_size),
                                 dl.per_server_watermark, len(config.study_options.field_names),
-                                validation, config.study_options.seed * 1000 + comm.rank)
+                                validation, config.study_options.seed * 1000 + comm.rank,
+                                dl.pseudo_epochs or 0)
+    checkpoint = None
+    if study.resume:
+        checkpoint = torch.load(files.checkpoint, map_location=device, weights_only=False)
+        restore_buffer(buffer, files, comm.rank, comm.size, checkpoint)
     routing = "whole_by_time_step" if dl.routing == "time_step" else "whole_by_simulation"
     receiver, address = open_receiver(
         comm, config.study_options.field_names, int(study.token, 16), buffer, routing=routing,
@@ -515,8 +596,8 @@ def main(argv: list[str] | None = None) -> int:
     trainer = Trainer(config, study, files, comm, receiver, buffer,
                       server_class(config, device), device, writer)
     watch = Watch(files, comm.rank, receiver, config)
-    if trainer.resuming:
-        trainer.resume()
+    if checkpoint is not None:
+        trainer.resume(checkpoint)
     interrupted = [False]
     signal.signal(signal.SIGTERM, lambda *_: interrupted.__setitem__(0, True))
     if not train(trainer, watch, buffer, interrupted):
