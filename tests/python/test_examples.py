@@ -5,6 +5,7 @@ that xarray reads labelled, shaped and in units."""
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -76,3 +77,33 @@ def test_demo_results_are_labelled_shaped_and_in_units(build: Path, tmp_path: Pa
     assert plotted.returncode == 0, plotted.stderr
     figures = {Path(line).name for line in plotted.stdout.split()}
     assert "temperature_maps.png" in figures and any("sobol" in f for f in figures), figures
+
+
+def test_heat_surrogate_with_active_sampling(build: Path, tmp_path: Path) -> None:
+    """The heat surrogate's config (config_dl.json) with Breed, shortened: the study ends, the
+    later simulations were drawn while it ran (around high losses, or as exploration before
+    the first losses came), within the parameters' bounds, and the surrogate is saved."""
+    config = json5.loads((HEAT / "config_dl.json").read_text())
+    study = config["study_options"]
+    study.update(parameter_sweep_size=24, nb_time_steps=10)
+    config["dl_config"].update(active_sampling={"method": "breed", "initial": 8},
+                               per_server_watermark=20, nb_batches_update=20)
+    config["client_config"]["executable_command"] = f"{build / 'heat_c'} --nx 21 --ny 21 " \
+                                                    "--steps 10"
+    config["output_dir"] = str(tmp_path / "out")
+    path = tmp_path / "config.json"
+    path.write_text(json5.dumps(config))
+    done = subprocess.run([sys.executable, "-m", "melissa", "run", str(path)],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **MPI_ROOT})
+    assert done.returncode == 0, done.stderr
+    with open(tmp_path / "out" / "parameters.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 24 and {row["status"] for row in rows} == {"completed"}
+    assert {row["origin"] for row in rows[:8]} == {"halton"}
+    later = [row["origin"] for row in rows[8:]]
+    assert all(o == "exploration" or o.startswith("child of ") for o in later), later
+    names = study["parameter_names"]
+    values = np.array([[float(row[name]) for name in names] for row in rows])
+    assert (values >= study["l_bounds"]).all() and (values <= study["u_bounds"]).all()
+    assert (tmp_path / "out" / "model.pt").exists()
