@@ -20,7 +20,9 @@ Two problems:
 Reported: the validation loss (MSE of the standardised fields) on 64 held-out simulations drawn
 uniformly at random, the same for both samplers, after training; the median and the range over
 `--seeds` seeds (the study's seed: its draws and the model's initial weights), and Breed's
-median over Halton's.
+median over Halton's; then, from the validation loss after each wave, how many simulations
+each sampler took to reach Halton's final median loss, and twice it: the paper's claim is
+that active sampling reaches a given loss with fewer simulations.
 """
 
 from __future__ import annotations
@@ -100,7 +102,8 @@ def samples(fields: Field, parameters: np.ndarray) -> tuple[np.ndarray, ...]:
 
 
 def study(problem: str, simulations: int, seed: int, breed: bool, wave: int,
-          steps_per_simulation: int, held_out: tuple[np.ndarray, ...]) -> float:
+          steps_per_simulation: int, held_out: tuple[np.ndarray, ...]) -> list[float]:
+    """The validation loss after each wave: the last one is the study's."""
     fields = PROBLEMS[problem][0]
     cfg = config(problem, simulations, seed, breed)
     sampler = make_sampler(cfg, Path.cwd())
@@ -116,6 +119,8 @@ def study(problem: str, simulations: int, seed: int, breed: bool, wave: int,
     data: list[np.ndarray] = []
     losses: dict[int, float] = {}
     counts: dict[int, int] = {}
+    validation_inputs, validation_targets = server.make_tensors(*held_out[1:])
+    curve = []
     while done < simulations:
         if len(parameters) < done + wave and len(parameters) < simulations:
             parameters = np.concatenate([parameters, sampler.draw(
@@ -132,9 +137,9 @@ def study(problem: str, simulations: int, seed: int, breed: bool, wave: int,
                           server.sample_losses(model, inputs, targets).double().numpy())
             server.training_step(model, optimizer, inputs, targets)
         sampler.observe(losses)
-    inputs, targets = server.make_tensors(*held_out[1:])
-    total, count = server.validation_loss(model, inputs, targets)
-    return total / count
+        total, count = server.validation_loss(model, validation_inputs, validation_targets)
+        curve.append(total / count)
+    return curve
 
 
 def main() -> None:
@@ -160,17 +165,44 @@ def main() -> None:
           f"{args.steps_per_simulation} --problems {' '.join(args.problems)}`\n")
     print("| problem | sampler | median validation loss | min | max | / Halton's median |")
     print("|---|---|---|---|---|---|")
+    # Per problem and sampler, the median over seeds of the validation loss after each wave.
+    curves: dict[tuple[str, str], np.ndarray] = {}
     for problem in args.problems:
         _, low, high, _ = PROBLEMS[problem]
         unit = np.random.default_rng(12345).random((HELD_OUT, len(low)))
         held_out = samples(PROBLEMS[problem][0], low + unit * (np.array(high) - low))
         medians = {}
         for name, breed in (("Halton", False), ("Breed", True)):
-            losses = [study(problem, args.simulations, seed, breed, args.wave,
-                            args.steps_per_simulation, held_out) for seed in range(args.seeds)]
+            runs = np.array([study(problem, args.simulations, seed, breed, args.wave,
+                                   args.steps_per_simulation, held_out)
+                             for seed in range(args.seeds)])
+            losses = runs[:, -1]
+            curves[problem, name] = np.median(runs, axis=0)
             medians[name] = float(np.median(losses))
             print(f"| {problem} | {name} | {medians[name]:.4g} | {min(losses):.4g} | "
                   f"{max(losses):.4g} | {medians[name] / medians['Halton']:.2f} |", flush=True)
+    print("\nSimulations each sampler took to reach a loss (its median over seeds, after each "
+          f"wave of {args.wave}): Halton's final median loss, and twice it.\n")
+    print("| problem | target loss | Halton | Breed | Breed / Halton |")
+    print("|---|---|---|---|---|")
+    for problem in args.problems:
+        final = float(curves[problem, "Halton"][-1])
+        for target in (2 * final, final):
+            needed = {name: simulations_to_reach(curves[problem, name], target, args.wave,
+                                                 args.simulations)
+                      for name in ("Halton", "Breed")}
+            ratio = (f"{needed['Breed'] / needed['Halton']:.2f}"
+                     if needed["Breed"] and needed["Halton"] else "-")
+            print(f"| {problem} | {target:.4g} | {needed['Halton'] or 'not reached'} | "
+                  f"{needed['Breed'] or 'not reached'} | {ratio} |")
+
+
+def simulations_to_reach(curve: np.ndarray, target: float, wave: int,
+                         simulations: int) -> int | None:
+    """The simulations done after the first wave whose loss is at most `target`; None if no
+    wave's is."""
+    reached = np.flatnonzero(curve <= target)
+    return None if len(reached) == 0 else min((int(reached[0]) + 1) * wave, simulations)
 
 
 if __name__ == "__main__":
