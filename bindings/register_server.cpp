@@ -43,6 +43,18 @@ py::dict endpoint_dict(const wire::ServerEndpoint &e) {
     return d;
 }
 
+py::dict stats_dict(const server::BufferStats &s) {
+    py::dict d;
+    d["size"] = s.size;
+    d["validation_samples"] = s.validation_samples;
+    d["received"] = s.received;
+    d["evicted"] = s.evicted;
+    d["drawn"] = s.drawn;
+    d["uses"] = s.uses;
+    d["draining"] = s.draining;
+    return d;
+}
+
 transport::Backend backend_from(const std::string &name) {
     if (name == "zmq")
         return transport::Backend::Zmq;
@@ -300,8 +312,12 @@ void register_server(py::module_ &m) {
             "write_state",
             [](server::ReplayBuffer &self, int fd, std::uint64_t tag) {
                 try {
-                    py::gil_scoped_release release;
-                    return self.write_state(fd, tag);
+                    server::ReplayBuffer::Written written;
+                    {
+                        py::gil_scoped_release release;
+                        written = self.write_state(fd, tag);
+                    }
+                    return py::make_tuple(written.bytes, stats_dict(written.stats));
                 } catch (const std::system_error &e) {
                     // OSError(errno, strerror), as Python's own writes raise.
                     errno = e.code().value();
@@ -312,8 +328,9 @@ void register_server(py::module_ &m) {
             py::arg("fd"), py::arg("tag") = 0,
             "Writes the buffer's whole state (samples with their uses, held-out and incomplete "
             "samples, counters, random generator) to the file descriptor fd, a buffer at a time, "
-            "receiving held meanwhile; returns the bytes written. Raises OSError if the file does "
-            "not take it, which then holds a part of it.")
+            "receiving held meanwhile; returns the bytes written and the stats() of the state "
+            "written (samples may arrive once it is). Raises OSError if the file does not take "
+            "it, which then holds a part of it.")
         .def(
             "load_state",
             [](server::ReplayBuffer &self, const py::buffer &data,
@@ -327,18 +344,7 @@ void register_server(py::module_ &m) {
             "into this fresh buffer; returns the tag written with it. Raises ValueError, changing "
             "nothing, for anything but an intact state of a buffer of this policy and fields "
             "within this capacity, written with `tag` if given.")
-        .def("stats", [](server::ReplayBuffer &self) {
-            const server::BufferStats s = self.stats();
-            py::dict d;
-            d["size"] = s.size;
-            d["validation_samples"] = s.validation_samples;
-            d["received"] = s.received;
-            d["evicted"] = s.evicted;
-            d["drawn"] = s.drawn;
-            d["uses"] = s.uses;
-            d["draining"] = s.draining;
-            return d;
-        });
+        .def("stats", [](server::ReplayBuffer &self) { return stats_dict(self.stats()); });
 
     py::class_<server::Receiver>(m, "Receiver")
         .def(py::init([](std::vector<std::string> field_names, std::uint64_t token,

@@ -233,6 +233,10 @@ Batch ReplayBuffer::validation_samples() {
 
 BufferStats ReplayBuffer::stats() {
     std::lock_guard<std::mutex> lock(mutex_);
+    return stats_locked();
+}
+
+BufferStats ReplayBuffer::stats_locked() const {
     BufferStats out = stats_;
     out.size = held_.size();
     out.validation_samples = validation_.size();
@@ -295,7 +299,7 @@ std::vector<Sample> read_samples(wire::Reader &r) {
 
 } // namespace
 
-std::uint64_t ReplayBuffer::write_state(int fd, std::uint64_t tag) {
+ReplayBuffer::Written ReplayBuffer::write_state(int fd, std::uint64_t tag) {
     std::lock_guard<std::mutex> lock(mutex_);
     FileOutput w(fd);
     for (char c : kStateMagic)
@@ -325,7 +329,7 @@ std::uint64_t ReplayBuffer::write_state(int fd, std::uint64_t tag) {
     }
     w.u64(w.checksum());
     w.flush();
-    return w.size();
+    return {w.size(), stats_locked()};
 }
 
 std::uint64_t ReplayBuffer::load_state(const void *data, std::size_t size,

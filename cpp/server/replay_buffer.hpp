@@ -125,8 +125,12 @@ class ReplayBuffer final : public Consumer {
     /// Writes the whole state to the file open for writing as `fd`, a buffer at a time (a copy
     /// in memory would double the rank's memory), receiving held meanwhile; `tag` is written
     /// along, for the caller to match the state with its own checkpoint. Throws
-    /// std::system_error if the file does not take it. Returns the bytes written.
-    std::uint64_t write_state(int fd, std::uint64_t tag);
+    /// std::system_error if the file does not take it.
+    struct Written {
+        std::uint64_t bytes = 0;
+        BufferStats stats; // of the state written: samples may arrive once it is
+    };
+    Written write_state(int fd, std::uint64_t tag);
     /// Takes up a state written by write_state, in a buffer that has received nothing yet and
     /// has the same policy and fields, and, if given, written with `tag`; returns its tag.
     /// Throws std::invalid_argument, changing nothing, for anything else (or a state beyond the
@@ -135,7 +139,8 @@ class ReplayBuffer final : public Consumer {
                              std::optional<std::uint64_t> tag = std::nullopt);
 
   private:
-    bool ready(std::size_t n) const; // under mutex_
+    bool ready(std::size_t n) const;  // under mutex_
+    BufferStats stats_locked() const; // under mutex_
     void store(Sample sample, const std::atomic<bool> &stopping);
     void record_departure(const Sample &sample);
     std::uint64_t max_uses() const; // 0: no limit

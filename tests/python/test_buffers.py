@@ -250,9 +250,10 @@ def filled(policy: str, seed: int = 7) -> _core.ReplayBuffer:
 
 def saved(buffer: _core.ReplayBuffer, path: Path, tag: int = 0) -> bytes:
     with open(path, "wb") as file:
-        size = buffer.write_state(file.fileno(), tag)
+        size, written = buffer.write_state(file.fileno(), tag)
     data = path.read_bytes()
     assert len(data) == size
+    assert written == buffer.stats(), "nothing arrives meanwhile"
     return data
 
 

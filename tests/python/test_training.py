@@ -91,7 +91,9 @@ def test_online_training_learns_with_ddp_over_two_ranks(tmp_path: Path) -> None:
     # The buffers' figures, summed over the ranks: every training sample received (36 of the
     # 40 simulations, 8 steps each), none evicted (300 slots), and a Reservoir reuses samples.
     assert final["buffer_received"] == 36 * 8 and final["buffer_evicted"] == 0
-    assert final["buffer_drawn"] == final["samples"]
+    # Every sample drawn was trained on, but for the leftovers at the end that fill no whole
+    # batch (fewer than batch_size 16).
+    assert 0 <= final["buffer_drawn"] - final["samples"] < 16
     assert final["buffer_mean_uses"] > 1
     # Both ranks saw the same, allreduced validation losses: one model, trained together.
     rank0, rank1 = (validation_lines(out / "logs" / f"server-{r}.log") for r in (0, 1))

@@ -405,11 +405,11 @@ class Trainer:
             # Straight to the file, a buffer at a time: the bytes of a whole buffer would double
             # the rank's memory.
             with durable_file(path) as file:
-                size = self.buffer.write_state(file.fileno(), self.checkpoints)
+                size, written = self.buffer.write_state(file.fileno(), self.checkpoints)
         except OSError as error:
             log.error("buffer at batch %d not written (%s)", self.batches, error)
             return False
-        log.info("buffer at batch %d: %d bytes, %s", self.batches, size, self.buffer.stats())
+        log.info("buffer at batch %d: %d bytes, %s", self.batches, size, written)
         return True
 
     def field_sizes(self) -> list[int]:
