@@ -18,7 +18,6 @@ namespace {
 constexpr char kMagic[8] = {'M', 'L', 'S', 'A', 'C', 'K', 'P', 'T'};
 constexpr std::size_t kSizeAt = sizeof(kMagic) + 4; // after the magic and the version
 constexpr std::size_t kBodyAt = kSizeAt + 8;
-constexpr std::size_t kChecksumSize = 8;
 
 std::string quoted(const std::vector<std::string> &names) {
     std::string out;
@@ -36,7 +35,7 @@ std::string quoted(const std::vector<std::string> &names) {
 /// `n`, the count of entries of at least `entry_bytes` each that `r` holds next, refused if
 /// they cannot all be in what is left: a wrong count must not become an allocation.
 std::uint64_t count(wire::Reader &r, std::uint64_t n, std::size_t entry_bytes) {
-    if (n > r.remaining() / entry_bytes)
+    if (!fits(r, n, entry_bytes))
         malformed("it counts more entries than it holds");
     return n;
 }
@@ -138,9 +137,7 @@ Opened open(const void *data, std::size_t size) {
     if (size > expected)
         throw CheckpointError("checkpoint followed by " + std::to_string(size - expected) +
                               " bytes that are not its own");
-    std::uint64_t checksum;
-    std::memcpy(&checksum, bytes + size - kChecksumSize, kChecksumSize);
-    if (fnv1a(bytes, size - kChecksumSize) != wire::to_little(checksum))
+    if (!checksum_holds(bytes, size))
         throw CheckpointError("checkpoint damaged: its checksum does not match its contents");
     return {version, size, wire::Reader(bytes + kBodyAt, size - kBodyAt - kChecksumSize)};
 }

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <system_error>
 #include <vector>
 
@@ -26,6 +27,22 @@ inline std::uint64_t fnv1a(const std::byte *data, std::size_t size,
         hash *= 0x100000001b3ull;
     }
     return hash;
+}
+
+/// A state ends with the FNV-1a of all before it.
+inline constexpr std::size_t kChecksumSize = 8;
+
+/// Whether a state of `size` bytes (at least kChecksumSize) ends with its checksum.
+inline bool checksum_holds(const std::byte *bytes, std::size_t size) {
+    std::uint64_t checksum;
+    std::memcpy(&checksum, bytes + size - kChecksumSize, kChecksumSize);
+    return fnv1a(bytes, size - kChecksumSize) == wire::to_little(checksum);
+}
+
+/// Whether `n` entries of at least `entry_bytes` each can be in what `r` has left: a count
+/// beyond is a wrong one, which must not become an allocation.
+inline bool fits(const wire::Reader &r, std::uint64_t n, std::size_t entry_bytes) {
+    return n <= r.remaining() / entry_bytes;
 }
 
 /// Where a state goes: a file, through a buffer, with the checksum of what went through so

@@ -274,7 +274,7 @@ void write_sample(FileOutput &w, const Sample &s) {
 /// `n` entries of at least `entry_bytes` each, refused if they cannot all be in what is left: a
 /// wrong count must not become an allocation.
 std::uint64_t checked_count(wire::Reader &r, std::uint64_t n, std::size_t entry_bytes) {
-    if (n > r.remaining() / entry_bytes)
+    if (!fits(r, n, entry_bytes))
         throw std::invalid_argument("buffer state malformed: it counts more entries than it "
                                     "holds");
     return n;
@@ -337,14 +337,12 @@ std::uint64_t ReplayBuffer::load_state(const void *data, std::size_t size,
     const auto *bytes = static_cast<const std::byte *>(data);
     if (size < sizeof(kStateMagic) || std::memcmp(bytes, kStateMagic, sizeof(kStateMagic)) != 0)
         throw std::invalid_argument("not a melissa replay buffer state");
-    if (size < sizeof(kStateMagic) + 4 + 8)
+    if (size < sizeof(kStateMagic) + 4 + kChecksumSize)
         throw std::invalid_argument("buffer state truncated: " + std::to_string(size) + " bytes");
-    std::uint64_t checksum;
-    std::memcpy(&checksum, bytes + size - 8, 8);
-    if (fnv1a(bytes, size - 8) != wire::to_little(checksum))
+    if (!checksum_holds(bytes, size))
         throw std::invalid_argument("buffer state damaged or truncated: its checksum does not "
                                     "match its contents");
-    wire::Reader r(bytes + sizeof(kStateMagic), size - sizeof(kStateMagic) - 8);
+    wire::Reader r(bytes + sizeof(kStateMagic), size - sizeof(kStateMagic) - kChecksumSize);
     std::lock_guard<std::mutex> lock(mutex_);
     if (stats_.received > 0 || !held_.empty() || !validation_.empty() || !partial_.empty())
         throw std::invalid_argument("load_state: this buffer has received samples already: "

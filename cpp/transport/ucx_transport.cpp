@@ -823,6 +823,9 @@ class UcxTransport final : public Transport {
     std::unique_ptr<Inbox> bind(const BindOptions &options) override {
         if (options.backend == Backend::Zmq)
             return zmq_->bind(options);
+        if (options.backend == Backend::Auto)
+            throw TransportError("an inbox takes data on one backend: for Auto, server::Receiver "
+                                 "binds one of each");
         return std::make_unique<UcxInbox>(context(), options);
     }
 

@@ -504,6 +504,10 @@ TEST(AutoTransport, TakesUcxOnTheServersHostAndZeroMqOverTcp) {
     ASSERT_FALSE(endpoint.ucx.empty());
     ASSERT_FALSE(endpoint.tcp.empty());
     ASSERT_FALSE(endpoint.ipc.empty());
+    transport::BindOptions both;
+    both.backend = transport::Backend::Auto;
+    EXPECT_THROW((void)transport::make_transport()->bind(both), transport::TransportError)
+        << "an inbox of two backends";
     // A UCX address no client can use: a client that takes UCX fails on it, one that takes
     // ZeroMQ never reads it.
     wire::ServerEndpoint unusable_ucx = endpoint;

@@ -375,7 +375,8 @@ class Trainer:
         rng = self.comm.gather((torch.get_rng_state(), np.random.get_state()))  # noqa: NPY002
         # The active sampler's side on this server: each rank's losses of the simulations it
         # trained on, which it goes on averaging (the launcher keeps the sampler's own state).
-        sampler = self.comm.gather((self.simulation_losses, self.simulation_samples))
+        sampler = (self.comm.gather((self.simulation_losses, self.simulation_samples))
+                   if self.tracking else None)
         # training.pt names the checkpoint of the buffers it goes with: without every rank's, the
         # previous training.pt stays, and a resume finds buffers of another checkpoint (it then
         # starts them empty).
@@ -386,7 +387,7 @@ class Trainer:
                  "batches": self.batches, "samples": self.samples,
                  "checkpoints": self.checkpoints,
                  "finished_simulations": finished, "buffer_ranks": self.comm.size,
-                 "rng": rng, "sampler": sampler if self.tracking else None}
+                 "rng": rng, "sampler": sampler}
         data = io.BytesIO()
         torch.save(state, data)
         try:
