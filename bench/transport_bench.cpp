@@ -28,7 +28,8 @@
 // clients close right after their last send, and the parent counts what arrived.
 //
 //   transport_bench --size BYTES --clients K --messages TOTAL [--repeats R] [--rotate N]
-//                   [--links ipc,tcp] [--ipc-dir DIR] [--loss-check]
+//                   [--links ipc,tcp] [--senders melissa,raw,ucx,auto] [--ipc-dir DIR]
+//                   [--loss-check]
 //                   [--bind ADDRESS --client-node PID]   (clients on another "node")
 #include <fcntl.h>
 #include <poll.h>
@@ -38,6 +39,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <initializer_list>
 #include <array>
 #include <atomic>
 #include <cerrno>
@@ -585,20 +587,22 @@ double memcpy_seconds(std::size_t bytes, std::uint64_t messages) {
     return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-std::vector<Link> parse_links(const std::string &text) {
-    std::vector<Link> links;
+/// The items of a comma-separated option, each one of `known` by its name().
+template <typename Item>
+std::vector<Item> parse_list(const std::string &option, const std::string &text,
+                             std::initializer_list<Item> known) {
+    std::vector<Item> items;
     for (std::size_t at = 0; at <= text.size();) {
         const std::size_t comma = std::min(text.find(',', at), text.size());
         const std::string item = text.substr(at, comma - at);
-        if (item == "ipc")
-            links.push_back(Link::Ipc);
-        else if (item == "tcp")
-            links.push_back(Link::Tcp);
-        else
-            fail("--links: '" + item + "' is neither ipc nor tcp");
+        const auto match = std::find_if(known.begin(), known.end(),
+                                        [&](Item candidate) { return item == name(candidate); });
+        if (match == known.end())
+            fail(option + ": unknown item '" + item + "'");
+        items.push_back(*match);
         at = comma + 1;
     }
-    return links;
+    return items;
 }
 
 } // namespace
@@ -608,6 +612,9 @@ int main(int argc, char **argv) {
     std::uint64_t total = 0;
     int repeats = 1, rotate = 0;
     std::vector<Link> links{Link::Ipc, Link::Tcp};
+    std::vector<Sender> senders{Sender::Melissa, Sender::Raw};
+    if (transport::available(transport::Backend::Ucx))
+        senders.insert(senders.end(), {Sender::Ucx, Sender::Auto});
     for (int i = 1; i < argc; ++i) {
         const std::string option = argv[i];
         if (option == "--loss-check") {
@@ -628,7 +635,10 @@ int main(int argc, char **argv) {
         else if (option == "--rotate")
             rotate = std::stoi(value);
         else if (option == "--links")
-            links = parse_links(value);
+            links = parse_list(option, value, {Link::Ipc, Link::Tcp});
+        else if (option == "--senders")
+            senders = parse_list(option, value,
+                                 {Sender::Melissa, Sender::Raw, Sender::Ucx, Sender::Auto});
         else if (option == "--ipc-dir")
             cell.ipc_dir = value;
         else if (option == "--bind")
@@ -647,9 +657,6 @@ int main(int argc, char **argv) {
 
     // Runs rotate which sender goes first, so that a drift in the machine's speed during a
     // cell does not always favour the same one.
-    std::vector<Sender> senders{Sender::Melissa, Sender::Raw};
-    if (transport::available(transport::Backend::Ucx))
-        senders.insert(senders.end(), {Sender::Ucx, Sender::Auto});
     const std::size_t n = senders.size();
     const std::uint64_t messages = cell.per_client * static_cast<std::uint64_t>(cell.clients);
     for (int r = 0; r < repeats; ++r) {

@@ -1,12 +1,8 @@
 // SPDX-License-Identifier: BSD-3-Clause
 #include <cmath>
 #include <limits>
-#include <new>
 
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
-
+#include "../huge_pages.hpp"
 #include "melissa/stats.hpp"
 #include "tiling.hpp"
 
@@ -206,33 +202,10 @@ std::vector<StateArray> Moments::state() {
 }
 
 namespace detail {
-namespace {
 
-constexpr std::size_t kHugePage = std::size_t{2} << 20;
-// numpy's threshold for huge pages too: below it, an array's pages hardly matter.
-constexpr std::size_t kHugePagesFrom = 2 * kHugePage;
+void *allocate_state(std::size_t bytes) { return huge_pages::allocate(bytes); }
 
-std::align_val_t state_alignment(std::size_t bytes) {
-    return std::align_val_t{bytes >= kHugePagesFrom ? kHugePage : std::size_t{64}};
-}
-
-} // namespace
-
-void *allocate_state(std::size_t bytes) {
-    void *data = ::operator new(bytes, state_alignment(bytes));
-#if defined(MADV_HUGEPAGE)
-    // Advice only (transparent huge pages in "madvise" mode, the usual default, need it): where
-    // none are given the array is only cache-line aligned. Whole huge pages only, so that the
-    // array's end takes no more memory than it fills, as the memory estimate counts it.
-    if (bytes >= kHugePagesFrom)
-        madvise(data, bytes / kHugePage * kHugePage, MADV_HUGEPAGE);
-#endif
-    return data;
-}
-
-void free_state(void *data, std::size_t bytes) noexcept {
-    ::operator delete(data, state_alignment(bytes));
-}
+void free_state(void *data, std::size_t bytes) noexcept { huge_pages::release(data, bytes); }
 
 } // namespace detail
 } // namespace melissa::stats

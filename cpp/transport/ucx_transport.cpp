@@ -23,6 +23,7 @@
 #include <thread>
 #include <utility>
 
+#include "../huge_pages.hpp"
 #include "transport.hpp"
 
 namespace melissa::transport {
@@ -89,19 +90,38 @@ std::vector<unsigned char> from_hex(const std::string &hex) {
     return bytes;
 }
 
+/// What a context may use: everything UCX finds; shared memory and RDMA, but no tcp (a
+/// client's connections on its own host); tcp alone (MELISSA_TRANSPORT=tcp).
+enum class Reach { All, NoTcp, TcpOnly };
+
 /// A process's UCX context: what UCX found of the network and of shared memory.
 class Context {
   public:
-    /// tcp_only: as MELISSA_TRANSPORT=tcp asks of a client, no shared memory even on one host.
-    explicit Context(bool tcp_only = false) {
+    explicit Context(Reach reach = Reach::All) {
         ucp_config_t *config = nullptr;
         check(ucp_config_read(nullptr, nullptr, &config), "reading its configuration (UCX_*)");
-        if (tcp_only) {
-            const ucs_status_t status = ucp_config_modify(config, "TLS", "tcp");
+        auto modify = [&](const char *name, const char *value, const std::string &doing) {
+            const ucs_status_t status = ucp_config_modify(config, name, value);
             if (status != UCS_OK)
                 ucp_config_release(config);
-            check(status, "to keep to tcp");
-        }
+            check(status, doing);
+        };
+        if (reach == Reach::TcpOnly)
+            modify("TLS", "tcp", "to keep to tcp");
+        // A connection on one host runs without peer-failure handling (UcxSender), and with a
+        // tcp lane among its shared-memory ones, a client killed in the middle of a transfer
+        // made the server rank abort in UCX 1.13 (ucp_rndv_receive, on the dead peer's
+        // endpoint) in half the runs of test_client_killed_mid_run; without, in none of 12.
+        // UCX_TLS, where set, still decides.
+        if (reach == Reach::NoTcp && std::getenv("UCX_TLS") == nullptr)
+            modify("TLS", "^tcp", "to keep off tcp");
+        // The sender writes a rendezvous' values into the receiver's buffer, where UCX would
+        // have the receiver read them: a server rank takes many clients' values, and by its
+        // reads alone it moved 16 MiB messages of 2 to 4 clients at 3.2 to 3.3 GB/s while
+        // their cores waited; by their writes, at 5.7 to 6.3 (bench/RESULTS.md). The solver
+        // waits for the transfer either way. UCX_RNDV_SCHEME, where set, still decides.
+        if (std::getenv("UCX_RNDV_SCHEME") == nullptr)
+            modify("RNDV_SCHEME", "put_zcopy", "to have senders write their values");
         ucp_params_t params{};
         params.field_mask = UCP_PARAM_FIELD_FEATURES;
         params.features = UCP_FEATURE_TAG | UCP_FEATURE_WAKEUP;
@@ -247,11 +267,11 @@ ucp_request_param_t receive_params(Completion &completion) {
 // How a message goes, by the size of its values:
 // - up to kPackedBytes, header and values copied into one tagged message, sent synchronously
 //   (it completes once the server has matched it);
-// - larger, the header and the values as two tagged messages, the values by rendezvous: the
-//   server rank's fetcher thread fetches them, once it has room, into a buffer of their own,
-//   which the statistics read in place. Up to kCopiedBytes they are fetched from a copy, so that
-//   the solver computes on while the server works; larger, from the solver's buffer itself, and
-//   send returns once they are fetched.
+// - larger, the header and the values as two tagged messages, the values by rendezvous: once
+//   the server rank's fetcher thread has room for them, it takes them into a buffer of their
+//   own, which the statistics read in place, and the sender writes them there (Context). Up to
+//   kCopiedBytes they go from a copy, so that the solver computes on while they travel; larger,
+//   from the solver's buffer itself, and send returns once they are written.
 // A sender keeps up to its high-water mark of messages in flight; send returns at once unless
 // they are all in flight.
 // A tag says which: bit 0, values (1) or a header (0); on a header, bit 1: values follow, bit 2:
@@ -263,8 +283,8 @@ constexpr ucp_tag_t kExact = ~ucp_tag_t{0};
 constexpr std::size_t kPackedBytes = 16 << 10;
 constexpr std::size_t kPackedWindowBytes = 256 << 10;
 // The largest values sent from a copy. Up to 128 KiB a window of copies in flight moved more
-// than waiting for each fetch; from 256 KiB the copy cost more than the wait (the server's
-// fetcher takes values while it computes), 1.5 to 3x at 1 MiB (bench/RESULTS.md).
+// than waiting for each transfer; from 256 KiB the copy cost more than the wait, 1.5 to 3x at
+// 1 MiB (bench/RESULTS.md), and still did once the senders wrote their values themselves.
 constexpr std::size_t kCopiedBytes = 128 << 10;
 // A lone header is 64 bytes; a longer one is not melissa's, and is not taken.
 constexpr std::size_t kMaxHeaderBytes = 4096;
@@ -274,8 +294,10 @@ constexpr std::size_t kMaxArrivals = 64;
 
 class UcxSender final : public Sender {
   public:
+    /// on_this_host: `worker` reaches the server through shared memory, where UCX 1.13 has no
+    /// peer-failure handling.
     UcxSender(std::shared_ptr<Worker> worker, const wire::ServerEndpoint &server,
-              const SendOptions &options)
+              const SendOptions &options, bool on_this_host)
         : worker_(std::move(worker)), server_(server.host + " (UCX)"), timeout_(options.timeout),
           window_(static_cast<std::size_t>(std::max(options.high_water_mark, 1))) {
         // Random: senders of many processes reach one server, and tell themselves apart by it.
@@ -288,8 +310,7 @@ class UcxSender final : public Sender {
         params.address = reinterpret_cast<const ucp_address_t *>(address.data());
         // Between hosts, a dead server fails the requests to it at once. UCX 1.13 keeps such
         // endpoints off shared memory, so on one host the timeout alone tells a dead server.
-        params.err_mode =
-            server.host == host_name() ? UCP_ERR_HANDLING_MODE_NONE : UCP_ERR_HANDLING_MODE_PEER;
+        params.err_mode = on_this_host ? UCP_ERR_HANDLING_MODE_NONE : UCP_ERR_HANDLING_MODE_PEER;
         params.err_handler.cb = [](void *arg, ucp_ep_h, ucs_status_t status) {
             static_cast<UcxSender *>(arg)->failure_ = status;
         };
@@ -374,7 +395,24 @@ class UcxSender final : public Sender {
         drain(copied ? window : 0);
     }
 
-    void flush() override { drain(0); }
+    void flush() override {
+        drain(0);
+        // A rendezvous send completes once its values are written into the server's buffer;
+        // the acknowledgement that completes the server's receive may still wait in this
+        // endpoint's queue (a full shared-memory FIFO), and would leave only with the next
+        // call into UCX, which a finalizing client never makes. The endpoint's flush sends it.
+        auto completion = std::make_unique<Completion>();
+        ucp_request_param_t params = send_params(*completion);
+        const ucs_status_ptr_t request = ucp_ep_flush_nbx(endpoint_, &params);
+        if (!worker_->wait(request, *completion, Clock::now() + timeout_)) {
+            (void)completion.release(); // UCX will write there when the flush ends
+            time_out();
+        }
+        if (completion->status != UCS_OK) {
+            failure_ = completion->status;
+            throw_failure();
+        }
+    }
 
   private:
     /// A message sent and not yet complete: its header and values (a copy of them), and its
@@ -404,12 +442,8 @@ class UcxSender final : public Sender {
                 Clock::now() >= in_flight_.front().sent + timeout_)) {
             InFlight &f = in_flight_.front();
             for (int i = 0; i < 2; ++i) {
-                if (!worker_->wait(f.requests[i], f.completions[i], f.sent + timeout_)) {
-                    failure_ = UCS_ERR_TIMED_OUT;
-                    throw TimeoutError("the server at " + server_ + " took no data for " +
-                                       std::to_string(timeout_.count() / 1000.0) +
-                                       " s (is it still running? MELISSA_TIMEOUT sets the limit)");
-                }
+                if (!worker_->wait(f.requests[i], f.completions[i], f.sent + timeout_))
+                    time_out();
                 f.requests[i] = nullptr; // freed by wait
                 if (f.completions[i].status != UCS_OK)
                     failure_ = f.completions[i].status;
@@ -428,6 +462,13 @@ class UcxSender final : public Sender {
                 !f.completions[i].done)
                 return false;
         return true;
+    }
+
+    [[noreturn]] void time_out() {
+        failure_ = UCS_ERR_TIMED_OUT;
+        throw TimeoutError("the server at " + server_ + " took no data for " +
+                           std::to_string(timeout_.count() / 1000.0) +
+                           " s (is it still running? MELISSA_TIMEOUT sets the limit)");
     }
 
     [[noreturn]] void throw_failure() const {
@@ -466,14 +507,19 @@ class UcxSender final : public Sender {
 
 /// Buffers for values, kept for the next messages of the same size (a study's pieces come in a
 /// few sizes): a fresh buffer costs a page fault per page as the values land in it, which cost
-/// a server rank more than the transfer itself (bench/RESULTS.md). At most kKeptBytes stay idle,
-/// in at most kMaxArrivals buffers (as many as are taken at once), so that a lookup stays short.
+/// a server rank more than the transfer itself (bench/RESULTS.md). Large ones are in huge pages,
+/// which halved the time of a 16 MiB copy between processes. At most kKeptBytes stay idle, in
+/// at most kMaxArrivals buffers (as many as are taken at once), so that a lookup stays short.
 class BufferPool : public std::enable_shared_from_this<BufferPool> {
   public:
     struct Return {
         std::shared_ptr<BufferPool> pool;
         std::size_t size;
         void operator()(std::byte *data) const { pool->keep(data, size); }
+    };
+    struct Release {
+        std::size_t size;
+        void operator()(std::byte *data) const { huge_pages::release(data, size); }
     };
     using Buffer = std::unique_ptr<std::byte[], Return>;
 
@@ -490,14 +536,15 @@ class BufferPool : public std::enable_shared_from_this<BufferPool> {
                     return Buffer(data, Return{shared_from_this(), size});
                 }
         }
-        return Buffer(new std::byte[size], Return{shared_from_this(), size});
+        return Buffer(static_cast<std::byte *>(huge_pages::allocate(size)),
+                      Return{shared_from_this(), size});
     }
 
   private:
     static constexpr std::size_t kKeptBytes = 64 << 20;
 
     void keep(std::byte *data, std::size_t size) {
-        std::unique_ptr<std::byte[]> buffer(data);
+        std::unique_ptr<std::byte[], Release> buffer(data, Release{size});
         std::lock_guard<std::mutex> lock(mutex_);
         if (size > kKeptBytes)
             return;
@@ -511,7 +558,7 @@ class BufferPool : public std::enable_shared_from_this<BufferPool> {
     }
 
     std::mutex mutex_;
-    std::deque<std::pair<std::unique_ptr<std::byte[]>, std::size_t>> idle_;
+    std::deque<std::pair<std::unique_ptr<std::byte[], Release>, std::size_t>> idle_;
     std::size_t idle_bytes_ = 0;
 };
 
@@ -813,11 +860,16 @@ class UcxTransport final : public Transport {
         const bool zmq_too = !server.tcp.empty() || !server.ipc.empty();
         if (server.ucx.empty() || (zmq_too && !ucx_pays(server, options)))
             return zmq_->connect(server, options);
-        // One worker for all of this client's senders: one thread sends, one at a time.
-        if (!client_worker_)
-            client_worker_ = std::make_shared<Worker>(
-                options.prefer_local_ipc ? context() : std::make_shared<Context>(true));
-        return std::make_unique<UcxSender>(client_worker_, server, options);
+        // A worker for all of this client's senders on this host, one for the others: one
+        // thread sends, one message at a time.
+        const bool on_this_host = options.prefer_local_ipc && server.host == host_name();
+        std::shared_ptr<Worker> &worker = on_this_host ? local_worker_ : remote_worker_;
+        if (!worker)
+            worker = std::make_shared<Worker>(
+                on_this_host ? std::make_shared<Context>(Reach::NoTcp)
+                             : std::make_shared<Context>(options.prefer_local_ipc ? Reach::All
+                                                                                  : Reach::TcpOnly));
+        return std::make_unique<UcxSender>(worker, server, options, on_this_host);
     }
 
     std::unique_ptr<Inbox> bind(const BindOptions &options) override {
@@ -855,7 +907,7 @@ class UcxTransport final : public Transport {
 
     std::unique_ptr<Transport> zmq_;
     std::shared_ptr<Context> context_;
-    std::shared_ptr<Worker> client_worker_;
+    std::shared_ptr<Worker> local_worker_, remote_worker_;
 };
 
 } // namespace
