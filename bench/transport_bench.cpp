@@ -39,7 +39,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <initializer_list>
 #include <array>
 #include <atomic>
 #include <cerrno>
@@ -50,6 +49,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 #include <memory>
 #include <mutex>
 #include <optional>

@@ -867,8 +867,8 @@ class UcxTransport final : public Transport {
         if (!worker)
             worker = std::make_shared<Worker>(
                 on_this_host ? std::make_shared<Context>(Reach::NoTcp)
-                             : std::make_shared<Context>(options.prefer_local_ipc ? Reach::All
-                                                                                  : Reach::TcpOnly));
+                             : std::make_shared<Context>(
+                                   options.prefer_local_ipc ? Reach::All : Reach::TcpOnly));
         return std::make_unique<UcxSender>(worker, server, options, on_this_host);
     }
 

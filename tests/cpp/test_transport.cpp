@@ -503,7 +503,7 @@ namespace {
 /// as clients waiting for the server's confirmation; expects all of them to reach the server's
 /// consumer within 2 s of the last flush.
 void expect_delivered_after_flushes(server::Receiver &receiver, server::Collector &collector,
-                                      std::uint32_t first_simulation) {
+                                    std::uint32_t first_simulation) {
     constexpr std::uint32_t kSenders = 4, kMessages = 2000;
     constexpr std::uint64_t kCells = 4096; // 32 KiB: by rendezvous, sent from a copy
     std::atomic<std::uint32_t> flushed{0};
