@@ -18,6 +18,7 @@
 #include <cstring>
 #include <deque>
 #include <list>
+#include <map>
 #include <mutex>
 #include <random>
 #include <thread>
@@ -94,10 +95,14 @@ std::vector<unsigned char> from_hex(const std::string &hex) {
 /// client's connections on its own host); tcp alone (MELISSA_TRANSPORT=tcp).
 enum class Reach { All, NoTcp, TcpOnly };
 
+/// Who copies a rendezvous' values, as its sender asks: the receiver reads them (UCX's choice),
+/// or the sender writes them (`put_zcopy`).
+enum class Rendezvous { ReceiverReads, SenderWrites };
+
 /// A process's UCX context: what UCX found of the network and of shared memory.
 class Context {
   public:
-    explicit Context(Reach reach = Reach::All) {
+    explicit Context(Reach reach = Reach::All, Rendezvous rendezvous = Rendezvous::ReceiverReads) {
         ucp_config_t *config = nullptr;
         check(ucp_config_read(nullptr, nullptr, &config), "reading its configuration (UCX_*)");
         auto modify = [&](const char *name, const char *value, const std::string &doing) {
@@ -115,12 +120,8 @@ class Context {
         // UCX_TLS, where set, still decides.
         if (reach == Reach::NoTcp && std::getenv("UCX_TLS") == nullptr)
             modify("TLS", "^tcp", "to keep off tcp");
-        // The sender writes a rendezvous' values into the receiver's buffer, where UCX would
-        // have the receiver read them: a server rank takes many clients' values, and by its
-        // reads alone it moved 16 MiB messages of 2 to 4 clients at 3.2 to 3.3 GB/s while
-        // their cores waited; by their writes, at 5.7 to 6.3 (bench/RESULTS.md). The solver
-        // waits for the transfer either way. UCX_RNDV_SCHEME, where set, still decides.
-        if (std::getenv("UCX_RNDV_SCHEME") == nullptr)
+        // UCX_RNDV_SCHEME, where set, decides for all.
+        if (rendezvous == Rendezvous::SenderWrites && std::getenv("UCX_RNDV_SCHEME") == nullptr)
             modify("RNDV_SCHEME", "put_zcopy", "to have senders write their values");
         ucp_params_t params{};
         params.field_mask = UCP_PARAM_FIELD_FEATURES;
@@ -269,9 +270,10 @@ ucp_request_param_t receive_params(Completion &completion) {
 //   (it completes once the server has matched it);
 // - larger, the header and the values as two tagged messages, the values by rendezvous: once
 //   the server rank's fetcher thread has room for them, it takes them into a buffer of their
-//   own, which the statistics read in place, and the sender writes them there (Context). Up to
-//   kCopiedBytes they go from a copy, so that the solver computes on while they travel; larger,
-//   from the solver's buffer itself, and send returns once they are written.
+//   own, which the statistics read in place. Up to kCopiedBytes they go from a copy, which the
+//   server reads, so that the solver computes on while they travel; larger, from the solver's
+//   buffer itself, which the client writes into the server's, and send returns once they are
+//   written (UcxRoutes).
 // A sender keeps up to its high-water mark of messages in flight; send returns at once unless
 // they are all in flight.
 // A tag says which: bit 0, values (1) or a header (0); on a header, bit 1: values follow, bit 2:
@@ -503,6 +505,30 @@ class UcxSender final : public Sender {
     ucs_status_t failure_ = UCS_OK;
     std::deque<InFlight> in_flight_;            // where UCX writes their completions: never moved
     std::vector<std::vector<std::byte>> spare_; // copies' buffers, for the next ones
+};
+
+/// A client's data to one server rank, on two connections: values sent from a copy go where the
+/// server reads them, values sent from the solver's buffer where the client writes them. The
+/// server's reads need nothing of a client that computes on; a client waiting for its buffer
+/// has an idle core, and a server rank that read every client's values itself moved 16 MiB
+/// messages of 2 to 4 clients at 3.2 to 3.3 GB/s, where their writes moved 5.7 to 6.3
+/// (bench/RESULTS.md).
+class UcxRoutes final : public Sender {
+  public:
+    UcxRoutes(std::unique_ptr<Sender> copied, std::unique_ptr<Sender> direct)
+        : copied_(std::move(copied)), direct_(std::move(direct)) {}
+
+    void send(const wire::HeaderBytes &header, const void *values, std::size_t bytes) override {
+        (bytes <= kCopiedBytes ? *copied_ : *direct_).send(header, values, bytes);
+    }
+
+    void flush() override {
+        copied_->flush();
+        direct_->flush();
+    }
+
+  private:
+    std::unique_ptr<Sender> copied_, direct_;
 };
 
 /// Buffers for values, kept for the next messages of the same size (a study's pieces come in a
@@ -860,16 +886,16 @@ class UcxTransport final : public Transport {
         const bool zmq_too = !server.tcp.empty() || !server.ipc.empty();
         if (server.ucx.empty() || (zmq_too && !ucx_pays(server, options)))
             return zmq_->connect(server, options);
-        // A worker for all of this client's senders on this host, one for the others: one
-        // thread sends, one message at a time.
         const bool on_this_host = options.prefer_local_ipc && server.host == host_name();
-        std::shared_ptr<Worker> &worker = on_this_host ? local_worker_ : remote_worker_;
-        if (!worker)
-            worker = std::make_shared<Worker>(
-                on_this_host ? std::make_shared<Context>(Reach::NoTcp)
-                             : std::make_shared<Context>(
-                                   options.prefer_local_ipc ? Reach::All : Reach::TcpOnly));
-        return std::make_unique<UcxSender>(worker, server, options, on_this_host);
+        const Reach reach = on_this_host               ? Reach::NoTcp
+                            : options.prefer_local_ipc ? Reach::All
+                                                       : Reach::TcpOnly;
+        auto route = [&](Rendezvous rendezvous) {
+            return std::make_unique<UcxSender>(client_worker(reach, rendezvous), server, options,
+                                               on_this_host);
+        };
+        return std::make_unique<UcxRoutes>(route(Rendezvous::ReceiverReads),
+                                           route(Rendezvous::SenderWrites));
     }
 
     std::unique_ptr<Inbox> bind(const BindOptions &options) override {
@@ -898,6 +924,15 @@ class UcxTransport final : public Transport {
         return (options.prefer_local_ipc && server.host == host_name()) || has_rdma();
     }
 
+    /// One worker for all of this client's senders of a kind: one thread sends, one message
+    /// at a time.
+    std::shared_ptr<Worker> client_worker(Reach reach, Rendezvous rendezvous) {
+        std::shared_ptr<Worker> &worker = client_workers_[{reach, rendezvous}];
+        if (!worker)
+            worker = std::make_shared<Worker>(std::make_shared<Context>(reach, rendezvous));
+        return worker;
+    }
+
     // Started on first use: a client of a ZeroMQ server never pays for UCX's start.
     std::shared_ptr<Context> context() {
         if (!context_)
@@ -907,7 +942,7 @@ class UcxTransport final : public Transport {
 
     std::unique_ptr<Transport> zmq_;
     std::shared_ptr<Context> context_;
-    std::shared_ptr<Worker> local_worker_, remote_worker_;
+    std::map<std::pair<Reach, Rendezvous>, std::shared_ptr<Worker>> client_workers_;
 };
 
 } // namespace

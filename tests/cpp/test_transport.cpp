@@ -499,13 +499,15 @@ TEST(UcxInbox, FetchesValuesWhileTheServerHandlesEarlierOnes) {
 
 namespace {
 
-/// Streams `kMessages` messages from each of `kSenders` senders, which flush, then stay idle,
-/// as clients waiting for the server's confirmation; expects all of them to reach the server's
-/// consumer within 2 s of the last flush.
+/// Streams `kSteps` time steps of two fields from each of `kSenders` senders, which flush, then
+/// stay idle, as clients waiting for the server's confirmation; expects every message to reach
+/// the server's consumer within 2 s of the last flush. Field u (256 KiB) goes from the sender's
+/// buffer, which it writes into the server's; field v (32 KiB) from copies, which the server
+/// reads, and which keep the server's shared-memory FIFO busy.
 void expect_delivered_after_flushes(server::Receiver &receiver, server::Collector &collector,
                                     std::uint32_t first_simulation) {
-    constexpr std::uint32_t kSenders = 4, kMessages = 2000;
-    constexpr std::uint64_t kCells = 4096; // 32 KiB: by rendezvous, sent from a copy
+    constexpr std::uint32_t kSenders = 4, kSteps = 100, kMessages = 2 * kSteps;
+    constexpr std::uint64_t kCells[] = {1 << 15, 1 << 12};
     std::atomic<std::uint32_t> flushed{0};
     std::promise<void> release;
     std::shared_future<void> released = release.get_future().share();
@@ -514,15 +516,17 @@ void expect_delivered_after_flushes(server::Receiver &receiver, server::Collecto
         senders.emplace_back([&, s] {
             auto t = transport::make_transport();
             auto sender = connect(*t, receiver);
-            const std::vector<double> values(kCells, 1.0);
-            for (std::uint32_t step = 0; step < kMessages; ++step) {
-                wire::Header h = piece(step, 0, kCells);
-                h.simulation_id = first_simulation + s;
-                h.client_rank = 0;
-                h.n_client_ranks = 1;
-                h.field_size = kCells;
-                sender->send(wire::encode(h), values.data(), kCells * 8);
-            }
+            const std::vector<double> values(kCells[0], 1.0);
+            for (std::uint32_t step = 0; step < kSteps; ++step)
+                for (std::uint32_t field : {1, 0}) {
+                    wire::Header h = piece(step, 0, kCells[field]);
+                    h.simulation_id = first_simulation + s;
+                    h.field_id = field;
+                    h.client_rank = 0;
+                    h.n_client_ranks = 1;
+                    h.field_size = kCells[field];
+                    sender->send(wire::encode(h), values.data(), kCells[field] * 8);
+                }
             sender->flush();
             ++flushed;
             released.wait();
@@ -549,16 +553,20 @@ TEST(UcxSender, WhatItFlushedReachesTheServerWithoutAFurtherCall) {
     if (!transport::available(transport::Backend::Ucx))
         GTEST_SKIP() << "built without UCX";
     // A finalizing client flushes, then waits for the server's confirmation without calling
-    // into UCX again: by then the server must be able to complete every message. Senders write
-    // their values into the server's buffers, and the acknowledgement that completes a receive
-    // may wait in a sender's queue while the server's shared-memory FIFO is full, which
-    // several senders streaming at once make likely: without the flush of the endpoint, one
-    // run of ten rounds in two missed some.
+    // into UCX again: by then the server must be able to complete every message. A sender that
+    // writes its values completes its send once they are written, and the acknowledgement that
+    // completes the server's receive may then wait in the sender's queue while the server's
+    // shared-memory FIFO is full. A FIFO of 4 entries (64 by default) makes that likely: without
+    // the flush of the endpoint, 8 runs of 8 missed messages.
+    setenv("UCX_POSIX_FIFO_SIZE", "4", 1);
+    setenv("UCX_SYSV_FIFO_SIZE", "4", 1);
     auto collector = std::make_shared<server::Collector>(64);
     server::Receiver receiver(ucx_config(), collector);
-    for (std::uint32_t round = 0; round < 10 && !HasFailure(); ++round)
+    for (std::uint32_t round = 0; round < 30 && !HasFailure(); ++round)
         expect_delivered_after_flushes(receiver, *collector, 10 + 4 * round);
     receiver.stop();
+    unsetenv("UCX_POSIX_FIFO_SIZE");
+    unsetenv("UCX_SYSV_FIFO_SIZE");
 }
 
 TEST(AutoTransport, TakesUcxOnTheServersHostAndZeroMqOverTcp) {
