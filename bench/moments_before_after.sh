@@ -15,6 +15,11 @@ for file in include/melissa/stats.hpp cpp/stats/moments.cpp cpp/stats/threads.cp
   git -C "$root" show "$rev:$file" > "$work/before/$(basename "$file")"
 done
 mv "$work/before/stats.hpp" "$work/before/melissa/stats.hpp"
+# Since the huge-page allocation moved to cpp/huge_pages.hpp, which moments.cpp includes as
+# "../huge_pages.hpp".
+if git -C "$root" cat-file -e "$rev:cpp/huge_pages.hpp" 2> /dev/null; then
+  git -C "$root" show "$rev:cpp/huge_pages.hpp" > "$work/huge_pages.hpp"
+fi
 # CMake generates the export header; one program made of the objects needs no visibility.
 printf '#pragma once\n#define MELISSA_STATS_EXPORT\n' > "$work/include/melissa/stats_export.h"
 cxx=(${CXX:-g++} -O3 -DNDEBUG -std=c++17 -pthread -I"$work/include")
