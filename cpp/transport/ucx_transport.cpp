@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <functional>
 #include <list>
 #include <map>
 #include <mutex>
@@ -512,23 +513,32 @@ class UcxSender final : public Sender {
 /// server's reads need nothing of a client that computes on; a client waiting for its buffer
 /// has an idle core, and a server rank that read every client's values itself moved 16 MiB
 /// messages of 2 to 4 clients at 3.2 to 3.3 GB/s, where their writes moved 5.7 to 6.3
-/// (bench/RESULTS.md).
+/// (bench/RESULTS.md). The second connection opens with the first values that take it: a
+/// server rank keeps a shared-memory segment for each connection it has had (README, known
+/// limits), and a study of small fields needs none.
 class UcxRoutes final : public Sender {
   public:
-    UcxRoutes(std::unique_ptr<Sender> copied, std::unique_ptr<Sender> direct)
-        : copied_(std::move(copied)), direct_(std::move(direct)) {}
+    UcxRoutes(std::unique_ptr<Sender> copied, std::function<std::unique_ptr<Sender>()> connect)
+        : copied_(std::move(copied)), connect_direct_(std::move(connect)) {}
 
     void send(const wire::HeaderBytes &header, const void *values, std::size_t bytes) override {
-        (bytes <= kCopiedBytes ? *copied_ : *direct_).send(header, values, bytes);
+        if (bytes <= kCopiedBytes)
+            return copied_->send(header, values, bytes);
+        if (!direct_)
+            direct_ = connect_direct_();
+        direct_->send(header, values, bytes);
     }
 
     void flush() override {
         copied_->flush();
-        direct_->flush();
+        if (direct_)
+            direct_->flush();
     }
 
   private:
-    std::unique_ptr<Sender> copied_, direct_;
+    std::unique_ptr<Sender> copied_;
+    std::function<std::unique_ptr<Sender>()> connect_direct_;
+    std::unique_ptr<Sender> direct_;
 };
 
 /// Buffers for values, kept for the next messages of the same size (a study's pieces come in a
@@ -890,12 +900,12 @@ class UcxTransport final : public Transport {
         const Reach reach = on_this_host               ? Reach::NoTcp
                             : options.prefer_local_ipc ? Reach::All
                                                        : Reach::TcpOnly;
-        auto route = [&](Rendezvous rendezvous) {
+        auto route = [this, reach, server, options, on_this_host](Rendezvous rendezvous) {
             return std::make_unique<UcxSender>(client_worker(reach, rendezvous), server, options,
                                                on_this_host);
         };
         return std::make_unique<UcxRoutes>(route(Rendezvous::ReceiverReads),
-                                           route(Rendezvous::SenderWrites));
+                                           [route] { return route(Rendezvous::SenderWrites); });
     }
 
     std::unique_ptr<Inbox> bind(const BindOptions &options) override {
