@@ -117,7 +117,7 @@ class Context {
         // A connection on one host runs without peer-failure handling (UcxSender), and with a
         // tcp lane among its shared-memory ones, a client killed in the middle of a transfer
         // made the server rank abort in UCX 1.13 (ucp_rndv_receive, on the dead peer's
-        // endpoint) in half the runs of test_client_killed_mid_run; without, in none of 12.
+        // endpoint) in half the runs of test_client_killed_mid_run; without, in none of 36.
         // UCX_TLS, where set, still decides.
         if (reach == Reach::NoTcp && std::getenv("UCX_TLS") == nullptr)
             modify("TLS", "^tcp", "to keep off tcp");
